@@ -1,0 +1,463 @@
+//! The API commands: apply, get, describe, delete, info.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use hansa_federator::api::views::{ClusterView, PlacementView, WorkloadDescription, WorkloadView};
+use hansa_policies::{format_bytes, format_cpu};
+use hansa_proto::v1::{
+    ApplyRequest, DeleteRequest, DescribeRequest, GetRequest, InfoRequest, ManifestFile,
+};
+
+use crate::client::{status_error, Client};
+use crate::output::{age, duration, print, Format, Table};
+
+/// Reads the manifests named by `-f`: files, directories (their .yaml/.yml/.json files, sorted)
+/// or `-` for standard input.
+pub fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<ManifestFile>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path == Path::new("-") {
+            let mut content = String::new();
+            std::io::stdin()
+                .read_to_string(&mut content)
+                .context("read standard input")?;
+            files.push(ManifestFile {
+                name: "<stdin>".into(),
+                content,
+            });
+        } else if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("{}: cannot list", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    matches!(
+                        p.extension().and_then(|e| e.to_str()),
+                        Some("yaml" | "yml" | "json")
+                    )
+                })
+                .collect();
+            entries.sort();
+            if entries.is_empty() {
+                bail!("{}: holds no .yaml, .yml or .json files", path.display());
+            }
+            for entry in entries {
+                files.push(read_file(&entry)?);
+            }
+        } else {
+            files.push(read_file(path)?);
+        }
+    }
+    Ok(files)
+}
+
+fn read_file(path: &Path) -> anyhow::Result<ManifestFile> {
+    let content = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(ManifestFile {
+        name: path.display().to_string(),
+        content,
+    })
+}
+
+pub async fn apply(client: &mut Client, paths: &[PathBuf], dry_run: bool) -> anyhow::Result<()> {
+    let files = read_manifests(paths)?;
+    let response = client
+        .apply(ApplyRequest { files, dry_run })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    for warning in &response.warnings {
+        eprintln!("warning: {warning}");
+    }
+    for result in &response.results {
+        let ns = if result.namespace == hansa_core::DEFAULT_NAMESPACE {
+            String::new()
+        } else {
+            format!(" -n {}", result.namespace)
+        };
+        println!(
+            "{}/{}{} {}: {}",
+            result.kind, result.name, ns, result.action, result.placement
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    #[value(alias = "workload", alias = "wl")]
+    Workloads,
+    #[value(alias = "cluster")]
+    Clusters,
+    #[value(alias = "placement")]
+    Placements,
+}
+
+impl Kind {
+    fn wire(self) -> &'static str {
+        match self {
+            Kind::Workloads => "workloads",
+            Kind::Clusters => "clusters",
+            Kind::Placements => "placements",
+        }
+    }
+}
+
+pub async fn get(
+    client: &mut Client,
+    kind: Kind,
+    name: Option<String>,
+    namespace: Option<String>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let response = client
+        .get(GetRequest {
+            kind: kind.wire().into(),
+            namespace: namespace.unwrap_or_default(),
+            name: name.unwrap_or_default(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match kind {
+        Kind::Workloads => {
+            let items: Vec<WorkloadView> = decode(&response.items_json)?;
+            print(format, &items, || workloads_table(&items))
+        }
+        Kind::Clusters => {
+            let items: Vec<ClusterView> = decode(&response.items_json)?;
+            print(format, &items, || clusters_table(&items))
+        }
+        Kind::Placements => {
+            let items: Vec<PlacementView> = decode(&response.items_json)?;
+            print(format, &items, || placements_table(&items))
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(items: &[String]) -> anyhow::Result<Vec<T>> {
+    items
+        .iter()
+        .map(|i| serde_json::from_str(i).context("decode the federator's answer"))
+        .collect()
+}
+
+fn clusters_summary(clusters: &std::collections::BTreeMap<String, u32>) -> String {
+    if clusters.is_empty() {
+        return "-".into();
+    }
+    clusters
+        .iter()
+        .map(|(c, n)| format!("{c}={n}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn workloads_table(items: &[WorkloadView]) -> String {
+    let mut t = Table::new(&[
+        "NAMESPACE",
+        "NAME",
+        "FORMAT",
+        "READY",
+        "PHASE",
+        "CLUSTERS",
+        "REVISION",
+        "AGE",
+    ]);
+    for w in items {
+        t.row(vec![
+            w.namespace.clone(),
+            w.name.clone(),
+            format!("{:?}", w.format).to_lowercase(),
+            format!("{}/{}", w.healthy, w.desired),
+            format!("{:?}", w.phase),
+            clusters_summary(&w.clusters),
+            w.revision.to_string(),
+            age(w.created_ms),
+        ]);
+    }
+    t.render()
+}
+
+fn clusters_table(items: &[ClusterView]) -> String {
+    let mut t = Table::new(&[
+        "NAME",
+        "REGION",
+        "ZONE",
+        "HEALTH",
+        "AGENT",
+        "RUNTIMES",
+        "CPU FREE",
+        "MEMORY FREE",
+        "REPLICAS",
+        "LAST SEEN",
+    ]);
+    for c in items {
+        let available = c.live_available.unwrap_or(c.cluster.available);
+        let total = c.cluster.allocatable;
+        t.row(vec![
+            c.cluster.name.clone(),
+            dash(&c.cluster.region),
+            dash(&c.cluster.zone),
+            format!(
+                "{}{}",
+                c.cluster.health,
+                if c.cluster.cordoned { ",Cordoned" } else { "" }
+            ),
+            if c.connected {
+                "connected"
+            } else {
+                "disconnected"
+            }
+            .into(),
+            c.cluster
+                .runtimes
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            format!(
+                "{}/{}",
+                format_cpu(available.cpu_millis),
+                format_cpu(total.cpu_millis)
+            ),
+            format!(
+                "{}/{}",
+                format_bytes(available.memory_bytes),
+                format_bytes(total.memory_bytes)
+            ),
+            c.replicas.to_string(),
+            c.last_seen_ms
+                .map_or_else(|| "never".into(), |ms| format!("{} ago", duration(ms))),
+        ]);
+    }
+    t.render()
+}
+
+fn placements_table(items: &[PlacementView]) -> String {
+    let mut t = Table::new(&["NAMESPACE", "WORKLOAD", "PLACED", "CLUSTERS", "EXPLANATION"]);
+    for p in items {
+        t.row(vec![
+            p.placement.namespace.clone(),
+            p.placement.workload.clone(),
+            format!("{}/{}", p.placement.total(), p.desired),
+            clusters_summary(&p.placement.clusters),
+            p.placement.explanation.summary.clone(),
+        ]);
+    }
+    t.render()
+}
+
+fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
+}
+
+pub async fn describe(
+    client: &mut Client,
+    name: String,
+    namespace: Option<String>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let response = client
+        .describe(DescribeRequest {
+            namespace: namespace.unwrap_or_default(),
+            name,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let description: WorkloadDescription = serde_json::from_str(&response.description_json)
+        .context("decode the federator's answer")?;
+    print(format, &description, || describe_text(&description))
+}
+
+fn describe_text(d: &WorkloadDescription) -> String {
+    use std::fmt::Write;
+    let w = &d.workload;
+    let s = &d.summary;
+    let mut out = String::new();
+    let _ = writeln!(out, "Name:        {}", w.name);
+    let _ = writeln!(out, "Namespace:   {}", w.namespace);
+    let _ = writeln!(out, "Format:      {:?}", w.format);
+    let _ = writeln!(
+        out,
+        "Revision:    {} (generation {})",
+        s.revision, s.generation
+    );
+    let _ = writeln!(
+        out,
+        "Replicas:    {} desired, {} placed, {} healthy ({:?})",
+        s.desired, s.placed, s.healthy, s.phase
+    );
+    let t = &w.template;
+    if let Some(image) = &t.image {
+        let _ = writeln!(out, "Image:       {image}");
+    }
+    let argv: Vec<&str> = t
+        .command
+        .iter()
+        .chain(&t.args)
+        .map(String::as_str)
+        .collect();
+    if !argv.is_empty() {
+        let _ = writeln!(out, "Command:     {}", argv.join(" "));
+    }
+    let _ = writeln!(
+        out,
+        "Requests:    cpu {}, memory {}",
+        format_cpu(t.resources.cpu_millis),
+        format_bytes(t.resources.memory_bytes)
+    );
+    if let Some(service) = &w.service {
+        let ports: Vec<String> = service
+            .ports
+            .iter()
+            .map(|p| format!("{} {}->{}", p.name, p.port, p.target_port))
+            .collect();
+        let _ = writeln!(out, "Service:     {} ({})", service.name, ports.join(", "));
+    }
+    match &d.explanation {
+        Some(e) => {
+            let _ = writeln!(out, "Placement:   {}", e.summary);
+            let mut t = Table::new(&["  CLUSTER", "DECISION", "REPLICAS", "DETAIL"]);
+            for c in &e.clusters {
+                match &c.outcome {
+                    hansa_core::DecisionOutcome::Selected {
+                        replicas,
+                        score,
+                        fits,
+                    } => t.row(vec![
+                        format!("  {}", c.cluster),
+                        "selected".into(),
+                        replicas.to_string(),
+                        format!(
+                            "weight {score}, fits {}",
+                            if *fits == u32::MAX {
+                                "any".to_string()
+                            } else {
+                                fits.to_string()
+                            }
+                        ),
+                    ]),
+                    hansa_core::DecisionOutcome::Filtered { rule, reason } => t.row(vec![
+                        format!("  {}", c.cluster),
+                        "filtered".into(),
+                        "-".into(),
+                        format!("{rule}: {reason}"),
+                    ]),
+                }
+            }
+            out.push_str(&t.render());
+        }
+        None => {
+            let _ = writeln!(out, "Placement:   not decided yet");
+        }
+    }
+    let _ = writeln!(out, "Replicas:");
+    let mut t = Table::new(&[
+        "  CLUSTER",
+        "REPLICA",
+        "REVISION",
+        "STATE",
+        "HEALTHY",
+        "RESTARTS",
+        "ENDPOINTS",
+        "MESSAGE",
+    ]);
+    let mut any = false;
+    for c in &d.clusters {
+        for r in &c.replicas {
+            any = true;
+            t.row(vec![
+                format!("  {}", c.cluster),
+                r.id.clone(),
+                r.revision.to_string(),
+                r.state.to_string(),
+                if r.healthy { "yes" } else { "no" }.into(),
+                r.restarts.to_string(),
+                r.endpoints
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                r.message.clone(),
+            ]);
+        }
+    }
+    if any {
+        out.push_str(&t.render());
+    } else {
+        let _ = writeln!(out, "  none reported yet");
+    }
+    let _ = writeln!(out, "Endpoints (healthy):");
+    if d.endpoints.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for e in &d.endpoints {
+        let _ = writeln!(
+            out,
+            "  {:<8} {:<16} {:<6} {}",
+            e.cluster, e.replica, e.endpoint.name, e.endpoint
+        );
+    }
+    out
+}
+
+pub async fn delete(
+    client: &mut Client,
+    name: String,
+    namespace: Option<String>,
+) -> anyhow::Result<()> {
+    client
+        .delete(DeleteRequest {
+            kind: "workload".into(),
+            namespace: namespace.clone().unwrap_or_default(),
+            name: name.clone(),
+        })
+        .await
+        .map_err(status_error)?;
+    println!("workload/{name} deleted");
+    Ok(())
+}
+
+pub async fn info(client: &mut Client, format: Format) -> anyhow::Result<()> {
+    let i = client
+        .info(InfoRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    #[derive(serde::Serialize)]
+    struct Info {
+        federator: String,
+        mode: String,
+        trust_domain: String,
+        caller: String,
+        leader_id: u64,
+        leader_address: String,
+        term: u64,
+        last_applied: u64,
+    }
+    let info = Info {
+        federator: i.federator,
+        mode: i.mode,
+        trust_domain: i.trust_domain,
+        caller: i.caller,
+        leader_id: i.leader_id,
+        leader_address: i.leader_address,
+        term: i.term,
+        last_applied: i.last_applied,
+    };
+    print(format, &info, || {
+        format!(
+            "federator:     {}\nmode:          {}\ntrust domain:  {}\nyou are:       {}\nleader:        {} ({})\nterm:          {}\nlast applied:  {}\n",
+            info.federator, info.mode, info.trust_domain, info.caller, info.leader_id,
+            info.leader_address, info.term, info.last_applied
+        )
+    })
+}

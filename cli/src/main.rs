@@ -1,0 +1,224 @@
+//! `hansa`: the command-line client of a Hansa federation, and `hansa dev`.
+
+mod certs;
+mod client;
+mod commands;
+mod context;
+mod dev;
+mod output;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use hansa_federator::telemetry::{init_logging, LogFormat};
+
+use crate::commands::Kind;
+use crate::output::Format;
+
+#[derive(Parser)]
+#[command(
+    name = "hansa",
+    version,
+    about = "Hansa: one control layer for many container clusters"
+)]
+struct Cli {
+    /// The CLI context to use (default: the current one in the CLI configuration).
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// Talk to this federator instead of the context's (with --ca, --cert and --key).
+    #[arg(long, global = true, requires_all = ["ca", "cert", "key"])]
+    federator: Vec<String>,
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
+    #[arg(long, global = true)]
+    cert: Option<PathBuf>,
+    #[arg(long, global = true)]
+    key: Option<PathBuf>,
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create or update workloads from manifest files (native, Kubernetes, Marathon).
+    Apply {
+        /// A file, a directory, or - for standard input; may be repeated.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Validate and show the placement that would be made; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List workloads, clusters or placements.
+    Get {
+        kind: Kind,
+        name: Option<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// A workload's placement, explanation, replicas and endpoints.
+    Describe {
+        /// Only `workload` for now.
+        kind: DescribeKind,
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Delete a workload; its replicas are stopped in every cluster.
+    Delete {
+        kind: DescribeKind,
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Who the federator is and who you are to it.
+    Info {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// The federation CA and certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Start a whole federation on this machine: a federator and three member clusters.
+    Dev {
+        /// The API port on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 7070)]
+        port: u16,
+        /// Keep state here instead of an ephemeral directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Apply these manifests once the clusters have joined.
+        #[arg(long)]
+        apply: Vec<PathBuf>,
+    },
+    /// The demo HTTP server that `hansa-demo-http` workloads run (used by the agents).
+    #[command(hide = true)]
+    DemoHttp(hansa_agent::demo::DemoArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DescribeKind {
+    #[value(alias = "workloads", alias = "wl")]
+    Workload,
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create the federation CA in DIR.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "hansa.internal")]
+        trust_domain: String,
+    },
+    /// Issue a certificate for a federator, cluster or user, signed by the CA in DIR.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        /// federator | cluster | user
+        role: String,
+        name: String,
+        /// DNS names or IP addresses a federator is reached at (repeatable).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev {
+            port,
+            data_dir,
+            apply,
+        } => {
+            init_logging(cli.log_format);
+            return dev::run(dev::DevOptions {
+                port,
+                data_dir,
+                apply,
+            })
+            .await;
+        }
+        Command::DemoHttp(args) => return hansa_agent::demo::run_demo_http(args).await,
+        Command::Certs { command } => {
+            return match command {
+                CertsCommand::Init { dir, trust_domain } => certs::init(&dir, &trust_domain),
+                CertsCommand::Issue {
+                    dir,
+                    role,
+                    name,
+                    hosts,
+                } => certs::issue(&dir, &role, &name, &hosts),
+            };
+        }
+        _ => {}
+    }
+    let context = if cli.federator.is_empty() {
+        let path = context::config_path()?;
+        context::ConfigFile::load(&path)?.resolve(cli.context.as_deref(), &path)?
+    } else {
+        context::Context {
+            federators: cli.federator.clone(),
+            ca: cli
+                .ca
+                .clone()
+                .context("--ca is required with --federator")?,
+            cert: cli
+                .cert
+                .clone()
+                .context("--cert is required with --federator")?,
+            key: cli
+                .key
+                .clone()
+                .context("--key is required with --federator")?,
+        }
+    };
+    let mut client = client::connect(&context).await?;
+    match cli.command {
+        Command::Apply { files, dry_run } => commands::apply(&mut client, &files, dry_run).await,
+        Command::Get {
+            kind,
+            name,
+            namespace,
+            output,
+        } => commands::get(&mut client, kind, name, namespace, output).await,
+        Command::Describe {
+            name,
+            namespace,
+            output,
+            ..
+        } => commands::describe(&mut client, name, namespace, output).await,
+        Command::Delete {
+            name, namespace, ..
+        } => commands::delete(&mut client, name, namespace).await,
+        Command::Info { output } => commands::info(&mut client, output).await,
+        Command::Dev { .. } | Command::DemoHttp(_) | Command::Certs { .. } => Ok(()),
+    }
+}

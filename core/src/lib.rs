@@ -1,0 +1,9 @@
+//! hansa-core: the model and manifest parsing. Pure: no I/O, no async.
+
+pub mod manifest;
+pub mod model;
+pub mod validate;
+
+pub use manifest::{parse_manifests, ManifestError, ManifestErrors, ManifestFile, Parsed};
+pub use model::*;
+pub use validate::{is_dns_label, validate_workload};

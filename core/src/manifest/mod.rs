@@ -1,0 +1,330 @@
+//! Manifest parsing: native `hansa.dev/v1` Workloads, Kubernetes `apps/v1` Deployments joined
+//! with `v1` Services, and Marathon app JSON, all normalised to [`Workload`]s and validated.
+//!
+//! Files may hold several YAML documents (`---`) or JSON values; documents are numbered from 1
+//! per file, empty ones included. Problems are reported as `file doc N: path: message`.
+
+mod kubernetes;
+mod marathon;
+mod native;
+pub mod quantity;
+mod walk;
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::model::{ManifestFormat, Workload};
+use crate::validate::validate_workload;
+use walk::Diag;
+
+/// One manifest file as the user handed it over.
+#[derive(Debug, Clone, Copy)]
+pub struct ManifestFile<'a> {
+    /// Shown in errors and warnings, e.g. `web.yaml`; a `.json` name selects the JSON parser.
+    pub name: &'a str,
+    pub content: &'a str,
+}
+
+/// Everything the files declare, and what the user should know about how it was read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    /// In the order the files and documents declare them.
+    pub workloads: Vec<Workload>,
+    /// `file doc N: path: message`, e.g. fields of foreign formats that Hansa ignores.
+    pub warnings: Vec<String>,
+}
+
+/// A problem in one document, at a field path (empty: the document as a whole).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{file} doc {doc}: {}{message}", path_prefix(.path))]
+pub struct ManifestError {
+    pub file: String,
+    /// 1-based, counting empty documents too.
+    pub doc: usize,
+    pub path: String,
+    pub message: String,
+}
+
+fn path_prefix(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
+    }
+}
+
+/// Every problem found, in file and document order; never empty.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub struct ManifestErrors(pub Vec<ManifestError>);
+
+impl fmt::Display for ManifestErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses every document of every file, joins Kubernetes Deployments with their Services across
+/// all files, validates everything. All or nothing: any error means no workloads.
+pub fn parse_manifests(files: &[ManifestFile<'_>]) -> Result<Parsed, ManifestErrors> {
+    let mut report = Report::default();
+    let mut entries: Vec<(Origin, Entry)> = Vec::new();
+    let mut services: Vec<(Origin, kubernetes::Service)> = Vec::new();
+
+    for file in files {
+        for (i, doc) in documents(file).into_iter().enumerate() {
+            let origin = Origin {
+                file: file.name.to_string(),
+                doc: i + 1,
+            };
+            let value = match doc {
+                Ok(Value::Null) => continue,
+                Ok(value) => value,
+                Err(message) => {
+                    report.error(&origin, "", message);
+                    continue;
+                }
+            };
+            let mut d = Diag::default();
+            for read in read_document(&value, &mut d) {
+                match read {
+                    Read::Workload(w) => entries.push((origin.clone(), Entry::Ready(w))),
+                    Read::Deployment(dep) => entries.push((origin.clone(), Entry::Deployment(dep))),
+                    Read::Service(svc) => services.push((origin.clone(), svc)),
+                }
+            }
+            report.absorb(&origin, d);
+        }
+    }
+
+    let mut deployments: Vec<(&Origin, &mut kubernetes::Deployment)> = entries
+        .iter_mut()
+        .filter_map(|(origin, entry)| match entry {
+            Entry::Deployment(dep) => Some((&*origin, dep)),
+            Entry::Ready(_) => None,
+        })
+        .collect();
+    kubernetes::join(&mut deployments, &services, &mut report);
+
+    let mut workloads: Vec<Workload> = Vec::with_capacity(entries.len());
+    let mut seen: Vec<(&Origin, crate::model::WorkloadKey)> = Vec::new();
+    for (origin, entry) in &entries {
+        let w = match entry {
+            Entry::Ready(w) => w,
+            Entry::Deployment(dep) => &dep.workload,
+        };
+        let key = w.key();
+        if let Some((first, _)) = seen.iter().find(|(_, k)| *k == key) {
+            report.error(
+                origin,
+                "",
+                format!(
+                    "workload {key} is already defined in {} doc {}",
+                    first.file, first.doc
+                ),
+            );
+        }
+        seen.push((origin, key));
+        for (path, message) in validate_workload(w) {
+            if w.format == ManifestFormat::Native {
+                report.error(origin, path, message);
+            } else {
+                report.error(
+                    origin,
+                    path,
+                    format!("{message} (in the Hansa workload made from this document)"),
+                );
+            }
+        }
+        workloads.push(w.clone());
+    }
+
+    if report.errors.is_empty() {
+        Ok(Parsed {
+            workloads,
+            warnings: report.warnings,
+        })
+    } else {
+        Err(ManifestErrors(report.errors))
+    }
+}
+
+/// Where a document came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub file: String,
+    pub doc: usize,
+}
+
+/// Errors and warnings of the whole call, with their origins.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    errors: Vec<ManifestError>,
+    warnings: Vec<String>,
+}
+
+impl Report {
+    pub fn error(&mut self, at: &Origin, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ManifestError {
+            file: at.file.clone(),
+            doc: at.doc,
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn warn(&mut self, at: &Origin, path: &str, message: &str) {
+        self.warnings.push(format!(
+            "{} doc {}: {}{message}",
+            at.file,
+            at.doc,
+            path_prefix(path)
+        ));
+    }
+
+    fn absorb(&mut self, at: &Origin, d: Diag) {
+        for (path, message) in d.errors {
+            self.error(at, path, message);
+        }
+        for (path, message) in d.warnings {
+            self.warn(at, &path, &message);
+        }
+    }
+}
+
+/// A document's contribution before Deployments and Services are joined.
+enum Entry {
+    Ready(Workload),
+    Deployment(kubernetes::Deployment),
+}
+
+pub(crate) enum Read {
+    Workload(Workload),
+    Deployment(kubernetes::Deployment),
+    Service(kubernetes::Service),
+}
+
+const KNOWN_KINDS: &str =
+    "Hansa reads hansa.dev/v1 Workload, apps/v1 Deployment, v1 Service and Marathon app JSON";
+
+/// Recognises a document's format and reads it.
+fn read_document(value: &Value, d: &mut Diag) -> Vec<Read> {
+    let Value::Object(map) = value else {
+        if value.is_array() {
+            return marathon::read_list(value, d);
+        }
+        d.error(
+            "",
+            format!(
+                "expected a manifest object, got {}; {KNOWN_KINDS}",
+                walk::describe(value)
+            ),
+        );
+        return Vec::new();
+    };
+    if map.contains_key("apiVersion") || map.contains_key("kind") {
+        let field = |key: &str| match map.get(key) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => "<missing>".to_string(),
+        };
+        let (api_version, kind) = (field("apiVersion"), field("kind"));
+        return match (api_version.as_str(), kind.as_str()) {
+            ("hansa.dev/v1", "Workload") => native::read(value, d)
+                .map(Read::Workload)
+                .into_iter()
+                .collect(),
+            ("apps/v1", "Deployment") => kubernetes::read_deployment(value, d)
+                .map(Read::Deployment)
+                .into_iter()
+                .collect(),
+            ("v1", "Service") => kubernetes::read_service(value, d)
+                .map(Read::Service)
+                .into_iter()
+                .collect(),
+            _ => {
+                d.error(
+                    "",
+                    format!("unknown apiVersion {api_version} kind {kind}: {KNOWN_KINDS}"),
+                );
+                Vec::new()
+            }
+        };
+    }
+    if map.contains_key("id") || map.contains_key("apps") || map.contains_key("groups") {
+        return marathon::read(value, d);
+    }
+    d.error(
+        "",
+        format!("not a manifest: no apiVersion and kind, and no Marathon app id; {KNOWN_KINDS}"),
+    );
+    Vec::new()
+}
+
+/// The documents of a file, as JSON values; parsing stops at the first malformed document.
+fn documents(file: &ManifestFile<'_>) -> Vec<Result<Value, String>> {
+    let content = file
+        .content
+        .strip_prefix('\u{feff}')
+        .unwrap_or(file.content);
+    let named_json = file.name.to_ascii_lowercase().ends_with(".json");
+    let looks_json = content.trim_start().starts_with(['{', '[']);
+    if named_json || looks_json {
+        let docs = json_documents(content);
+        // YAML flow style (`{kind: Service}`) looks like JSON too.
+        if !named_json && docs.iter().any(Result::is_err) {
+            let yaml = yaml_documents(content);
+            if yaml.iter().all(Result::is_ok) {
+                return yaml;
+            }
+        }
+        return docs;
+    }
+    yaml_documents(content)
+}
+
+fn json_documents(content: &str) -> Vec<Result<Value, String>> {
+    let mut docs = Vec::new();
+    for doc in serde_json::Deserializer::from_str(content).into_iter::<Value>() {
+        match doc {
+            Ok(v) => docs.push(Ok(v)),
+            Err(e) => {
+                docs.push(Err(format!("invalid JSON: {e}")));
+                break;
+            }
+        }
+    }
+    docs
+}
+
+fn yaml_documents(content: &str) -> Vec<Result<Value, String>> {
+    let mut docs = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(content) {
+        let parsed = serde_norway::Value::deserialize(doc)
+            .map_err(|e| format!("invalid YAML: {e}"))
+            .and_then(|mut v| {
+                // Merge keys (`<<: *defaults`) are common in hand-written Kubernetes YAML.
+                v.apply_merge()
+                    .map_err(|e| format!("invalid YAML merge key: {e}"))?;
+                serde_json::to_value(v).map_err(|e| format!("unsupported YAML: {e}"))
+            });
+        let failed = parsed.is_err();
+        docs.push(parsed);
+        // The parser cannot resynchronise after an error.
+        if failed {
+            break;
+        }
+    }
+    docs
+}
+
+#[cfg(test)]
+mod tests;

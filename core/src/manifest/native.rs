@@ -1,0 +1,490 @@
+//! The native `hansa.dev/v1` `Workload` manifest. Strict: unknown fields are errors, reported
+//! with their path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::quantity;
+use super::walk::Diag;
+use crate::model::{
+    ClusterAffinity, EnvConvention, HealthCheck, ManifestFormat, PlacementSpec, PortSpec, Probe,
+    Protocol, ReplicaScheduling, Resources, ServicePort, ServiceSpec, StaticWeight, TaskTemplate,
+    Weighting, Workload, DEFAULT_NAMESPACE,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Manifest {
+    #[allow(dead_code)] // checked before this document was chosen
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    metadata: Metadata,
+    spec: Spec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Metadata {
+    name: String,
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Spec {
+    /// Signed so that `-1` is reported as out of range rather than as a type error.
+    #[serde(default = "one")]
+    replicas: i64,
+    template: Template,
+    placement: Option<Placement>,
+    service: Option<Service>,
+}
+
+fn one() -> i64 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Template {
+    image: Option<String>,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    ports: Vec<Port>,
+    resources: Option<ResourceRequests>,
+    health_check: Option<Health>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Port {
+    name: String,
+    container_port: Option<i64>,
+    host_port: Option<i64>,
+    #[serde(default)]
+    protocol: Protocol,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ResourceRequests {
+    cpu: Option<Scalar>,
+    memory: Option<Scalar>,
+    disk: Option<Scalar>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Health {
+    http: Option<HttpProbe>,
+    tcp: Option<TcpProbe>,
+    exec: Option<ExecProbe>,
+    grace_period_seconds: Option<i64>,
+    interval_seconds: Option<i64>,
+    timeout_seconds: Option<i64>,
+    failure_threshold: Option<i64>,
+    success_threshold: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct HttpProbe {
+    port: Option<Scalar>,
+    path: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TcpProbe {
+    port: Option<Scalar>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ExecProbe {
+    command: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Placement {
+    cluster_affinity: Option<Affinity>,
+    replica_scheduling: Option<Scheduling>,
+    #[serde(default)]
+    constraints: Vec<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Affinity {
+    #[serde(default)]
+    cluster_names: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    match_labels: BTreeMap<String, String>,
+}
+
+impl From<Affinity> for ClusterAffinity {
+    fn from(a: Affinity) -> Self {
+        ClusterAffinity {
+            cluster_names: a.cluster_names,
+            exclude: a.exclude,
+            match_labels: a.match_labels,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Scheduling {
+    #[serde(rename = "type")]
+    kind: Option<SchedulingKind>,
+    weighting: Option<WeightingKind>,
+    static_weights: Option<Vec<Weight>>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Debug)]
+enum SchedulingKind {
+    Divided,
+    Duplicated,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Debug)]
+enum WeightingKind {
+    Equal,
+    Static,
+    AvailableCapacity,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Weight {
+    clusters: Affinity,
+    weight: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Service {
+    name: Option<String>,
+    #[serde(default)]
+    ports: Vec<ServicePortManifest>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ServicePortManifest {
+    name: String,
+    port: i64,
+    target_port: Option<Scalar>,
+    #[serde(default)]
+    protocol: Protocol,
+}
+
+/// A value users write either as a string or as a number: `cpu: 0.5` or `cpu: 500m`,
+/// `port: 0` or `port: http`. Kept as text.
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// Reads a native document; `None` (with errors in `d`) when it is not a valid manifest.
+pub(super) fn read(value: &Value, d: &mut Diag) -> Option<Workload> {
+    let manifest: Manifest = match serde_path_to_error::deserialize(value) {
+        Ok(m) => m,
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            // Counts are read as i64 so that negatives get a range error; say it plainly.
+            let message = e
+                .into_inner()
+                .to_string()
+                .replace("expected i64", "expected an integer");
+            d.error(path, message);
+            return None;
+        }
+    };
+    let errors_before = d.errors.len();
+    let Manifest { metadata, spec, .. } = manifest;
+    let replicas = range(d, "spec.replicas", spec.replicas, 0, u32::MAX.into());
+    let template = template(d, spec.template);
+    let placement = spec.placement.map(|p| placement(d, p)).unwrap_or_default();
+    let service = spec
+        .service
+        .map(|s| service(d, s, &metadata.name, &template.ports));
+    (d.errors.len() == errors_before).then(|| Workload {
+        name: metadata.name,
+        namespace: metadata
+            .namespace
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+        labels: metadata.labels,
+        format: ManifestFormat::Native,
+        replicas: replicas.unwrap_or_default(),
+        template,
+        placement,
+        service,
+    })
+}
+
+/// `value` as a `T` within `min..=max`, or an error at `path`.
+fn range<T: TryFrom<i64>>(d: &mut Diag, path: &str, value: i64, min: i64, max: i64) -> Option<T> {
+    if value < min {
+        d.error(path, format!("must be >= {min} (got {value})"));
+        None
+    } else if value > max {
+        d.error(path, format!("must be <= {max} (got {value})"));
+        None
+    } else {
+        T::try_from(value).ok()
+    }
+}
+
+fn port_number(d: &mut Diag, path: String, value: Option<i64>) -> Option<u16> {
+    let value = value?;
+    if !(1..=65535).contains(&value) {
+        d.error(path, format!("must be between 1 and 65535 (got {value})"));
+        return None;
+    }
+    u16::try_from(value).ok()
+}
+
+fn template(d: &mut Diag, t: Template) -> TaskTemplate {
+    let ports = t
+        .ports
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| PortSpec {
+            container_port: port_number(
+                d,
+                format!("spec.template.ports[{i}].containerPort"),
+                p.container_port,
+            ),
+            host_port: port_number(d, format!("spec.template.ports[{i}].hostPort"), p.host_port),
+            name: p.name,
+            protocol: p.protocol,
+        })
+        .collect();
+    let mut resources = Resources::ZERO;
+    if let Some(r) = t.resources {
+        let base = "spec.template.resources";
+        let mut read = |field: &str, q: Option<Scalar>, parse: quantity::Reader| {
+            let q = q?;
+            parse(&q.0)
+                .map_err(|e| d.error(format!("{base}.{field}"), e.to_string()))
+                .ok()
+        };
+        resources.cpu_millis = read("cpu", r.cpu, quantity::cpu_millis).unwrap_or(0);
+        resources.memory_bytes = read("memory", r.memory, quantity::bytes).unwrap_or(0);
+        resources.disk_bytes = read("disk", r.disk, quantity::bytes).unwrap_or(0);
+    }
+    TaskTemplate {
+        image: t.image,
+        command: t.command,
+        args: t.args,
+        env: t.env,
+        ports,
+        resources,
+        health_check: t.health_check.and_then(|h| health_check(d, h)),
+        env_convention: EnvConvention::Hansa,
+    }
+}
+
+fn health_check(d: &mut Diag, h: Health) -> Option<HealthCheck> {
+    let base = "spec.template.healthCheck";
+    let mut probes = Vec::new();
+    if let Some(p) = h.http {
+        probes.push(Probe::Http {
+            port: p.port.map(|s| s.0).unwrap_or_default(),
+            path: p.path.unwrap_or_else(Probe::default_path),
+        });
+    }
+    if let Some(p) = h.tcp {
+        probes.push(Probe::Tcp {
+            port: p.port.map(|s| s.0).unwrap_or_default(),
+        });
+    }
+    if let Some(p) = h.exec {
+        probes.push(Probe::Exec { command: p.command });
+    }
+    if probes.len() != 1 {
+        d.error(
+            base,
+            format!(
+                "needs exactly one of http, tcp or exec (got {})",
+                probes.len()
+            ),
+        );
+        return None;
+    }
+    let mut hc = HealthCheck::with_probe(probes.pop()?);
+    let mut time = |field: &str, value: Option<i64>, min: i64, default: u32| match value {
+        Some(v) => range(d, &format!("{base}.{field}"), v, min, u32::MAX.into()).unwrap_or(default),
+        None => default,
+    };
+    hc.grace_seconds = time(
+        "gracePeriodSeconds",
+        h.grace_period_seconds,
+        0,
+        hc.grace_seconds,
+    );
+    hc.interval_seconds = time(
+        "intervalSeconds",
+        h.interval_seconds,
+        1,
+        hc.interval_seconds,
+    );
+    hc.timeout_seconds = time("timeoutSeconds", h.timeout_seconds, 1, hc.timeout_seconds);
+    hc.failure_threshold = time(
+        "failureThreshold",
+        h.failure_threshold,
+        1,
+        hc.failure_threshold,
+    );
+    hc.success_threshold = time(
+        "successThreshold",
+        h.success_threshold,
+        1,
+        hc.success_threshold,
+    );
+    Some(hc)
+}
+
+fn placement(d: &mut Diag, p: Placement) -> PlacementSpec {
+    let base = "spec.placement.replicaScheduling";
+    let replica_scheduling = match p.replica_scheduling {
+        None => ReplicaScheduling::default(),
+        Some(s) => {
+            let kind = s.kind.unwrap_or(SchedulingKind::Divided);
+            let weighting = s.weighting.unwrap_or(WeightingKind::Equal);
+            if kind == SchedulingKind::Duplicated && s.weighting.is_some() {
+                d.error(
+                    format!("{base}.weighting"),
+                    "weighting divides replicas, so it needs type: Divided (Duplicated runs all replicas on every cluster)",
+                );
+            }
+            let weights = s.static_weights.map(|ws| {
+                ws.into_iter()
+                    .enumerate()
+                    .map(|(i, w)| StaticWeight {
+                        weight: range(
+                            d,
+                            &format!("{base}.staticWeights[{i}].weight"),
+                            w.weight,
+                            0,
+                            u32::MAX.into(),
+                        )
+                        .unwrap_or(0),
+                        clusters: w.clusters.into(),
+                    })
+                    .collect::<Vec<_>>()
+            });
+            match (weighting, weights) {
+                (WeightingKind::Static, Some(weights)) if !weights.is_empty() => {
+                    ReplicaScheduling::Divided {
+                        weighting: Weighting::Static { weights },
+                    }
+                }
+                (WeightingKind::Static, _) => {
+                    d.error(
+                        format!("{base}.staticWeights"),
+                        "weighting: Static needs staticWeights",
+                    );
+                    ReplicaScheduling::default()
+                }
+                (other, Some(_)) => {
+                    d.error(
+                        format!("{base}.staticWeights"),
+                        format!("staticWeights need weighting: Static (got {other:?})"),
+                    );
+                    ReplicaScheduling::default()
+                }
+                (_, None) if kind == SchedulingKind::Duplicated => ReplicaScheduling::Duplicated,
+                (WeightingKind::Equal, None) => ReplicaScheduling::Divided {
+                    weighting: Weighting::Equal,
+                },
+                (WeightingKind::AvailableCapacity, None) => ReplicaScheduling::Divided {
+                    weighting: Weighting::AvailableCapacity,
+                },
+            }
+        }
+    };
+    PlacementSpec {
+        cluster_affinity: p.cluster_affinity.map(Into::into),
+        replica_scheduling,
+        constraints: p.constraints,
+    }
+}
+
+fn service(d: &mut Diag, s: Service, workload: &str, ports: &[PortSpec]) -> ServiceSpec {
+    let ports = s
+        .ports
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let path = format!("spec.service.ports[{i}]");
+            let target_port = match p.target_port {
+                None => p.name.clone(),
+                Some(Scalar(t)) => match t.parse::<u16>() {
+                    Ok(number) => ports
+                        .iter()
+                        .find(|tp| tp.container_port == Some(number))
+                        .or_else(|| ports.iter().find(|tp| tp.host_port == Some(number)))
+                        .map(|tp| tp.name.clone())
+                        .unwrap_or_else(|| {
+                            d.error(
+                                format!("{path}.targetPort"),
+                                format!("no template port has containerPort or hostPort {number}"),
+                            );
+                            t
+                        }),
+                    Err(_) => t,
+                },
+            };
+            ServicePort {
+                port: port_number(d, format!("{path}.port"), Some(p.port)).unwrap_or(0),
+                name: p.name,
+                target_port,
+                protocol: p.protocol,
+            }
+        })
+        .collect();
+    ServiceSpec {
+        name: s.name.unwrap_or_else(|| workload.to_string()),
+        ports,
+    }
+}

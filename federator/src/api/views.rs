@@ -1,0 +1,93 @@
+//! What the API returns for `get` and `describe`: store records joined with soft state.
+//! Serialised as JSON on the wire; the CLI renders them as tables, YAML or JSON.
+
+use std::collections::BTreeMap;
+
+use hansa_core::{
+    Cluster, ClusterHealth, Endpoint, Explanation, ManifestFormat, Placement, ReplicaStatus,
+    Resources, Workload,
+};
+use serde::{Deserialize, Serialize};
+
+/// Where a workload stands, in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkloadPhase {
+    /// No placement yet, or no cluster can take any replica.
+    Pending,
+    /// Placed, not every replica healthy yet.
+    Progressing,
+    /// Every placed replica is healthy, and all desired replicas are placed.
+    Running,
+    /// Some replicas are placed and healthy, others fit nowhere.
+    Degraded,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadView {
+    pub namespace: String,
+    pub name: String,
+    pub format: ManifestFormat,
+    pub generation: u64,
+    pub revision: u64,
+    /// Replicas the placement asks for across clusters.
+    pub desired: u32,
+    pub placed: u32,
+    pub healthy: u32,
+    pub phase: WorkloadPhase,
+    pub clusters: BTreeMap<String, u32>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterView {
+    #[serde(flatten)]
+    pub cluster: Cluster,
+    pub connected: bool,
+    /// Milliseconds since the agent was last heard from by this federator, if ever.
+    pub last_seen_ms: Option<u64>,
+    /// Live free capacity from the last heartbeat.
+    pub live_available: Option<Resources>,
+    pub replicas: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementView {
+    #[serde(flatten)]
+    pub placement: Placement,
+    pub desired: u32,
+    pub pending: bool,
+}
+
+/// Replicas of one workload in one cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterReplicas {
+    pub cluster: String,
+    pub health: ClusterHealth,
+    pub assigned: u32,
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadDescription {
+    pub summary: WorkloadView,
+    pub workload: Workload,
+    pub explanation: Option<Explanation>,
+    pub clusters: Vec<ClusterReplicas>,
+    /// Healthy endpoints, cluster by cluster.
+    pub endpoints: Vec<ClusterEndpoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterEndpoint {
+    pub cluster: String,
+    pub replica: String,
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+}

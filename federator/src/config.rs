@@ -1,0 +1,178 @@
+//! The federator's configuration file (TOML, strict: unknown keys are errors).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::security::TlsFiles;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// Which store the federator runs on (DESIGN.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A Raft control plane of 1, 3 or 5 federators.
+    #[default]
+    Hub,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This federator's name; must match the name in its certificate.
+    pub name: String,
+    /// Raft node id, unique in the control plane.
+    #[serde(default = "default_node_id")]
+    pub node_id: u64,
+    #[serde(default)]
+    pub mode: Mode,
+    /// The API and agent address (mutual TLS gRPC).
+    pub listen: SocketAddr,
+    /// The Raft peer address.
+    pub peer_listen: SocketAddr,
+    /// How other federators reach `peer_listen`, e.g. `https://10.0.0.1:7001`. Defaults to it.
+    #[serde(default)]
+    pub peer_advertise: Option<String>,
+    pub data_dir: PathBuf,
+    /// Initialise a new one-member control plane when the data dir holds none.
+    #[serde(default = "default_true")]
+    pub bootstrap: bool,
+    pub tls: TlsFiles,
+    /// A cluster whose agent has not been heard from for this long becomes Unreachable and
+    /// its replicas are placed elsewhere.
+    #[serde(default = "default_cluster_grace_seconds")]
+    pub cluster_grace_seconds: u64,
+}
+
+fn default_node_id() -> u64 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_cluster_grace_seconds() -> u64 {
+    15
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        if !hansa_core::is_dns_label(&self.name) {
+            return Err(invalid(
+                "name",
+                format!("must be a DNS label (got {:?})", self.name),
+            ));
+        }
+        if self.node_id == 0 {
+            return Err(invalid("node_id", "must be >= 1 (got 0)".into()));
+        }
+        if self.cluster_grace_seconds == 0 {
+            return Err(invalid(
+                "cluster_grace_seconds",
+                "must be >= 1 (got 0)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn peer_url(&self, bound: SocketAddr) -> String {
+        self.peer_advertise
+            .clone()
+            .unwrap_or_else(|| format!("https://{bound}"))
+    }
+
+    pub fn cluster_grace(&self) -> Duration {
+        Duration::from_secs(self.cluster_grace_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_loads() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/federator.toml"
+        ));
+        let config = Config::load(path).expect("deploy/federator.toml");
+        assert_eq!(config.name, "fed-1");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let text = r#"
+name = "fed-1"
+listen = "127.0.0.1:7070"
+peer_listen = "127.0.0.1:7071"
+data_dir = "/tmp/x"
+colour = "blue"
+[tls]
+ca = "ca.crt"
+cert = "c.crt"
+key = "c.key"
+"#;
+        let err = Config::parse(Path::new("f.toml"), text).expect_err("unknown key");
+        assert!(err.to_string().contains("colour"), "{err}");
+        assert!(err.to_string().starts_with("f.toml: "), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let text = r#"
+name = "Fed_1"
+listen = "127.0.0.1:7070"
+peer_listen = "127.0.0.1:7071"
+data_dir = "/tmp/x"
+[tls]
+ca = "ca.crt"
+cert = "c.crt"
+key = "c.key"
+"#;
+        let err = Config::parse(Path::new("f.toml"), text).expect_err("bad name");
+        assert_eq!(
+            err.to_string(),
+            "f.toml: name: must be a DNS label (got \"Fed_1\")"
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Soft state (DESIGN.md §2): what agents report between heartbeats. Kept in memory on the
+//! federator that receives it; only transitions (Ready -> Unreachable, big capacity shifts)
+//! are written to the store.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hansa_core::{ReplicaStatus, Resources};
+use tokio::sync::watch;
+
+/// The latest report of one cluster's agent.
+#[derive(Debug, Clone)]
+pub struct ClusterLive {
+    /// Whether a Sync stream is open now.
+    pub connected: bool,
+    /// Distinguishes streams, so an old stream's close does not mark a newer one gone.
+    pub session: u64,
+    pub last_seen: Instant,
+    pub available: Resources,
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+pub struct Liveness {
+    started: Instant,
+    clusters: Mutex<HashMap<String, ClusterLive>>,
+    next_session: Mutex<u64>,
+    /// Bumps on every report, so views (describe, DNS later) can follow replica status.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Liveness {
+    pub fn new() -> Self {
+        Liveness {
+            started: Instant::now(),
+            clusters: Mutex::new(HashMap::new()),
+            next_session: Mutex::new(0),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ClusterLive>> {
+        // A panic while holding the lock cannot leave the map half-written: every update is
+        // a single insert or field assignment.
+        self.clusters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// A new stream for `cluster`; returns its session number.
+    pub fn connect(&self, cluster: &str, available: Resources) -> u64 {
+        let session = {
+            let mut next = self.next_session.lock().unwrap_or_else(|e| e.into_inner());
+            *next += 1;
+            *next
+        };
+        let mut clusters = self.lock();
+        let replicas = clusters
+            .get(cluster)
+            .map(|c| c.replicas.clone())
+            .unwrap_or_default();
+        clusters.insert(
+            cluster.to_string(),
+            ClusterLive {
+                connected: true,
+                session,
+                last_seen: Instant::now(),
+                available,
+                replicas,
+            },
+        );
+        drop(clusters);
+        self.bump();
+        session
+    }
+
+    pub fn heartbeat(
+        &self,
+        cluster: &str,
+        session: u64,
+        available: Resources,
+        replicas: Vec<ReplicaStatus>,
+    ) {
+        let mut clusters = self.lock();
+        if let Some(live) = clusters.get_mut(cluster).filter(|c| c.session == session) {
+            live.last_seen = Instant::now();
+            live.available = available;
+            live.replicas = replicas;
+        }
+        drop(clusters);
+        self.bump();
+    }
+
+    pub fn disconnect(&self, cluster: &str, session: u64) {
+        let mut clusters = self.lock();
+        if let Some(live) = clusters.get_mut(cluster).filter(|c| c.session == session) {
+            live.connected = false;
+        }
+        drop(clusters);
+        self.bump();
+    }
+
+    pub fn get(&self, cluster: &str) -> Option<ClusterLive> {
+        self.lock().get(cluster).cloned()
+    }
+
+    /// How long since `cluster` was last heard from. A cluster never heard from since this
+    /// federator started counts from the start, so a restarted federator gives agents the
+    /// full grace period to reconnect before declaring them Unreachable.
+    pub fn silence(&self, cluster: &str) -> Duration {
+        let since = self
+            .lock()
+            .get(cluster)
+            .map(|c| c.last_seen)
+            .unwrap_or(self.started);
+        since.elapsed()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}

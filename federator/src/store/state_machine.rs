@@ -1,0 +1,465 @@
+//! The applied state in `<data_dir>/state.redb`, one row per object, plus an in-memory mirror
+//! that readers use.
+//!
+//! Tables: `objects` (`workload/<ns>/<name>`, `cluster/<name>`, `placement/<ns>/<name>` ->
+//! JSON), `meta` (last applied log id, last membership) and `snapshot` (the current snapshot's
+//! meta and data). Each `apply` batch is one write transaction, fsynced on commit: Raft purges
+//! log entries once a snapshot covers them, so what the state machine reports as applied must
+//! be on disk.
+
+use std::collections::BTreeSet;
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
+    RaftSnapshotBuilder, Snapshot, SnapshotMeta, StoredMembership,
+};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use super::db::{blocking, decode, encode, io_error, DbFile};
+use super::error::StoreError;
+use super::state::{CommandResponse, FederationState, ObjectKey};
+use super::{NodeId, TypeConfig};
+
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+
+const LAST_APPLIED: &str = "last_applied";
+const LAST_MEMBERSHIP: &str = "last_membership";
+const SNAPSHOT_META: &str = "meta";
+const SNAPSHOT_DATA: &str = "data";
+
+type StorageResult<T> = Result<T, openraft::StorageError<NodeId>>;
+type Membership = StoredMembership<NodeId, BasicNode>;
+
+/// The state as of a log id. Kept together behind one lock so a snapshot is consistent.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Applied {
+    pub(crate) last_applied: Option<LogId<NodeId>>,
+    pub(crate) last_membership: Membership,
+    pub(crate) state: FederationState,
+}
+
+/// What the readers share with the state machine.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) applied: Arc<RwLock<Applied>>,
+    /// The last applied log index, bumped after every applied batch.
+    pub(crate) applied_index: Arc<watch::Sender<u64>>,
+}
+
+impl Shared {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        // A panic while holding the lock cannot leave `Applied` half-changed in a way a reader
+        // could misuse: `FederationState::apply` does not panic, and Raft stops on failure.
+        self.applied.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Applied> {
+        self.applied.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub struct StateMachineStore {
+    file: Arc<DbFile>,
+    shared: Shared,
+    /// Held while applying and while capturing a snapshot, so a snapshot never covers more than
+    /// what is already on disk.
+    writing: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl StateMachineStore {
+    /// Opens the file and loads the applied state into memory.
+    pub(crate) async fn open(
+        path: PathBuf,
+        open: mpsc::Sender<()>,
+    ) -> Result<StateMachineStore, StoreError> {
+        let file = DbFile::open(path, open).await?;
+        let applied = blocking(&file, load).await?;
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        Ok(StateMachineStore {
+            file,
+            shared: Shared {
+                applied: Arc::new(RwLock::new(applied)),
+                applied_index: Arc::new(watch::channel(index).0),
+            },
+            writing: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    pub(crate) fn shared(&self) -> Shared {
+        self.shared.clone()
+    }
+}
+
+/// Reads the whole state. A snapshot newer than the objects (which the write ordering should
+/// prevent) wins, since it is a complete committed state.
+fn load(file: &DbFile) -> Result<Applied, StoreError> {
+    let txn = file.db.begin_write().map_err(|e| file.error(e))?;
+    for table in [OBJECTS, META, SNAPSHOT] {
+        txn.open_table(table).map_err(|e| file.error(e))?;
+    }
+    txn.commit().map_err(|e| file.error(e))?;
+
+    let txn = file.db.begin_read().map_err(|e| file.error(e))?;
+    let meta = txn.open_table(META).map_err(|e| file.error(e))?;
+    let mut applied = Applied::default();
+    if let Some(v) = meta.get(LAST_APPLIED).map_err(|e| file.error(e))? {
+        applied.last_applied = decode(file, LAST_APPLIED, v.value())?;
+    }
+    if let Some(v) = meta.get(LAST_MEMBERSHIP).map_err(|e| file.error(e))? {
+        applied.last_membership = decode(file, LAST_MEMBERSHIP, v.value())?;
+    }
+    let objects = txn.open_table(OBJECTS).map_err(|e| file.error(e))?;
+    for row in objects.iter().map_err(|e| file.error(e))? {
+        let (key, value) = row.map_err(|e| file.error(e))?;
+        load_object(file, &mut applied.state, key.value(), value.value())?;
+    }
+
+    let snapshot = read_snapshot(file)?;
+    drop(txn);
+    if let Some((meta, data)) = snapshot {
+        if meta.last_log_id > applied.last_applied {
+            let newer = decode_snapshot(file, &meta, &data)?;
+            let txn = file.db.begin_write().map_err(|e| file.error(e))?;
+            replace_all(file, &txn, &newer)?;
+            txn.commit().map_err(|e| file.error(e))?;
+            return Ok(newer);
+        }
+    }
+    Ok(applied)
+}
+
+fn load_object(
+    file: &DbFile,
+    state: &mut FederationState,
+    key: &str,
+    value: &[u8],
+) -> Result<(), StoreError> {
+    let object = if key.starts_with("workload/") {
+        let record: super::WorkloadRecord = decode(file, key, value)?;
+        let object = ObjectKey::Workload(record.workload.key());
+        state.workloads.insert(record.workload.key(), record);
+        object
+    } else if key.starts_with("cluster/") {
+        let cluster: hansa_core::Cluster = decode(file, key, value)?;
+        let object = ObjectKey::Cluster(cluster.name.clone());
+        state.clusters.insert(cluster.name.clone(), cluster);
+        object
+    } else if key.starts_with("placement/") {
+        let placement: hansa_core::Placement = decode(file, key, value)?;
+        let workload = super::state::placement_key(&placement);
+        state.placements.insert(workload.clone(), placement);
+        ObjectKey::Placement(workload)
+    } else {
+        return Err(file.corrupt(format!("unknown object {key:?}")));
+    };
+    if object.storage_key() != key {
+        return Err(file.corrupt(format!(
+            "object stored as {key:?} is {:?}",
+            object.storage_key()
+        )));
+    }
+    Ok(())
+}
+
+/// The bytes of one object as it is now, or `None` when it no longer exists.
+fn object_bytes(
+    file: &DbFile,
+    state: &FederationState,
+    object: &ObjectKey,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let key = object.storage_key();
+    match object {
+        ObjectKey::Workload(k) => state.workloads.get(k).map(|v| encode(&file.path, &key, v)),
+        ObjectKey::Cluster(k) => state.clusters.get(k).map(|v| encode(&file.path, &key, v)),
+        ObjectKey::Placement(k) => state.placements.get(k).map(|v| encode(&file.path, &key, v)),
+    }
+    .transpose()
+}
+
+/// Replaces every object and the meta rows with `applied`, and makes it the current snapshot's
+/// base: used by `install_snapshot` and by `load`.
+fn replace_all(file: &DbFile, txn: &WriteTransaction, applied: &Applied) -> Result<(), StoreError> {
+    let mut objects = txn.open_table(OBJECTS).map_err(|e| file.error(e))?;
+    objects.retain(|_, _| false).map_err(|e| file.error(e))?;
+    let state = &applied.state;
+    let keys = state
+        .workloads
+        .keys()
+        .map(|k| ObjectKey::Workload(k.clone()))
+        .chain(state.clusters.keys().map(|k| ObjectKey::Cluster(k.clone())))
+        .chain(
+            state
+                .placements
+                .keys()
+                .map(|k| ObjectKey::Placement(k.clone())),
+        );
+    for object in keys {
+        if let Some(bytes) = object_bytes(file, state, &object)? {
+            objects
+                .insert(object.storage_key().as_str(), bytes.as_slice())
+                .map_err(|e| file.error(e))?;
+        }
+    }
+    write_meta(file, txn, applied.last_applied, &applied.last_membership)
+}
+
+fn write_meta(
+    file: &DbFile,
+    txn: &WriteTransaction,
+    last_applied: Option<LogId<NodeId>>,
+    membership: &Membership,
+) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(|e| file.error(e))?;
+    let last_applied = encode(&file.path, LAST_APPLIED, &last_applied)?;
+    let membership = encode(&file.path, LAST_MEMBERSHIP, membership)?;
+    meta.insert(LAST_APPLIED, last_applied.as_slice())
+        .map_err(|e| file.error(e))?;
+    meta.insert(LAST_MEMBERSHIP, membership.as_slice())
+        .map_err(|e| file.error(e))?;
+    Ok(())
+}
+
+type SnapshotRow = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
+
+fn read_snapshot(file: &DbFile) -> Result<Option<SnapshotRow>, StoreError> {
+    let txn = file.db.begin_read().map_err(|e| file.error(e))?;
+    let table = txn.open_table(SNAPSHOT).map_err(|e| file.error(e))?;
+    let meta = table.get(SNAPSHOT_META).map_err(|e| file.error(e))?;
+    let data = table.get(SNAPSHOT_DATA).map_err(|e| file.error(e))?;
+    match (meta, data) {
+        (Some(meta), Some(data)) => Ok(Some((
+            decode(file, "snapshot meta", meta.value())?,
+            data.value().to_vec(),
+        ))),
+        (None, None) => Ok(None),
+        _ => Err(file.corrupt("the snapshot is missing its meta or its data")),
+    }
+}
+
+fn write_snapshot(
+    file: &DbFile,
+    txn: &WriteTransaction,
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    data: &[u8],
+) -> Result<(), StoreError> {
+    let meta = encode(&file.path, "snapshot meta", meta)?;
+    let mut table = txn.open_table(SNAPSHOT).map_err(|e| file.error(e))?;
+    table
+        .insert(SNAPSHOT_META, meta.as_slice())
+        .map_err(|e| file.error(e))?;
+    table
+        .insert(SNAPSHOT_DATA, data)
+        .map_err(|e| file.error(e))?;
+    Ok(())
+}
+
+/// A snapshot's data must describe exactly the state its meta claims.
+fn decode_snapshot(
+    file: &DbFile,
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    data: &[u8],
+) -> Result<Applied, StoreError> {
+    let applied: Applied = decode(file, "snapshot data", data)?;
+    if applied.last_applied != meta.last_log_id || applied.last_membership != meta.last_membership {
+        return Err(file.corrupt(format!(
+            "snapshot {} holds the state at {:?}",
+            meta.snapshot_id, applied.last_applied
+        )));
+    }
+    Ok(applied)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> StorageResult<(Option<LogId<NodeId>>, Membership)> {
+        let applied = self.shared.read();
+        Ok((applied.last_applied, applied.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<CommandResponse>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let Some(last) = entries.last().map(|e| e.log_id) else {
+            return Ok(Vec::new());
+        };
+        let _writing = self.writing.lock().await;
+        let mut responses = Vec::with_capacity(entries.len());
+        let mut touched = BTreeSet::new();
+        // Apply to the mirror and capture the rows to write, then persist without the lock so
+        // readers are not held up by the fsync. Readers may see the entries a moment before
+        // they are on this node's disk; they are committed, and Raft re-applies them after a
+        // crash.
+        let (rows, membership) = {
+            let mut applied = self.shared.write();
+            for entry in entries {
+                applied.last_applied = Some(entry.log_id);
+                let response = match entry.payload {
+                    EntryPayload::Blank => CommandResponse::Done,
+                    EntryPayload::Normal(cmd) => {
+                        touched.extend(cmd.touched_objects());
+                        applied.state.apply(&cmd)
+                    }
+                    EntryPayload::Membership(membership) => {
+                        applied.last_membership =
+                            StoredMembership::new(Some(entry.log_id), membership);
+                        CommandResponse::Done
+                    }
+                };
+                responses.push(response);
+            }
+            let rows = touched
+                .iter()
+                .map(|object| {
+                    Ok((
+                        object.storage_key(),
+                        object_bytes(&self.file, &applied.state, object)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>();
+            (rows, applied.last_membership.clone())
+        };
+        let rows = rows.map_err(|e| io_error(ErrorSubject::Apply(last), ErrorVerb::Write, e))?;
+        blocking(&self.file, move |file| {
+            let txn = file.db.begin_write().map_err(|e| file.error(e))?;
+            {
+                let mut objects = txn.open_table(OBJECTS).map_err(|e| file.error(e))?;
+                for (key, bytes) in &rows {
+                    match bytes {
+                        Some(bytes) => objects.insert(key.as_str(), bytes.as_slice()),
+                        None => objects.remove(key.as_str()),
+                    }
+                    .map_err(|e| file.error(e))?;
+                }
+            }
+            write_meta(file, &txn, Some(last), &membership)?;
+            txn.commit().map_err(|e| file.error(e))
+        })
+        .await
+        .map_err(|e| io_error(ErrorSubject::Apply(last), ErrorVerb::Write, e))?;
+        self.shared.applied_index.send_replace(last.index);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            file: self.file.clone(),
+            shared: self.shared.clone(),
+            writing: self.writing.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let _writing = self.writing.lock().await;
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        let data = snapshot.into_inner();
+        let applied = decode_snapshot(&self.file, meta, &data)
+            .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?;
+        let meta = meta.clone();
+        let applied = blocking(&self.file, move |file| {
+            // One transaction: the old state, the new state and the snapshot are never mixed.
+            let txn = file.db.begin_write().map_err(|e| file.error(e))?;
+            replace_all(file, &txn, &applied)?;
+            write_snapshot(file, &txn, &meta, &data)?;
+            txn.commit().map_err(|e| file.error(e))?;
+            Ok(applied)
+        })
+        .await
+        .map_err(|e| io_error(subject, ErrorVerb::Write, e))?;
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        *self.shared.write() = applied;
+        self.shared.applied_index.send_replace(index);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let snapshot = blocking(&self.file, read_snapshot)
+            .await
+            .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        Ok(snapshot.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+/// Serialises the mirror (state, last applied, membership) as one JSON document and makes it
+/// the current snapshot, unless a newer one was installed meanwhile.
+pub struct SnapshotBuilder {
+    file: Arc<DbFile>,
+    shared: Shared,
+    writing: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let (data, last_log_id, last_membership) = {
+            let _writing = self.writing.lock().await;
+            let applied = self.shared.read();
+            (
+                encode(&self.file.path, "snapshot", &*applied),
+                applied.last_applied,
+                applied.last_membership.clone(),
+            )
+        };
+        let data = data.map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let snapshot_id = match last_log_id {
+            Some(l) => format!("{}-{}-{now_ms}", l.leader_id, l.index),
+            None => format!("empty-{now_ms}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id,
+        };
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        let (meta, data) = blocking(&self.file, move |file| {
+            let txn = file.db.begin_write().map_err(|e| file.error(e))?;
+            let current = {
+                let table = txn.open_table(SNAPSHOT).map_err(|e| file.error(e))?;
+                let current = table.get(SNAPSHOT_META).map_err(|e| file.error(e))?;
+                current
+                    .map(|v| {
+                        decode::<SnapshotMeta<NodeId, BasicNode>>(file, "snapshot meta", v.value())
+                    })
+                    .transpose()?
+            };
+            if current.is_none_or(|c| c.last_log_id <= meta.last_log_id) {
+                write_snapshot(file, &txn, &meta, &data)?;
+                txn.commit().map_err(|e| file.error(e))?;
+            }
+            Ok((meta, data))
+        })
+        .await
+        .map_err(|e| io_error(subject, ErrorVerb::Write, e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}

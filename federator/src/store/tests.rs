@@ -1,0 +1,571 @@
+//! Store tests on real redb files in temporary directories. A one-node group needs no sockets:
+//! it never dials a peer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Cursor};
+use std::path::Path;
+use std::time::Duration;
+
+use hansa_core::{
+    Cluster, ClusterHealth, Placement, PlacementSpec, TaskTemplate, Workload, WorkloadKey,
+};
+use hansa_proto::v1::raft_server::Raft as _;
+use hansa_proto::v1::RaftPayload;
+use openraft::storage::RaftStateMachine;
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{
+    CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftSnapshotBuilder, StorageError,
+};
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+
+use super::network::ClientWriteResult;
+use super::*;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn config(dir: &Path) -> StoreConfig {
+    let mut config = StoreConfig::new(1, dir, "https://127.0.0.1:1", true, ClientTlsConfig::new());
+    // Faster elections keep the restart tests short; the defaults are tested for validity.
+    config.heartbeat_interval = Duration::from_millis(50);
+    config.election_timeout_min = Duration::from_millis(150);
+    config.election_timeout_max = Duration::from_millis(300);
+    config
+}
+
+fn workload(name: &str, image: &str, replicas: u32) -> Workload {
+    Workload {
+        name: name.into(),
+        namespace: "default".into(),
+        labels: BTreeMap::new(),
+        format: Default::default(),
+        replicas,
+        template: TaskTemplate {
+            image: Some(image.into()),
+            ..Default::default()
+        },
+        placement: PlacementSpec::default(),
+        service: None,
+    }
+}
+
+fn cluster(name: &str) -> Cluster {
+    Cluster {
+        name: name.into(),
+        region: "eu".into(),
+        zone: String::new(),
+        provider: String::new(),
+        labels: BTreeMap::new(),
+        runtimes: vec![],
+        addresses: vec![],
+        allocatable: Default::default(),
+        available: Default::default(),
+        health: ClusterHealth::Ready,
+        cordoned: false,
+    }
+}
+
+fn placement(name: &str, generation: u64) -> Placement {
+    Placement {
+        workload: name.into(),
+        namespace: "default".into(),
+        generation,
+        clusters: BTreeMap::from([("eu-1".to_string(), 2)]),
+        explanation: Default::default(),
+    }
+}
+
+fn put(workloads: Vec<Workload>) -> Command {
+    Command::PutWorkloads {
+        workloads,
+        now_ms: 1_000,
+    }
+}
+
+async fn leading(store: &Store) {
+    let mut leadership = store.leadership();
+    tokio::time::timeout(DEADLINE, leadership.wait_for(|leader| *leader))
+        .await
+        .expect("no leadership within the deadline")
+        .expect("leadership watch closed");
+}
+
+/// Writes a cluster, two workloads and a placement; returns what a reader should then see.
+async fn populate(store: &Store) -> FederationState {
+    store
+        .propose(Command::UpsertCluster {
+            cluster: cluster("eu-1"),
+        })
+        .await
+        .unwrap();
+    let response = store
+        .propose(put(vec![
+            workload("web", "nginx:1", 2),
+            workload("api", "api:1", 1),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(
+        response,
+        CommandResponse::Workloads(vec![
+            PutOutcome::Created {
+                generation: 1,
+                revision: 1
+            };
+            2
+        ])
+    );
+    let placed = store
+        .propose(Command::SetPlacement {
+            placement: placement("web", 1),
+        })
+        .await
+        .unwrap();
+    assert_eq!(placed, CommandResponse::Done);
+    store.read(Clone::clone)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_node_store_survives_a_restart_and_keeps_taking_writes() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    leading(&store).await;
+    let mut changes = store.subscribe();
+    let before = *changes.borrow_and_update();
+    let written = populate(&store).await;
+    assert!(changes.has_changed().unwrap());
+    assert!(*changes.borrow() > before);
+    assert_eq!(written.workloads.len(), 2);
+    assert_eq!(written.clusters.len(), 1);
+    assert_eq!(written.placements.len(), 1);
+    let applied = *store.subscribe().borrow();
+    store
+        .raft()
+        .wait(Some(DEADLINE))
+        .applied_index(Some(applied), "metrics catch up")
+        .await
+        .unwrap();
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let store = Store::open(config(dir.path())).await.unwrap();
+    // Readable straight from disk, before any election.
+    assert_eq!(store.read(Clone::clone), written);
+    assert_eq!(*store.subscribe().borrow(), applied);
+    leading(&store).await;
+    let response = store
+        .propose(put(vec![workload("web", "nginx:2", 2)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        response,
+        CommandResponse::Workloads(vec![PutOutcome::Configured {
+            generation: 2,
+            revision: 2
+        }])
+    );
+    // The placement for generation 1 is now stale.
+    let stale = store
+        .propose(Command::SetPlacement {
+            placement: placement("web", 1),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(stale, CommandResponse::Ignored(_)), "{stale:?}");
+    let deleted = store
+        .propose(Command::DeleteWorkload {
+            key: WorkloadKey::new("default", "web"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(deleted, CommandResponse::Deleted(true));
+    let after = store.read(Clone::clone);
+    store.shutdown().await.unwrap();
+
+    let store = Store::open(config(dir.path())).await.unwrap();
+    assert_eq!(store.read(Clone::clone), after);
+    assert!(after.placements.is_empty());
+    assert_eq!(after.workloads.len(), 1);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_survives_a_restart_after_the_log_is_purged() {
+    let dir = TempDir::new().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_in_snapshot_log_to_keep = 0;
+    let store = Store::open(cfg.clone()).await.unwrap();
+    leading(&store).await;
+    let written = populate(&store).await;
+    let last = store
+        .raft()
+        .wait(Some(DEADLINE))
+        .applied_index(Some(*store.subscribe().borrow()), "metrics catch up")
+        .await
+        .unwrap()
+        .last_applied;
+
+    store.raft().trigger().snapshot().await.unwrap();
+    store
+        .raft()
+        .wait(Some(DEADLINE))
+        .metrics(
+            |m| m.snapshot == last && m.purged == last,
+            "snapshot built and log purged",
+        )
+        .await
+        .unwrap();
+    store.shutdown().await.unwrap();
+
+    let store = Store::open(cfg).await.unwrap();
+    assert_eq!(store.read(Clone::clone), written);
+    let snapshot = store.raft().get_snapshot().await.unwrap().unwrap();
+    assert_eq!(snapshot.meta.last_log_id, last);
+    assert_eq!(store.metrics().purged, last);
+    leading(&store).await;
+    store
+        .propose(Command::DeleteWorkload {
+            key: WorkloadKey::new("default", "api"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.read(|s| s.workloads.len()), 1);
+    store.shutdown().await.unwrap();
+}
+
+fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload,
+    }
+}
+
+async fn open_state_machine(path: &Path) -> StateMachineStore {
+    let (open, _) = mpsc::channel(1);
+    StateMachineStore::open(path.join(STATE_FILE), open)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_installed_snapshot_replaces_everything_and_persists() {
+    let source_dir = TempDir::new().unwrap();
+    let mut source = open_state_machine(source_dir.path()).await;
+    let membership = Membership::new(vec![BTreeSet::from([1])], ());
+    source
+        .apply(vec![
+            entry(1, EntryPayload::Membership(membership)),
+            entry(
+                2,
+                EntryPayload::Normal(Command::UpsertCluster {
+                    cluster: cluster("eu-1"),
+                }),
+            ),
+            entry(
+                3,
+                EntryPayload::Normal(put(vec![workload("web", "nginx:1", 2)])),
+            ),
+            entry(
+                4,
+                EntryPayload::Normal(Command::SetPlacement {
+                    placement: placement("web", 1),
+                }),
+            ),
+        ])
+        .await
+        .unwrap();
+    let snapshot = source
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.meta.last_log_id.unwrap().index, 4);
+    let expected = source.shared().read().clone();
+
+    // The target holds something else first: it must be gone after the install.
+    let target_dir = TempDir::new().unwrap();
+    let mut target = open_state_machine(target_dir.path()).await;
+    target
+        .apply(vec![entry(
+            1,
+            EntryPayload::Normal(put(vec![workload("old", "old:1", 1)])),
+        )])
+        .await
+        .unwrap();
+    let data = snapshot.snapshot.into_inner();
+    target
+        .install_snapshot(&snapshot.meta, Box::new(Cursor::new(data.clone())))
+        .await
+        .unwrap();
+    assert_eq!(*target.shared().read(), expected);
+    assert_eq!(*target.shared().applied_index.borrow(), 4);
+    drop(target);
+
+    let mut reopened = open_state_machine(target_dir.path()).await;
+    assert_eq!(*reopened.shared().read(), expected);
+    let current = reopened.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, snapshot.meta);
+    assert_eq!(current.snapshot.into_inner(), data);
+    assert_eq!(
+        reopened.applied_state().await.unwrap(),
+        (expected.last_applied, expected.last_membership.clone())
+    );
+}
+
+async fn expect_corrupt(dir: &Path, file: &str) {
+    let err = match Store::open(config(dir)).await {
+        Ok(_) => panic!("{file}: a damaged file was opened"),
+        Err(e) => e,
+    };
+    let path = dir.join(file);
+    assert!(
+        matches!(&err, StoreError::Corrupt { path: p, .. } if *p == path),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_garbage_file_refuses_to_open_and_names_itself() {
+    for file in [LOG_FILE, STATE_FILE] {
+        let dir = TempDir::new().unwrap();
+        std::fs::write(dir.path().join(file), vec![0x5a; 64 * 1024]).unwrap();
+        expect_corrupt(dir.path(), file).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_record_refuses_to_open() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    leading(&store).await;
+    populate(&store).await;
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let db = redb::Database::create(dir.path().join(STATE_FILE)).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("objects");
+        let mut objects = txn.open_table(table).unwrap();
+        objects
+            .insert("workload/default/web", b"{not json".as_slice())
+            .unwrap();
+    }
+    txn.commit().unwrap();
+    drop(db);
+    expect_corrupt(dir.path(), STATE_FILE).await;
+}
+
+#[tokio::test]
+async fn a_data_directory_opens_once_and_for_one_node_only() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    let again = Store::open(config(dir.path())).await;
+    assert!(
+        matches!(&again, Err(StoreError::InUse { path }) if path.ends_with(LOG_FILE)),
+        "{:?}",
+        again.err()
+    );
+    store.shutdown().await.unwrap();
+
+    let mut other = config(dir.path());
+    other.node_id = 2;
+    let wrong = Store::open(other).await;
+    assert!(
+        matches!(
+            &wrong,
+            Err(StoreError::WrongNode {
+                stored: 1,
+                configured: 2,
+                ..
+            })
+        ),
+        "{:?}",
+        wrong.err()
+    );
+}
+
+#[tokio::test]
+async fn without_a_leader_propose_fails_fast() {
+    let dir = TempDir::new().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.bootstrap = false;
+    cfg.propose_timeout = Duration::from_millis(300);
+    let store = Store::open(cfg).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = store
+        .propose(Command::UpsertCluster {
+            cluster: cluster("eu-1"),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NoLeader), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(!*store.leadership().borrow());
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn default_raft_settings_are_valid() {
+    let cfg = StoreConfig::new(
+        1,
+        "/nonexistent",
+        "https://x:1",
+        false,
+        ClientTlsConfig::new(),
+    );
+    assert!(cfg.raft_config().is_ok());
+    let mut bad = cfg;
+    bad.election_timeout_min = bad.election_timeout_max;
+    assert!(matches!(bad.raft_config(), Err(StoreError::Config(_))));
+}
+
+fn payload<T: serde::Serialize>(value: &T) -> tonic::Request<RaftPayload> {
+    tonic::Request::new(RaftPayload {
+        json: serde_json::to_vec(value).unwrap(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raft_service_authorizes_first_and_takes_forwarded_writes() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    leading(&store).await;
+    let deny: Authorize = Arc::new(|_| Err(tonic::Status::permission_denied("not a federator")));
+    let denied = RaftGrpc::new(store.raft().clone(), deny);
+    let cmd = Command::UpsertCluster {
+        cluster: cluster("eu-1"),
+    };
+    let status = denied.client_write(payload(&cmd)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert!(store.read(|s| s.clusters.is_empty()));
+
+    let allow: Authorize = Arc::new(|_| Ok(()));
+    let service = RaftGrpc::new(store.raft().clone(), allow);
+    let malformed = service
+        .client_write(tonic::Request::new(RaftPayload {
+            json: b"{}".to_vec(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), tonic::Code::InvalidArgument);
+    let reply = service.client_write(payload(&cmd)).await.unwrap();
+    let result: ClientWriteResult = serde_json::from_slice(&reply.get_ref().json).unwrap();
+    assert_eq!(result.unwrap().data, CommandResponse::Done);
+    assert!(store.read(|s| s.clusters.contains_key("eu-1")));
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_node_without_a_leader_answers_a_forwarded_write_with_forward_to_leader() {
+    let dir = TempDir::new().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.bootstrap = false;
+    let store = Store::open(cfg).await.unwrap();
+    let service = RaftGrpc::new(store.raft().clone(), Arc::new(|_| Ok(())));
+    let reply = service
+        .client_write(payload(&Command::SetClusterHealth {
+            name: "eu-1".into(),
+            health: ClusterHealth::Ready,
+        }))
+        .await
+        .unwrap();
+    let result: ClientWriteResult = serde_json::from_slice(&reply.get_ref().json).unwrap();
+    assert!(
+        matches!(
+            result,
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(_)
+            ))
+        ),
+        "{result:?}"
+    );
+    store.shutdown().await.unwrap();
+}
+
+const CRASH_DIR: &str = "HANSA_STORE_CRASH_DIR";
+const CRASH_READY: &str = "HANSA-STORE-CHILD-READY";
+
+/// Run by `a_kill_9_loses_nothing_that_was_acknowledged` in a child process: writes, reports,
+/// then waits to be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper process for the kill -9 test"]
+async fn crash_child() {
+    let Ok(dir) = std::env::var(CRASH_DIR) else {
+        return;
+    };
+    let store = Store::open(config(Path::new(&dir))).await.unwrap();
+    leading(&store).await;
+    let state = populate(&store).await;
+    println!("{CRASH_READY} {}", serde_json::to_string(&state).unwrap());
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_loses_nothing_that_was_acknowledged() {
+    let dir = TempDir::new().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "store::tests::crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CRASH_DIR, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let ready = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix(CRASH_READY).map(|s| s.trim().to_string()))
+    });
+    let line = tokio::time::timeout(DEADLINE, ready).await;
+    child.kill().unwrap(); // SIGKILL: no shutdown, no clean close of the redb files.
+    child.wait().unwrap();
+    let line = line
+        .expect("the child did not report within the deadline")
+        .unwrap()
+        .expect("the child exited without reporting");
+    let acknowledged: FederationState = serde_json::from_str(&line).unwrap();
+
+    let store = Store::open(config(dir.path())).await.unwrap();
+    assert_eq!(store.read(Clone::clone), acknowledged);
+    leading(&store).await;
+    store
+        .propose(Command::DeleteWorkload {
+            key: WorkloadKey::new("default", "api"),
+        })
+        .await
+        .unwrap();
+    store.shutdown().await.unwrap();
+}
+
+/// openraft's own conformance suite for log stores and state machines.
+struct SuiteBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SuiteBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
+        let dir = TempDir::new().unwrap();
+        let (open, _) = mpsc::channel(1);
+        let log = LogStore::open(dir.path().join(LOG_FILE), 0, open.clone())
+            .await
+            .unwrap();
+        let sm = StateMachineStore::open(dir.path().join(STATE_FILE), open)
+            .await
+            .unwrap();
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn the_redb_stores_pass_the_openraft_suite() {
+    Suite::test_all(SuiteBuilder).unwrap();
+}

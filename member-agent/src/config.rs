@@ -1,0 +1,267 @@
+//! The member agent's configuration file (TOML, strict: unknown keys are errors).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hansa_core::{Resources, RuntimeKind};
+use hansa_federator::security::TlsFiles;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// Capacity to announce instead of the host's (quantities as in manifests: `4`, `500m`, `8Gi`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+    pub disk: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The member cluster this agent runs; must match the name in its certificate.
+    pub cluster: String,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub zone: String,
+    #[serde(default)]
+    pub provider: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Federator API addresses (`host:port` or `https://host:port`); the agent fails over
+    /// among them.
+    pub federators: Vec<String>,
+    /// The address replicas bind to and endpoints point at.
+    pub node_address: IpAddr,
+    /// Node addresses or CIDRs of the cluster (default: `node_address`).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    pub data_dir: PathBuf,
+    #[serde(default = "default_runtimes")]
+    pub runtimes: Vec<RuntimeKind>,
+    #[serde(default)]
+    pub capacity: CapacityConfig,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// How long a replica gets between SIGTERM and SIGKILL.
+    #[serde(default = "default_stop_grace_seconds")]
+    pub stop_grace_seconds: u64,
+    pub tls: TlsFiles,
+}
+
+fn default_runtimes() -> Vec<RuntimeKind> {
+    vec![RuntimeKind::Process]
+}
+fn default_heartbeat_ms() -> u64 {
+    2000
+}
+fn default_stop_grace_seconds() -> u64 {
+    10
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        AgentConfig::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<AgentConfig, ConfigError> {
+        let config: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        if !hansa_core::is_dns_label(&self.cluster) {
+            return Err(invalid(
+                "cluster",
+                format!("must be a DNS label (got {:?})", self.cluster),
+            ));
+        }
+        if self.federators.is_empty() {
+            return Err(invalid(
+                "federators",
+                "must name at least one federator".into(),
+            ));
+        }
+        if self.runtimes.is_empty() {
+            return Err(invalid("runtimes", "must name at least one runtime".into()));
+        }
+        if self.heartbeat_ms < 100 {
+            return Err(invalid(
+                "heartbeat_ms",
+                format!("must be >= 100 (got {})", self.heartbeat_ms),
+            ));
+        }
+        self.capacity_override()
+            .map_err(|(key, message)| invalid(&key, message))?;
+        Ok(())
+    }
+
+    /// The configured capacity, dimension by dimension (`None`: detect from the host).
+    pub fn capacity_override(
+        &self,
+    ) -> Result<(Option<u64>, Option<u64>, Option<u64>), (String, String)> {
+        use hansa_core::manifest::quantity::{
+            bytes as parse_bytes, cpu_millis as parse_cpu_millis,
+        };
+        let c = &self.capacity;
+        let cpu = c
+            .cpu
+            .as_deref()
+            .map(parse_cpu_millis)
+            .transpose()
+            .map_err(|e| ("capacity.cpu".to_string(), e.to_string()))?;
+        let memory = c
+            .memory
+            .as_deref()
+            .map(parse_bytes)
+            .transpose()
+            .map_err(|e| ("capacity.memory".to_string(), e.to_string()))?;
+        let disk = c
+            .disk
+            .as_deref()
+            .map(parse_bytes)
+            .transpose()
+            .map_err(|e| ("capacity.disk".to_string(), e.to_string()))?;
+        Ok((cpu, memory, disk))
+    }
+
+    /// What the cluster can run: configured values, else the host's cores, memory and the
+    /// data dir's file system size.
+    pub fn allocatable(&self) -> Resources {
+        let (cpu, memory, disk) = self.capacity_override().unwrap_or_default();
+        Resources {
+            cpu_millis: cpu.unwrap_or_else(host_cpu_millis),
+            memory_bytes: memory.unwrap_or_else(host_memory_bytes),
+            disk_bytes: disk.unwrap_or_else(|| host_disk_bytes(&self.data_dir)),
+        }
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    pub fn stop_grace(&self) -> Duration {
+        Duration::from_secs(self.stop_grace_seconds)
+    }
+
+    pub fn cluster_addresses(&self) -> Vec<String> {
+        if self.addresses.is_empty() {
+            vec![self.node_address.to_string()]
+        } else {
+            self.addresses.clone()
+        }
+    }
+}
+
+fn host_cpu_millis() -> u64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    u64::try_from(cores).unwrap_or(1) * 1000
+}
+
+fn host_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn host_disk_bytes(dir: &Path) -> u64 {
+    let probe = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    nix::sys::statvfs::statvfs(probe)
+        .map(|s| s.blocks() * s.fragment_size())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_loads() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/member-agent.toml"
+        ));
+        let config = AgentConfig::load(path).expect("deploy/member-agent.toml");
+        assert_eq!(config.cluster, "eu-1");
+        assert_eq!(config.allocatable().memory_bytes, 8 << 30);
+    }
+
+    #[test]
+    fn a_bad_quantity_names_its_key() {
+        let text = r#"
+cluster = "eu-1"
+federators = ["127.0.0.1:7070"]
+node_address = "127.0.1.1"
+data_dir = "/tmp/agent"
+[capacity]
+memory = "lots"
+[tls]
+ca = "ca.crt"
+cert = "c.crt"
+key = "c.key"
+"#;
+        let err = AgentConfig::parse(Path::new("a.toml"), text).expect_err("bad quantity");
+        assert!(
+            err.to_string().starts_with("a.toml: capacity.memory: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let text = r#"
+cluster = "eu-1"
+federators = ["127.0.0.1:7070"]
+node_address = "127.0.1.1"
+data_dir = "/tmp/agent"
+regoin = "eu"
+[tls]
+ca = "ca.crt"
+cert = "c.crt"
+key = "c.key"
+"#;
+        let err = AgentConfig::parse(Path::new("a.toml"), text).expect_err("typo");
+        assert!(err.to_string().contains("regoin"), "{err}");
+    }
+}

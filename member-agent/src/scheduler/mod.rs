@@ -1,0 +1,195 @@
+//! The local scheduler: makes the node run what the federator assigned to this cluster.
+//!
+//! One task owns all replica state and reconciles, kube-rs style: on every trigger (a new
+//! assignment set, a replica exiting, a health verdict, a stop finishing) and at least every
+//! second, it observes the runtime, asks [`plan::plan`] what to start and retire, restarts
+//! failed replicas whose backoff has passed, and publishes statuses. Slow work (stopping with a
+//! grace period, probing) runs in tasks that report back as events, so the loop never waits
+//! on a replica.
+//!
+//! What survives an agent restart: the assignment set (`assignments.json`, so an agent without
+//! a federator keeps running its last assignment) and the replicas themselves (the runtime
+//! adopts them). Restart counts and backoff positions start over.
+
+pub mod backoff;
+pub mod plan;
+pub mod ports;
+mod reconcile;
+mod replica;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context;
+use hansa_core::{Assignment, ReplicaStatus, Resources};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use self::backoff::BackoffConfig;
+use self::reconcile::Scheduler;
+use crate::runtime::Runtime;
+use crate::state;
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// This member cluster's name (`HANSA_CLUSTER` of its replicas).
+    pub cluster: String,
+    /// Where replicas bind and their endpoints point, e.g. `127.0.1.1`.
+    pub node_address: String,
+    /// Holds `assignments.json` (and, for the process runtime, `replicas/`).
+    pub data_dir: PathBuf,
+    /// What this node offers; replicas whose requests do not fit wait.
+    pub allocatable: Resources,
+    /// How long a replica has between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    pub backoff: BackoffConfig,
+}
+
+impl SchedulerConfig {
+    pub fn new(
+        cluster: impl Into<String>,
+        node_address: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+        allocatable: Resources,
+        stop_grace: Duration,
+    ) -> Self {
+        Self {
+            cluster: cluster.into(),
+            node_address: node_address.into(),
+            data_dir: data_dir.into(),
+            allocatable,
+            stop_grace,
+            backoff: BackoffConfig::default(),
+        }
+    }
+
+    pub fn default_stop_grace() -> Duration {
+        Duration::from_secs(10)
+    }
+}
+
+/// Talks to the scheduler's task. Cheap to clone.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    shared: Arc<Shared>,
+}
+
+/// What the handle and the loop share.
+struct Shared {
+    desired: watch::Sender<Arc<Vec<Assignment>>>,
+    statuses: Mutex<Vec<ReplicaStatus>>,
+    /// Sum of the requests of the replicas the scheduler runs.
+    in_use: Mutex<Resources>,
+    allocatable: Resources,
+    changes: watch::Sender<u64>,
+    runtime: Arc<dyn Runtime>,
+    stop_grace: Duration,
+    /// Set by `stop_all`: from then on nothing starts.
+    stopped: AtomicBool,
+    /// Held around every start, so `stop_all` can wait out a start in flight.
+    start_gate: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update under these locks is a single assignment; a panic cannot leave them torn.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SchedulerHandle {
+    /// Replaces the desired set (the full AssignmentSet from the federator). Persisted to
+    /// `<data_dir>/assignments.json` so an agent restarted while no federator is reachable
+    /// keeps running its last assignment.
+    pub fn set_assignments(&self, assignments: Vec<Assignment>) {
+        self.shared.desired.send_replace(Arc::new(assignments));
+    }
+
+    /// The desired set the scheduler works towards.
+    pub fn assignments(&self) -> Arc<Vec<Assignment>> {
+        self.shared.desired.borrow().clone()
+    }
+
+    /// Every replica, ordered by workload, then id.
+    pub fn statuses(&self) -> Vec<ReplicaStatus> {
+        lock(&self.shared.statuses).clone()
+    }
+
+    /// Bumps whenever any replica status changes (state, health, endpoints, restarts).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.shared.changes.subscribe()
+    }
+
+    pub fn allocatable(&self) -> Resources {
+        self.shared.allocatable
+    }
+
+    /// allocatable minus the requests of the replicas it runs.
+    pub fn available(&self) -> Resources {
+        self.shared
+            .allocatable
+            .saturating_sub(&lock(&self.shared.in_use))
+    }
+
+    /// Stops every replica (used by `hansa dev` on Ctrl-C and by tests); waits until they are
+    /// gone. Works whether or not the scheduler's task still runs; afterwards the scheduler
+    /// starts nothing more. Logs stay in the data dir; `assignments.json` is kept.
+    pub async fn stop_all(&self) {
+        let shared = &self.shared;
+        shared.stopped.store(true, Ordering::SeqCst);
+        let _gate = shared.start_gate.lock().await;
+        let replicas = match shared.runtime.list().await {
+            Ok(replicas) => replicas,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list replicas to stop them");
+                Vec::new()
+            }
+        };
+        let stops = replicas.iter().map(|info| async move {
+            let id = &info.record.id;
+            if let Err(e) = shared.runtime.stop(id, shared.stop_grace).await {
+                tracing::error!(replica = %id, error = %e, "cannot stop replica");
+            }
+        });
+        futures::future::join_all(stops).await;
+        *lock(&shared.statuses) = Vec::new();
+        *lock(&shared.in_use) = Resources::ZERO;
+        shared.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Loads persisted assignments and adopts running replicas, then reconciles until `shutdown`.
+/// The scheduler's task(s) are spawned into `tasks`. On shutdown it does NOT stop replicas (an
+/// agent restart must not restart its workloads; `stop_all` does that explicitly).
+pub async fn start(
+    config: SchedulerConfig,
+    runtime: Arc<dyn Runtime>,
+    tasks: &mut JoinSet<()>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<SchedulerHandle> {
+    tokio::fs::create_dir_all(&config.data_dir)
+        .await
+        .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+    let assignments = Arc::new(state::load_assignments(&config.data_dir).await?);
+    let shared = Arc::new(Shared {
+        desired: watch::Sender::new(assignments.clone()),
+        statuses: Mutex::new(Vec::new()),
+        in_use: Mutex::new(Resources::ZERO),
+        allocatable: config.allocatable,
+        changes: watch::Sender::new(0),
+        runtime: runtime.clone(),
+        stop_grace: config.stop_grace,
+        stopped: AtomicBool::new(false),
+        start_gate: tokio::sync::Mutex::new(()),
+    });
+    let mut scheduler = Scheduler::new(config, shared.clone(), runtime.changes(), assignments);
+    // Adopt and publish before returning, so the first statuses are already true.
+    scheduler.reconcile().await;
+    tasks.spawn(scheduler.run(shutdown));
+    Ok(SchedulerHandle { shared })
+}

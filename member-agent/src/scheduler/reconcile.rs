@@ -1,0 +1,684 @@
+//! The scheduler's task: owns every replica's state and reconciles it with the desired set.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hansa_core::{Assignment, ReplicaState, ReplicaStatus, Resources, WorkloadKey};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::{self, Backoff};
+use super::plan::{self, Action, ReplicaView, RetireReason};
+use super::ports::PortAllocator;
+use super::replica::{Phase, Replica};
+use super::{lock, SchedulerConfig, Shared};
+use crate::health::{self, ProbeTarget, Verdict};
+use crate::runtime::{template_hash, ReplicaInfo, ReplicaSpec, RunState};
+use crate::state;
+
+/// The loop runs at least this often, even without a trigger: events can be missed.
+const RESYNC: Duration = Duration::from_secs(1);
+
+enum Event {
+    Verdict {
+        id: String,
+        instance: u64,
+        verdict: Verdict,
+    },
+    Stopped {
+        id: String,
+        retired: bool,
+        result: Result<(), String>,
+    },
+}
+
+/// The scheduler's task: owns every replica's state.
+pub(super) struct Scheduler {
+    config: SchedulerConfig,
+    shared: Arc<Shared>,
+    desired: watch::Receiver<Arc<Vec<Assignment>>>,
+    /// The set last written to `assignments.json`.
+    persisted: Arc<Vec<Assignment>>,
+    runtime_changes: watch::Receiver<u64>,
+    replicas: BTreeMap<String, Replica>,
+    ports: PortAllocator,
+    next_seq: u64,
+    next_instance: u64,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events_rx: mpsc::UnboundedReceiver<Event>,
+    /// Probers and stops. Dropped (so aborted) with the loop.
+    background: JoinSet<()>,
+    /// Why a workload's replicas cannot be placed, as last logged (logged once per reason).
+    blocked: HashMap<WorkloadKey, String>,
+}
+
+impl Scheduler {
+    pub(super) fn new(
+        config: SchedulerConfig,
+        shared: Arc<Shared>,
+        runtime_changes: watch::Receiver<u64>,
+        persisted: Arc<Vec<Assignment>>,
+    ) -> Self {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        Self {
+            ports: PortAllocator::new(config.node_address.clone()),
+            desired: shared.desired.subscribe(),
+            runtime_changes,
+            persisted,
+            replicas: BTreeMap::new(),
+            next_seq: 0,
+            next_instance: 0,
+            events_tx,
+            events_rx,
+            background: JoinSet::new(),
+            blocked: HashMap::new(),
+            shared,
+            config,
+        }
+    }
+
+    pub(super) async fn run(mut self, shutdown: CancellationToken) {
+        let mut runtime_open = true;
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(event) = self.events_rx.recv() => self.handle(event),
+                _ = self.desired.changed() => {}
+                changed = self.runtime_changes.changed(), if runtime_open => {
+                    runtime_open = changed.is_ok();
+                }
+                Some(done) = self.background.join_next(), if !self.background.is_empty() => {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            tracing::error!(error = %e, "a scheduler task panicked");
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            while let Ok(event) = self.events_rx.try_recv() {
+                self.handle(event);
+            }
+            self.reconcile().await;
+        }
+        tracing::info!("local scheduler stopped; its replicas keep running");
+    }
+
+    fn next_wake(&self) -> Instant {
+        let resync = Instant::now() + RESYNC;
+        self.replicas
+            .values()
+            .filter_map(|r| match r.phase {
+                Phase::Backoff {
+                    until,
+                    cleaned: true,
+                    ..
+                } => Some(until),
+                _ => None,
+            })
+            .fold(resync, Instant::min)
+    }
+
+    pub(super) async fn reconcile(&mut self) {
+        if self.shared.stopped.load(Ordering::SeqCst) {
+            // `stop_all` stops the processes; the loop only lets go of them.
+            self.background.abort_all();
+            self.replicas.clear();
+            self.ports = PortAllocator::new(self.config.node_address.clone());
+            self.publish();
+            return;
+        }
+        let desired = self.desired.borrow_and_update().clone();
+        self.persist(&desired).await;
+        self.observe(&desired).await;
+        self.act(&desired).await;
+        self.restart_due(&desired).await;
+        self.drive_stops();
+        self.drive_probers();
+        self.publish();
+    }
+
+    async fn persist(&mut self, desired: &Arc<Vec<Assignment>>) {
+        if Arc::ptr_eq(desired, &self.persisted) {
+            return;
+        }
+        match state::save_assignments(&self.config.data_dir, desired).await {
+            Ok(()) => self.persisted = desired.clone(),
+            // Retried on the next pass.
+            Err(e) => tracing::error!(error = %e, "cannot persist the assignment set"),
+        }
+    }
+
+    /// Notices exited replicas and adopts replicas the runtime runs that we do not know (those
+    /// a previous agent started).
+    async fn observe(&mut self, desired: &[Assignment]) {
+        let listed = match self.shared.runtime.list().await {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list the runtime's replicas");
+                return;
+            }
+        };
+        let mut by_id: HashMap<String, ReplicaInfo> = listed
+            .into_iter()
+            .map(|info| (info.record.id.clone(), info))
+            .collect();
+        let live: Vec<String> = self
+            .replicas
+            .values()
+            .filter(|r| matches!(r.phase, Phase::Live))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in live {
+            match by_id.get(&id).map(|info| &info.run) {
+                Some(RunState::Running) => {}
+                Some(RunState::Exited { reason }) => {
+                    let reason = reason.clone();
+                    self.fail(&id, ReplicaState::Failed, &reason);
+                }
+                None => self.fail(&id, ReplicaState::Failed, "vanished from the runtime"),
+            }
+        }
+        by_id.retain(|id, _| !self.replicas.contains_key(id));
+        let mut unknown: Vec<ReplicaInfo> = by_id.into_values().collect();
+        unknown.sort_by_key(|info| (info.record.started_at_ms, info.record.id.clone()));
+        for info in unknown {
+            self.adopt(info, desired);
+        }
+        // An adopted replica learns its template when its revision is assigned.
+        for replica in self.replicas.values_mut().filter(|r| r.template.is_none()) {
+            replica.template = find(desired, &replica.workload, Some(replica.revision))
+                .map(|a| Arc::new(a.template.clone()));
+        }
+    }
+
+    fn adopt(&mut self, info: ReplicaInfo, desired: &[Assignment]) {
+        let record = info.record;
+        let template = find(desired, &record.workload, Some(record.revision))
+            .map(|a| Arc::new(a.template.clone()));
+        let has_check = template.as_ref().is_some_and(|t| t.health_check.is_some());
+        tracing::info!(
+            replica = %record.id,
+            workload = %record.workload,
+            revision = record.revision,
+            "adopted a replica started by a previous agent"
+        );
+        self.ports.reserve(&record.id, &record.host_ports);
+        let replica = Replica {
+            id: record.id.clone(),
+            workload: record.workload,
+            revision: record.revision,
+            template,
+            host_ports: record.host_ports,
+            endpoints: record.endpoints,
+            seq: self.next_seq(),
+            phase: Phase::Live,
+            restarts: 0,
+            backoff: Backoff::default(),
+            healthy_since: (!has_check).then(Instant::now),
+            message: String::new(),
+            instance: self.next_instance(),
+            started_at_ms: record.started_at_ms,
+            prober: None,
+            stop_in_flight: false,
+        };
+        self.replicas.insert(record.id.clone(), replica);
+        if let RunState::Exited { reason } = info.run {
+            self.fail(&record.id, ReplicaState::Failed, &reason);
+        }
+    }
+
+    /// Starts and retires replicas as [`plan::plan`] decides.
+    async fn act(&mut self, desired: &[Assignment]) {
+        let views: Vec<ReplicaView<'_>> = self
+            .replicas
+            .values()
+            .map(|r| ReplicaView {
+                id: &r.id,
+                workload: &r.workload,
+                revision: r.revision,
+                seq: r.seq,
+                ready: r.ready(),
+                retiring: matches!(r.phase, Phase::Retiring),
+            })
+            .collect();
+        let actions = plan::plan(desired, &views);
+        self.blocked
+            .retain(|workload, _| desired.iter().any(|a| &a.workload == workload));
+        for action in actions {
+            match action {
+                Action::Retire { id, reason } => self.retire(&id, &reason),
+                Action::Start { workload, count } => {
+                    let Some(assignment) = find(desired, &workload, None) else {
+                        continue;
+                    };
+                    for _ in 0..count {
+                        if !self.start_new(assignment).await {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn retire(&mut self, id: &str, reason: &RetireReason) {
+        let Some(replica) = self.replicas.get_mut(id) else {
+            return;
+        };
+        tracing::info!(replica = id, %reason, "stopping replica");
+        replica.stop_probing();
+        replica.healthy_since = None;
+        replica.phase = Phase::Retiring;
+        replica.message = format!("stopping: {reason}");
+    }
+
+    /// Places one new replica of `assignment` on this node and starts it; false when it does
+    /// not fit (resources or ports), which is logged and retried on the next pass.
+    async fn start_new(&mut self, assignment: &Assignment) -> bool {
+        let template = &assignment.template;
+        let available = self.config.allocatable.saturating_sub(&self.in_use());
+        if available.fits(&template.resources) == 0 {
+            let reason = format!(
+                "not enough resources on this node: a replica requests {:?}, {:?} is available",
+                template.resources, available
+            );
+            self.block(&assignment.workload, reason);
+            return false;
+        }
+        let id = self.new_id(&assignment.workload.name);
+        let host_ports = match self.ports.allocate(&id, &template.ports) {
+            Ok(ports) => ports,
+            Err(e) => {
+                self.block(&assignment.workload, e.to_string());
+                return false;
+            }
+        };
+        self.blocked.remove(&assignment.workload);
+        let spec = self.spec(&id, assignment, &host_ports);
+        let replica = Replica {
+            id: id.clone(),
+            workload: assignment.workload.clone(),
+            revision: assignment.revision,
+            template: Some(Arc::new(template.clone())),
+            endpoints: spec.endpoints(),
+            host_ports,
+            seq: self.next_seq(),
+            phase: Phase::Live,
+            restarts: 0,
+            backoff: Backoff::default(),
+            healthy_since: None,
+            message: String::new(),
+            instance: 0,
+            started_at_ms: 0,
+            prober: None,
+            stop_in_flight: false,
+        };
+        self.replicas.insert(id.clone(), replica);
+        self.launch(&id).await;
+        true
+    }
+
+    fn block(&mut self, workload: &WorkloadKey, reason: String) {
+        if self.blocked.get(workload) != Some(&reason) {
+            tracing::warn!(%workload, %reason, "cannot place a replica; will retry");
+            self.blocked.insert(workload.clone(), reason);
+        }
+    }
+
+    /// Starts (or restarts) a replica's process.
+    async fn launch(&mut self, id: &str) {
+        let Some(replica) = self.replicas.get(id) else {
+            return;
+        };
+        let Some(template) = replica.template.clone() else {
+            return;
+        };
+        let spec = ReplicaSpec {
+            id: id.to_string(),
+            workload: replica.workload.clone(),
+            revision: replica.revision,
+            cluster: self.config.cluster.clone(),
+            node_address: self.config.node_address.clone(),
+            template_hash: template_hash(&template),
+            template: (*template).clone(),
+            host_ports: replica.host_ports.clone(),
+        };
+        let result = {
+            let _gate = self.shared.start_gate.lock().await;
+            if self.shared.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            self.shared.runtime.start(spec).await
+        };
+        let instance = self.next_instance();
+        let Some(replica) = self.replicas.get_mut(id) else {
+            return;
+        };
+        match result {
+            Ok(record) => {
+                replica.instance = instance;
+                replica.phase = Phase::Live;
+                replica.started_at_ms = record.started_at_ms;
+                replica.message.clear();
+                replica.healthy_since = template.health_check.is_none().then(Instant::now);
+            }
+            Err(e) => {
+                tracing::warn!(replica = id, error = %e, "cannot start replica");
+                self.fail(id, ReplicaState::Failed, &e.to_string());
+            }
+        }
+    }
+
+    /// A run ended badly: back off, clean up what is left of it, restart later.
+    fn fail(&mut self, id: &str, shown: ReplicaState, reason: &str) {
+        let Some(replica) = self.replicas.get_mut(id) else {
+            return;
+        };
+        replica.stop_probing();
+        let ran_healthy = replica
+            .healthy_since
+            .take()
+            .map(|since| since.elapsed())
+            .unwrap_or_default();
+        let delay = replica
+            .backoff
+            .next_delay(&self.config.backoff, ran_healthy);
+        replica.phase = Phase::Backoff {
+            until: Instant::now() + delay,
+            shown,
+            cleaned: false,
+        };
+        replica.message = format!("{reason}; restarting in {}", backoff::describe(delay));
+        tracing::warn!(replica = id, %shown, message = %replica.message, "replica failed");
+    }
+
+    async fn restart_due(&mut self, desired: &[Assignment]) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .replicas
+            .values()
+            .filter(|r| {
+                matches!(r.phase, Phase::Backoff { until, cleaned: true, .. } if until <= now)
+                    && !r.stop_in_flight
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        for id in due {
+            let Some(replica) = self.replicas.get_mut(&id) else {
+                continue;
+            };
+            if replica.template.is_none() {
+                let Some(assignment) = find(desired, &replica.workload, Some(replica.revision))
+                else {
+                    continue;
+                };
+                replica.template = Some(Arc::new(assignment.template.clone()));
+            }
+            replica.restarts = replica.restarts.saturating_add(1);
+            tracing::info!(replica = %id, restarts = replica.restarts, "restarting replica");
+            self.launch(&id).await;
+        }
+    }
+
+    /// Spawns the stops the replicas need: cleanup after a failed run, or retirement.
+    fn drive_stops(&mut self) {
+        for replica in self.replicas.values_mut() {
+            let retire = match replica.phase {
+                Phase::Retiring => true,
+                Phase::Backoff { cleaned: false, .. } => false,
+                _ => continue,
+            };
+            if replica.stop_in_flight {
+                continue;
+            }
+            replica.stop_in_flight = true;
+            let runtime = self.shared.runtime.clone();
+            let grace = self.config.stop_grace;
+            let events = self.events_tx.clone();
+            let id = replica.id.clone();
+            self.background.spawn(async move {
+                let mut result = runtime.stop(&id, grace).await;
+                if retire && result.is_ok() {
+                    result = runtime.remove(&id).await;
+                }
+                let result = result.map_err(|e| e.to_string());
+                let _ = events.send(Event::Stopped {
+                    id,
+                    retired: retire,
+                    result,
+                });
+            });
+        }
+    }
+
+    /// Starts a prober for every running replica with a health check that has none.
+    fn drive_probers(&mut self) {
+        let now_ms = now_ms();
+        let ids: Vec<String> = self
+            .replicas
+            .values()
+            .filter(|r| matches!(r.phase, Phase::Live) && r.prober.is_none())
+            .filter(|r| {
+                r.template
+                    .as_ref()
+                    .is_some_and(|t| t.health_check.is_some())
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        for id in ids {
+            let Some(replica) = self.replicas.get(&id) else {
+                continue;
+            };
+            let Some(template) = replica.template.clone() else {
+                continue;
+            };
+            let Some(check) = template.health_check.clone() else {
+                continue;
+            };
+            let spec = ReplicaSpec {
+                id: id.clone(),
+                workload: replica.workload.clone(),
+                revision: replica.revision,
+                cluster: self.config.cluster.clone(),
+                node_address: self.config.node_address.clone(),
+                template_hash: String::new(),
+                template: (*template).clone(),
+                host_ports: replica.host_ports.clone(),
+            };
+            let target = ProbeTarget {
+                address: self.config.node_address.clone(),
+                ports: template
+                    .ports
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .zip(replica.host_ports.iter().copied())
+                    .collect(),
+                env: spec.environment(),
+                cwd: state::replica_dir(&self.config.data_dir, &id).ok(),
+            };
+            let ran_for = Duration::from_millis(now_ms.saturating_sub(replica.started_at_ms));
+            let grace = Duration::from_secs(u64::from(check.grace_seconds)).saturating_sub(ran_for);
+            let instance = replica.instance;
+            let events = self.events_tx.clone();
+            let prober = self
+                .background
+                .spawn(health::run_prober(check, target, grace, {
+                    let id = id.clone();
+                    move |verdict| {
+                        let event = Event::Verdict {
+                            id: id.clone(),
+                            instance,
+                            verdict,
+                        };
+                        events.send(event).is_ok()
+                    }
+                }));
+            if let Some(replica) = self.replicas.get_mut(&id) {
+                replica.prober = Some(prober);
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Verdict {
+                id,
+                instance,
+                verdict,
+            } => {
+                let Some(replica) = self.replicas.get_mut(&id) else {
+                    return;
+                };
+                if replica.instance != instance || !matches!(replica.phase, Phase::Live) {
+                    return;
+                }
+                match verdict {
+                    Verdict::Healthy => {
+                        tracing::info!(replica = %id, "replica is healthy");
+                        replica.healthy_since = Some(Instant::now());
+                        replica.message.clear();
+                    }
+                    Verdict::Unhealthy { reason } => {
+                        // The prober ends after this verdict.
+                        replica.prober = None;
+                        self.fail(&id, ReplicaState::Unhealthy, &reason);
+                    }
+                }
+            }
+            Event::Stopped {
+                id,
+                retired,
+                result,
+            } => {
+                let Some(replica) = self.replicas.get_mut(&id) else {
+                    return;
+                };
+                replica.stop_in_flight = false;
+                if let Err(e) = result {
+                    // Retried on the next pass.
+                    tracing::error!(replica = %id, error = %e, "cannot stop replica");
+                    return;
+                }
+                match &mut replica.phase {
+                    Phase::Retiring if retired => {
+                        self.replicas.remove(&id);
+                        self.ports.release(&id);
+                    }
+                    Phase::Backoff { cleaned, .. } if !retired => *cleaned = true,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let mut statuses: Vec<ReplicaStatus> =
+            self.replicas.values().map(Replica::status).collect();
+        statuses.sort_by(|a, b| (&a.workload, &a.id).cmp(&(&b.workload, &b.id)));
+        *lock(&self.shared.in_use) = self.in_use();
+        let changed = {
+            let mut published = lock(&self.shared.statuses);
+            let changed = *published != statuses;
+            if changed {
+                *published = statuses;
+            }
+            changed
+        };
+        if changed {
+            self.shared.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    fn in_use(&self) -> Resources {
+        self.replicas
+            .values()
+            .fold(Resources::ZERO, |sum, r| sum.saturating_add(&r.requests()))
+    }
+
+    fn spec(&self, id: &str, assignment: &Assignment, host_ports: &[u16]) -> ReplicaSpec {
+        ReplicaSpec {
+            id: id.to_string(),
+            workload: assignment.workload.clone(),
+            revision: assignment.revision,
+            cluster: self.config.cluster.clone(),
+            node_address: self.config.node_address.clone(),
+            template_hash: template_hash(&assignment.template),
+            template: assignment.template.clone(),
+            host_ports: host_ports.to_vec(),
+        }
+    }
+
+    /// `<workload>-<6 lowercase hex>`, unique among replicas and replica directories.
+    fn new_id(&self, workload: &str) -> String {
+        // Bounded, so that the id stays a valid directory name (see `state::is_valid_id`).
+        let prefix: String = workload
+            .chars()
+            .take(60)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        loop {
+            let id = format!("{prefix}-{}", random_hex6());
+            let on_disk = state::replica_dir(&self.config.data_dir, &id).map(|dir| dir.exists());
+            if !self.replicas.contains_key(&id) && matches!(on_disk, Ok(false)) {
+                return id;
+            }
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    fn next_instance(&mut self) -> u64 {
+        self.next_instance += 1;
+        self.next_instance
+    }
+}
+
+/// The assignment of `workload` (of `revision`, if given); the last one wins, as in the plan.
+fn find<'a>(
+    desired: &'a [Assignment],
+    workload: &WorkloadKey,
+    revision: Option<u64>,
+) -> Option<&'a Assignment> {
+    desired
+        .iter()
+        .rev()
+        .find(|a| &a.workload == workload && revision.is_none_or(|r| r == a.revision))
+}
+
+/// Six random lowercase hex digits, from std's randomly keyed hasher (no extra dependency).
+fn random_hex6() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    format!("{:06x}", hasher.finish() & 0xff_ffff)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}

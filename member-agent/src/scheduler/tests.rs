@@ -1,0 +1,688 @@
+//! The scheduler with the process runtime and real processes: no mocks.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hansa_core::{
+    Assignment, EnvConvention, HealthCheck, PortSpec, Probe, ReplicaState, ReplicaStatus,
+    Resources, TaskTemplate, WorkloadKey,
+};
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{start, SchedulerConfig, SchedulerHandle};
+use crate::runtime::process::{group_alive, process_alive, read_stat};
+use crate::runtime::{ProcessRuntime, ReplicaRecord, Runtime, RuntimeHandle};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Agent {
+    handle: SchedulerHandle,
+    runtime: Arc<ProcessRuntime>,
+    tasks: JoinSet<()>,
+    shutdown: CancellationToken,
+}
+
+fn config(dir: &Path) -> SchedulerConfig {
+    let allocatable = Resources {
+        cpu_millis: 64_000,
+        memory_bytes: 64 << 30,
+        disk_bytes: 1 << 40,
+    };
+    let grace = Duration::from_secs(5);
+    SchedulerConfig::new("test-cluster", "127.0.0.1", dir, allocatable, grace)
+}
+
+async fn agent(config: SchedulerConfig) -> Agent {
+    let runtime = Arc::new(ProcessRuntime::new(&config.data_dir));
+    let mut tasks = JoinSet::new();
+    let shutdown = CancellationToken::new();
+    let handle = start(config, runtime.clone(), &mut tasks, shutdown.clone())
+        .await
+        .expect("scheduler starts");
+    Agent {
+        handle,
+        runtime,
+        tasks,
+        shutdown,
+    }
+}
+
+impl Agent {
+    /// Ends the scheduler as an agent restart does: its replicas keep running.
+    async fn detach(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    async fn wait_for(
+        &self,
+        what: &str,
+        done: impl Fn(&[ReplicaStatus]) -> bool,
+    ) -> Vec<ReplicaStatus> {
+        let mut changes = self.handle.changes();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let statuses = self.handle.statuses();
+            if done(&statuses) {
+                return statuses;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; statuses: {statuses:#?}"
+            );
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    async fn wait_running(&self, workload: &str, n: usize) -> Vec<ReplicaStatus> {
+        let statuses = self
+            .wait_for(&format!("{n} running replicas of {workload}"), |s| {
+                let of: Vec<_> = s.iter().filter(|r| r.workload.name == workload).collect();
+                of.len() == n
+                    && of
+                        .iter()
+                        .all(|r| r.state == ReplicaState::Running && r.healthy)
+            })
+            .await;
+        statuses
+            .into_iter()
+            .filter(|r| r.workload.name == workload)
+            .collect()
+    }
+
+    /// The (pid, start ticks) of a replica's process.
+    async fn process(&self, id: &str) -> (u32, u64) {
+        let info = self
+            .runtime
+            .inspect(id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("the runtime does not know {id}"));
+        let RuntimeHandle::Process { pid, start_ticks } = info.record.handle;
+        (pid, start_ticks)
+    }
+}
+
+/// Kills whatever a failing test leaves running, from the records in the data dir.
+struct Reaper(PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.0.join("replicas")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(bytes) = std::fs::read(entry.path().join("replica.json")) else {
+                continue;
+            };
+            let Ok(record) = serde_json::from_slice::<ReplicaRecord>(&bytes) else {
+                continue;
+            };
+            let RuntimeHandle::Process { pid, start_ticks } = record.handle;
+            if let (true, Ok(raw)) = (process_alive(pid, start_ticks), i32::try_from(pid)) {
+                let _ = signal::killpg(Pid::from_raw(raw), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+fn sh(script: &str) -> TaskTemplate {
+    TaskTemplate {
+        command: vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string()],
+        ..TaskTemplate::default()
+    }
+}
+
+fn sleeper() -> TaskTemplate {
+    sh("exec sleep 1000")
+}
+
+fn port(name: &str) -> PortSpec {
+    PortSpec {
+        name: name.to_string(),
+        ..PortSpec::default()
+    }
+}
+
+fn assignment(name: &str, revision: u64, replicas: u32, template: TaskTemplate) -> Assignment {
+    Assignment {
+        workload: WorkloadKey::new("default", name),
+        revision,
+        replicas,
+        template,
+    }
+}
+
+fn kill(pid: u32) {
+    let raw = i32::try_from(pid).unwrap();
+    signal::kill(Pid::from_raw(raw), Signal::SIGKILL).unwrap();
+}
+
+fn gone(process: (u32, u64)) -> bool {
+    !process_alive(process.0, process.1) && !group_alive(process.0, process.1)
+}
+
+fn by_id<'a>(statuses: &'a [ReplicaStatus], id: &str) -> Option<&'a ReplicaStatus> {
+    statuses.iter().find(|r| r.id == id)
+}
+
+#[tokio::test]
+async fn starts_each_replica_in_its_own_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let agent = agent(config(dir.path())).await;
+    agent
+        .handle
+        .set_assignments(vec![assignment("web", 1, 3, sleeper())]);
+    let statuses = agent.wait_running("web", 3).await;
+
+    let mut pids = Vec::new();
+    for status in &statuses {
+        let suffix = status
+            .id
+            .strip_prefix("web-")
+            .expect("id starts with the workload");
+        assert!(
+            suffix.len() == 6
+                && suffix
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "{}",
+            status.id
+        );
+        assert_eq!(status.revision, 1);
+        assert_eq!(status.restarts, 0);
+        let (pid, ticks) = agent.process(&status.id).await;
+        assert!(process_alive(pid, ticks));
+        let stat = read_stat(pid).unwrap();
+        assert_eq!(
+            stat.pgrp,
+            i32::try_from(pid).unwrap(),
+            "leads its own process group"
+        );
+        pids.push((pid, ticks));
+    }
+    pids.sort();
+    pids.dedup();
+    assert_eq!(pids.len(), 3);
+    assert!(dir.path().join("assignments.json").exists());
+
+    agent.handle.stop_all().await;
+    assert!(pids.iter().all(|&p| gone(p)));
+    assert!(agent.handle.statuses().is_empty());
+    assert!(agent.runtime.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_killed_replica_is_restarted_after_a_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let agent = agent(config(dir.path())).await;
+    agent
+        .handle
+        .set_assignments(vec![assignment("web", 1, 1, sleeper())]);
+    let id = agent.wait_running("web", 1).await[0].id.clone();
+    let first = agent.process(&id).await;
+
+    kill(first.0);
+    let statuses = agent
+        .wait_for("the replica to fail", |s| {
+            by_id(s, &id).is_some_and(|r| r.state == ReplicaState::Failed)
+        })
+        .await;
+    let failed = by_id(&statuses, &id).unwrap();
+    assert_eq!(
+        failed.message,
+        "killed by signal 9 (SIGKILL); restarting in 1s"
+    );
+    assert!(!failed.healthy);
+
+    let statuses = agent
+        .wait_for("the replica to run again", |s| {
+            by_id(s, &id).is_some_and(|r| r.state == ReplicaState::Running && r.restarts == 1)
+        })
+        .await;
+    assert_eq!(statuses.len(), 1, "restarted in place, not replaced");
+    let second = agent.process(&id).await;
+    assert_ne!(second.0, first.0);
+    assert!(process_alive(second.0, second.1));
+    agent.handle.stop_all().await;
+}
+
+#[tokio::test]
+async fn scaling_down_stops_the_surplus_and_their_process_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let agent = agent(config(dir.path())).await;
+    // A small tree per replica: the shell and two children.
+    let tree = sh("sleep 1000 & sleep 1000 & wait");
+    agent
+        .handle
+        .set_assignments(vec![assignment("web", 1, 3, tree.clone())]);
+    let before = agent.wait_running("web", 3).await;
+    let mut processes = BTreeMap::new();
+    for status in &before {
+        processes.insert(status.id.clone(), agent.process(&status.id).await);
+    }
+
+    agent
+        .handle
+        .set_assignments(vec![assignment("web", 1, 1, tree)]);
+    let after = agent
+        .wait_for("one replica left", |s| {
+            s.len() == 1 && s[0].state == ReplicaState::Running
+        })
+        .await;
+    let kept = &after[0].id;
+    assert!(
+        processes.contains_key(kept),
+        "a surviving replica is kept, not restarted"
+    );
+    for (id, process) in &processes {
+        if id == kept {
+            assert!(process_alive(process.0, process.1));
+        } else {
+            assert!(gone(*process), "{id}'s process group is gone");
+            assert!(!dir.path().join("replicas").join(id).exists());
+        }
+    }
+    agent.handle.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_new_revision_replaces_the_old_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let agent = agent(config(dir.path())).await;
+    agent
+        .handle
+        .set_assignments(vec![assignment("web", 1, 2, sleeper())]);
+    let old = agent.wait_running("web", 2).await;
+    let mut old_processes = Vec::new();
+    for status in &old {
+        old_processes.push(agent.process(&status.id).await);
+    }
+
+    agent
+        .handle
+        .set_assignments(vec![assignment("web", 2, 2, sh("exec sleep 1001"))]);
+    let new = agent
+        .wait_for("two replicas of revision 2 and nothing else", |s| {
+            s.len() == 2
+                && s.iter()
+                    .all(|r| r.revision == 2 && r.state == ReplicaState::Running)
+        })
+        .await;
+    for status in &new {
+        assert!(old.iter().all(|o| o.id != status.id));
+    }
+    assert!(old_processes.iter().all(|&p| gone(p)));
+    agent.handle.stop_all().await;
+}
+
+#[tokio::test]
+async fn changing_another_workload_leaves_this_one_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let agent = agent(config(dir.path())).await;
+    let web = assignment("web", 1, 2, sleeper());
+    agent
+        .handle
+        .set_assignments(vec![web.clone(), assignment("api", 1, 1, sleeper())]);
+    let web_before = agent.wait_running("web", 2).await;
+    agent.wait_running("api", 1).await;
+    let mut web_processes = Vec::new();
+    for status in &web_before {
+        web_processes.push(agent.process(&status.id).await);
+    }
+
+    agent
+        .handle
+        .set_assignments(vec![web, assignment("api", 2, 1, sh("exec sleep 1001"))]);
+    agent
+        .wait_for("api at revision 2", |s| {
+            let api: Vec<_> = s.iter().filter(|r| r.workload.name == "api").collect();
+            api.len() == 1 && api[0].revision == 2 && api[0].state == ReplicaState::Running
+        })
+        .await;
+    let web_after: Vec<ReplicaStatus> = agent
+        .handle
+        .statuses()
+        .into_iter()
+        .filter(|r| r.workload.name == "web")
+        .collect();
+    assert_eq!(web_after, web_before);
+    for (status, process) in web_after.iter().zip(&web_processes) {
+        assert_eq!(agent.process(&status.id).await, *process);
+        assert!(process_alive(process.0, process.1));
+    }
+    agent.handle.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_its_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let first = agent(config(dir.path())).await;
+    first
+        .handle
+        .set_assignments(vec![assignment("web", 1, 2, sleeper())]);
+    let before = first.wait_running("web", 2).await;
+    let mut processes = BTreeMap::new();
+    for status in &before {
+        processes.insert(status.id.clone(), first.process(&status.id).await);
+    }
+    first.detach().await;
+    assert!(
+        processes.values().all(|p| process_alive(p.0, p.1)),
+        "a stopped agent leaves its replicas running"
+    );
+
+    // No federator: the second agent works from the persisted assignment set.
+    let second = agent(config(dir.path())).await;
+    let adopted = second.handle.statuses();
+    assert_eq!(adopted.len(), 2, "{adopted:#?}");
+    for status in &adopted {
+        assert_eq!(status.state, ReplicaState::Running);
+        assert_eq!(second.process(&status.id).await, processes[&status.id]);
+        let info = second.runtime.inspect(&status.id).await.unwrap().unwrap();
+        assert!(info.adopted);
+    }
+    assert_eq!(
+        second.runtime.list().await.unwrap().len(),
+        2,
+        "nothing duplicated"
+    );
+
+    let victim = adopted[0].id.clone();
+    kill(processes[&victim].0);
+    let statuses = second
+        .wait_for("the adopted replica to be restarted", |s| {
+            by_id(s, &victim).is_some_and(|r| r.state == ReplicaState::Running && r.restarts == 1)
+        })
+        .await;
+    assert_eq!(statuses.len(), 2);
+    assert_ne!(second.process(&victim).await, processes[&victim]);
+    let other = &adopted[1].id;
+    assert_eq!(second.process(other).await, processes[other]);
+    assert_eq!(second.runtime.list().await.unwrap().len(), 2);
+    second.handle.stop_all().await;
+    assert!(processes.values().all(|&p| gone(p)));
+}
+
+#[tokio::test]
+async fn stop_all_leaves_no_process_and_starts_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let agent = agent(config(dir.path())).await;
+    agent.handle.set_assignments(vec![assignment(
+        "web",
+        1,
+        2,
+        sh("sleep 1000 & exec sleep 1000"),
+    )]);
+    let statuses = agent.wait_running("web", 2).await;
+    let mut processes = Vec::new();
+    for status in &statuses {
+        processes.push(agent.process(&status.id).await);
+    }
+    agent.handle.stop_all().await;
+    assert!(processes.iter().all(|&p| gone(p)));
+    assert!(agent.runtime.list().await.unwrap().is_empty());
+
+    // The loop notices the latch and drops its replicas instead of restarting them.
+    agent
+        .handle
+        .set_assignments(vec![assignment("web", 2, 2, sleeper())]);
+    let mut changes = agent.runtime.changes();
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), changes.changed()).await;
+    assert!(quiet.is_err(), "nothing starts after stop_all");
+    assert!(agent.runtime.list().await.unwrap().is_empty());
+    assert!(agent.handle.statuses().is_empty());
+}
+
+#[tokio::test]
+async fn replicas_get_their_environment_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let agent = agent(config(dir.path())).await;
+    let mut template = sh("env > env.tmp && mv env.tmp env.txt; exec sleep 1000");
+    template.ports = vec![
+        port("http"),
+        PortSpec {
+            name: "admin-ui".to_string(),
+            container_port: Some(9090),
+            ..PortSpec::default()
+        },
+    ];
+    template.env = BTreeMap::from([("GREETING".to_string(), "moin".to_string())]);
+    template.env_convention = EnvConvention::Marathon {
+        app_id: "/shop/web".to_string(),
+    };
+    agent
+        .handle
+        .set_assignments(vec![assignment("web", 4, 1, template)]);
+    let status = agent.wait_running("web", 1).await.remove(0);
+    assert_eq!(status.endpoints.len(), 2);
+    assert!(status.endpoints.iter().all(|e| e.address == "127.0.0.1"));
+    let (p0, p1) = (status.endpoints[0].port, status.endpoints[1].port);
+    assert_ne!(p0, p1);
+
+    let env_file = dir.path().join("replicas").join(&status.id).join("env.txt");
+    let deadline = Instant::now() + DEADLINE;
+    while !env_file.exists() {
+        assert!(Instant::now() < deadline, "the replica never wrote its env");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&env_file).unwrap();
+    let env: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+    let expected = [
+        ("HOST", "127.0.0.1".to_string()),
+        ("PORT", p0.to_string()),
+        ("PORT0", p0.to_string()),
+        ("PORT1", p1.to_string()),
+        ("PORT_HTTP", p0.to_string()),
+        ("PORT_ADMIN_UI", p1.to_string()),
+        ("PORTS", format!("{p0},{p1}")),
+        ("PORT_9090", p1.to_string()),
+        ("MARATHON_APP_ID", "/shop/web".to_string()),
+        ("HANSA_REPLICA_ID", status.id.clone()),
+        ("HANSA_WORKLOAD", "web".to_string()),
+        ("HANSA_NAMESPACE", "default".to_string()),
+        ("HANSA_CLUSTER", "test-cluster".to_string()),
+        ("HANSA_REVISION", "4".to_string()),
+        ("GREETING", "moin".to_string()),
+    ];
+    for (name, value) in &expected {
+        assert_eq!(
+            env.get(name).copied(),
+            Some(value.as_str()),
+            "{name} in {text}"
+        );
+    }
+    // Inherited: only these; the shell adds the rest of the allowed list itself.
+    let allowed = ["PATH", "HOME", "LANG", "TZ", "PWD", "OLDPWD", "SHLVL", "_"];
+    for name in env.keys() {
+        assert!(
+            allowed.contains(name) || expected.iter().any(|(n, _)| n == name),
+            "{name} leaked from the agent into the replica"
+        );
+    }
+    agent.handle.stop_all().await;
+}
+
+#[tokio::test]
+async fn an_http_health_check_makes_a_replica_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let agent = agent(config(dir.path())).await;
+    let mut template = sh("exec python3 -m http.server --bind 127.0.0.1 \"$PORT0\"");
+    template.ports = vec![port("http")];
+    let mut check = HealthCheck::with_probe(Probe::Http {
+        port: "http".to_string(),
+        path: "/".to_string(),
+    });
+    check.grace_seconds = 1;
+    check.interval_seconds = 1;
+    check.timeout_seconds = 2;
+    check.failure_threshold = 20;
+    template.health_check = Some(check);
+    agent
+        .handle
+        .set_assignments(vec![assignment("files", 1, 1, template)]);
+
+    let starting = agent
+        .wait_for("the replica to start", |s| s.len() == 1)
+        .await;
+    assert_eq!(
+        starting[0].state,
+        ReplicaState::Starting,
+        "not healthy before its first probe"
+    );
+    assert!(!starting[0].healthy);
+    let running = agent.wait_running("files", 1).await;
+    let endpoint = &running[0].endpoints[0];
+    let status = crate::health::http_get_status(&endpoint.address, endpoint.port, "/").await;
+    assert_eq!(status, Ok(200));
+    agent.handle.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_failing_tcp_check_makes_a_replica_unhealthy_and_restarts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let agent = agent(config(dir.path())).await;
+    // Nothing listens on the replica's port.
+    let mut template = sleeper();
+    template.ports = vec![port("http")];
+    let mut check = HealthCheck::with_probe(Probe::Tcp {
+        port: String::new(),
+    });
+    check.grace_seconds = 0;
+    check.interval_seconds = 1;
+    check.failure_threshold = 2;
+    template.health_check = Some(check);
+    agent
+        .handle
+        .set_assignments(vec![assignment("web", 1, 1, template)]);
+    let id = agent.wait_for("the replica", |s| s.len() == 1).await[0]
+        .id
+        .clone();
+    let first = agent.process(&id).await;
+
+    let statuses = agent
+        .wait_for("the replica to be unhealthy", |s| {
+            by_id(s, &id).is_some_and(|r| r.state == ReplicaState::Unhealthy)
+        })
+        .await;
+    let unhealthy = by_id(&statuses, &id).unwrap();
+    assert!(!unhealthy.healthy);
+    assert!(
+        unhealthy
+            .message
+            .starts_with("health check failed 2 times in a row: tcp connect 127.0.0.1:"),
+        "{}",
+        unhealthy.message
+    );
+    assert!(
+        unhealthy.message.ends_with("; restarting in 1s"),
+        "{}",
+        unhealthy.message
+    );
+
+    agent
+        .wait_for("the replica to be restarted", |s| {
+            by_id(s, &id).is_some_and(|r| r.restarts >= 1 && r.state == ReplicaState::Starting)
+        })
+        .await;
+    assert!(gone(first), "the unhealthy process was stopped");
+    agent.handle.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_missing_program_fails_with_the_os_error_and_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let agent = agent(config(dir.path())).await;
+    let template = TaskTemplate {
+        command: vec!["/nonexistent/hansa-test-program".to_string()],
+        ..TaskTemplate::default()
+    };
+    agent
+        .handle
+        .set_assignments(vec![assignment("ghost", 1, 1, template)]);
+    let failed = agent
+        .wait_for("the replica to fail", |s| {
+            s.len() == 1 && s[0].state == ReplicaState::Failed
+        })
+        .await;
+    assert_eq!(
+        failed[0].message,
+        "cannot start /nonexistent/hansa-test-program: No such file or directory (os error 2); restarting in 1s"
+    );
+    agent
+        .wait_for("a retry with a longer backoff", |s| {
+            s.len() == 1 && s[0].restarts == 1 && s[0].message.ends_with("restarting in 2s")
+        })
+        .await;
+    agent.handle.stop_all().await;
+}
+
+#[tokio::test]
+async fn an_image_is_refused_by_the_process_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let agent = agent(config(dir.path())).await;
+    let template = TaskTemplate {
+        image: Some("nginx:1.27".to_string()),
+        ..TaskTemplate::default()
+    };
+    agent
+        .handle
+        .set_assignments(vec![assignment("web", 1, 1, template)]);
+    let failed = agent
+        .wait_for("the replica to fail", |s| {
+            s.len() == 1 && s[0].state == ReplicaState::Failed
+        })
+        .await;
+    assert!(
+        failed[0].message.contains("nginx:1.27"),
+        "{}",
+        failed[0].message
+    );
+    assert!(
+        failed[0].message.contains("docker runtime"),
+        "{}",
+        failed[0].message
+    );
+    agent.handle.stop_all().await;
+}
+
+#[tokio::test]
+async fn replicas_that_do_not_fit_wait_and_capacity_is_accounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let mut config = config(dir.path());
+    config.allocatable.cpu_millis = 1000;
+    let agent = agent(config).await;
+    let mut template = sleeper();
+    template.resources.cpu_millis = 400;
+    agent
+        .handle
+        .set_assignments(vec![assignment("web", 1, 3, template)]);
+    agent.wait_running("web", 2).await;
+    assert_eq!(agent.handle.allocatable().cpu_millis, 1000);
+    assert_eq!(agent.handle.available().cpu_millis, 200);
+    assert_eq!(agent.runtime.list().await.unwrap().len(), 2);
+    agent.handle.stop_all().await;
+    assert_eq!(agent.handle.available().cpu_millis, 1000);
+}

@@ -1,0 +1,219 @@
+//! The explanation: one decision per cluster and a one-line summary an operator can act on.
+
+use std::collections::BTreeMap;
+
+use hansa_core::{ClusterDecision, DecisionOutcome, Explanation, ReplicaScheduling, Workload};
+
+use crate::{Considered, Verdict};
+
+/// Long lists of clusters are cut after this many names (`..., and 12 more`).
+const LIST_LIMIT: usize = 8;
+
+pub(crate) fn explain(workload: &Workload, considered: &[Considered<'_>]) -> Explanation {
+    let duplicated = matches!(
+        workload.placement.replica_scheduling,
+        ReplicaScheduling::Duplicated
+    );
+    let replicas = u64::from(workload.replicas);
+    let eligible = considered.iter().filter_map(|c| match c.verdict {
+        Verdict::Selected { share, replicas } => Some((c.cluster.name.as_str(), share, replicas)),
+        Verdict::Filtered(_) => None,
+    });
+    let eligible: Vec<_> = eligible.collect();
+    let placed: u64 = eligible.iter().map(|(_, _, n)| u64::from(*n)).sum();
+    let desired = match (duplicated, eligible.len()) {
+        (_, 0) | (false, _) => replicas,
+        (true, n) => replicas.saturating_mul(u64::try_from(n).unwrap_or(u64::MAX)),
+    };
+    let unplaced = desired.saturating_sub(placed);
+
+    let summary = if eligible.is_empty() {
+        nothing_fits(considered)
+    } else if unplaced == 0 {
+        all_placed(placed, desired, &eligible)
+    } else {
+        let mut causes = Vec::new();
+        let full: Vec<String> = eligible
+            .iter()
+            .filter(|(_, share, n)| {
+                if duplicated {
+                    u64::from(share.fits) < replicas
+                } else {
+                    share.weight > 0 && *n == share.fits
+                }
+            })
+            .map(|(name, share, _)| format!("{name} fits {}", share.fits))
+            .collect();
+        if !full.is_empty() {
+            causes.push(format!("insufficient capacity ({})", list(full)));
+        }
+        let weightless: Vec<String> = eligible
+            .iter()
+            .filter(|(_, share, _)| !duplicated && share.weight == 0)
+            .map(|(name, _, _)| name.to_string())
+            .collect();
+        if !weightless.is_empty() {
+            causes.push(format!(
+                "not in staticWeights (weight 0): {}",
+                list(weightless)
+            ));
+        }
+        if eligible.len() < considered.len() {
+            causes.push(format!("filtered: {}", filter_groups(considered)));
+        }
+        format!(
+            "{placed}/{desired} replicas placed, {unplaced} unplaced: {}",
+            causes.join("; ")
+        )
+    };
+
+    Explanation {
+        summary,
+        unplaced: u32::try_from(unplaced).unwrap_or(u32::MAX),
+        clusters: considered.iter().map(decision).collect(),
+    }
+}
+
+fn decision(considered: &Considered<'_>) -> ClusterDecision {
+    let outcome = match &considered.verdict {
+        Verdict::Filtered(filter) => DecisionOutcome::Filtered {
+            rule: filter.rule().to_string(),
+            reason: filter.to_string(),
+        },
+        Verdict::Selected { share, replicas } => DecisionOutcome::Selected {
+            replicas: *replicas,
+            score: share.weight,
+            fits: share.fits,
+        },
+    };
+    ClusterDecision {
+        cluster: considered.cluster.name.clone(),
+        outcome,
+    }
+}
+
+/// `4/4 replicas on 2 clusters (eu-1=3, us-1=1)`.
+fn all_placed(placed: u64, desired: u64, eligible: &[(&str, crate::divide::Share, u32)]) -> String {
+    if desired == 0 {
+        return "0/0 replicas: scaled to zero".to_string();
+    }
+    let on: Vec<String> = eligible
+        .iter()
+        .filter(|(_, _, n)| *n > 0)
+        .map(|(name, _, n)| format!("{name}={n}"))
+        .collect();
+    format!(
+        "{placed}/{desired} replicas on {} ({})",
+        plural(on.len(), "cluster"),
+        list(on)
+    )
+}
+
+/// `0/3 clusters fit: 1 not in clusterNames (ap-1); 2 no container runtime (eu-1, us-1)`.
+fn nothing_fits(considered: &[Considered<'_>]) -> String {
+    if considered.is_empty() {
+        return "0/0 clusters fit: the federation has no member clusters".to_string();
+    }
+    format!(
+        "0/{} clusters fit: {}",
+        considered.len(),
+        filter_groups(considered)
+    )
+}
+
+/// Filtered clusters grouped by rule (in pipeline order) and reason: `2 cordoned (a, b)`.
+fn filter_groups(considered: &[Considered<'_>]) -> String {
+    let mut groups: BTreeMap<(u8, String), Vec<String>> = BTreeMap::new();
+    for c in considered {
+        if let Verdict::Filtered(filter) = &c.verdict {
+            groups
+                .entry((filter.order(), filter.group_label()))
+                .or_default()
+                .push(c.cluster.name.clone());
+        }
+    }
+    let groups = groups
+        .into_iter()
+        .map(|((_, label), names)| format!("{} {label} ({})", names.len(), list(names)));
+    groups.collect::<Vec<_>>().join("; ")
+}
+
+fn list(items: Vec<String>) -> String {
+    if items.len() <= LIST_LIMIT {
+        return items.join(", ");
+    }
+    let more = items.len() - LIST_LIMIT;
+    format!("{}, and {more} more", items[..LIST_LIMIT].join(", "))
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// One line per cluster decision, for `hansa explain`:
+/// `eu-1: 3 replicas (weight 3, fits 40)` or `ap-1: filtered by health: cluster is Unreachable`.
+pub fn describe_decision(decision: &ClusterDecision) -> String {
+    match &decision.outcome {
+        DecisionOutcome::Filtered { rule, reason } => {
+            format!("{}: filtered by {rule}: {reason}", decision.cluster)
+        }
+        DecisionOutcome::Selected {
+            replicas,
+            score,
+            fits,
+        } => {
+            let fits = if *fits == u32::MAX {
+                "unbounded".to_string()
+            } else {
+                fits.to_string()
+            };
+            let replicas = plural(*replicas as usize, "replica");
+            format!(
+                "{}: {replicas} (weight {score}, fits {fits})",
+                decision.cluster
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lists_are_cut() {
+        let names: Vec<String> = (1..=10).map(|i| format!("c{i}")).collect();
+        assert_eq!(list(names), "c1, c2, c3, c4, c5, c6, c7, c8, and 2 more");
+    }
+
+    #[test]
+    fn decisions_read_as_one_line() {
+        let selected = ClusterDecision {
+            cluster: "eu-1".into(),
+            outcome: DecisionOutcome::Selected {
+                replicas: 1,
+                score: 3,
+                fits: u32::MAX,
+            },
+        };
+        assert_eq!(
+            describe_decision(&selected),
+            "eu-1: 1 replica (weight 3, fits unbounded)"
+        );
+        let filtered = ClusterDecision {
+            cluster: "ap-1".into(),
+            outcome: DecisionOutcome::Filtered {
+                rule: "health".into(),
+                reason: "cluster is Unreachable".into(),
+            },
+        };
+        assert_eq!(
+            describe_decision(&filtered),
+            "ap-1: filtered by health: cluster is Unreachable"
+        );
+    }
+}

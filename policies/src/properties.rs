@@ -1,0 +1,285 @@
+//! Properties of `place` over random federations and workloads.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use hansa_core::{
+    Cluster, ClusterAffinity, ClusterHealth, DecisionOutcome, Placement, ReplicaScheduling,
+    Resources, RuntimeKind, StaticWeight, Weighting, Workload,
+};
+
+use crate::fixtures::{cluster, workload};
+use crate::{filter_cluster, place, weigh, Problem};
+
+fn health() -> impl Strategy<Value = ClusterHealth> {
+    prop_oneof![
+        6 => Just(ClusterHealth::Ready),
+        1 => Just(ClusterHealth::Unreachable),
+        1 => Just(ClusterHealth::Unknown),
+    ]
+}
+
+fn runtimes() -> impl Strategy<Value = Vec<RuntimeKind>> {
+    prop_oneof![
+        4 => Just(vec![RuntimeKind::Process, RuntimeKind::Docker]),
+        1 => Just(vec![RuntimeKind::Process]),
+        1 => Just(vec![RuntimeKind::Docker]),
+        1 => Just(vec![]),
+    ]
+}
+
+fn tier() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![Just(None), Just(Some("gold")), Just(Some("silver"))]
+        .prop_map(|t| t.map(str::to_string))
+}
+
+fn resources() -> impl Strategy<Value = Resources> {
+    (0u64..8_000, 0u64..(16 << 30)).prop_map(|(cpu_millis, memory_bytes)| Resources {
+        cpu_millis,
+        memory_bytes,
+        disk_bytes: 0,
+    })
+}
+
+/// 1..20 clusters named `c00`.. in a random input order.
+fn clusters() -> impl Strategy<Value = Vec<Cluster>> {
+    let one = (health(), any::<bool>(), runtimes(), tier(), resources());
+    prop::collection::vec(one, 1..20)
+        .prop_map(|specs| {
+            specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (health, cordoned, runtimes, tier, available))| {
+                    let mut c = cluster(&format!("c{i:02}"));
+                    c.health = health;
+                    c.cordoned = cordoned && i % 4 == 0;
+                    c.runtimes = runtimes;
+                    if let Some(tier) = tier {
+                        c.labels.insert("tier".into(), tier);
+                    }
+                    c.available = available;
+                    c
+                })
+                .collect::<Vec<_>>()
+        })
+        .prop_shuffle()
+}
+
+fn some_names() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec(0usize..20, 0..6)
+        .prop_map(|ids| ids.into_iter().map(|i| format!("c{i:02}")).collect())
+}
+
+fn affinity() -> impl Strategy<Value = ClusterAffinity> {
+    (some_names(), some_names(), tier()).prop_map(|(cluster_names, exclude, tier)| {
+        ClusterAffinity {
+            cluster_names,
+            exclude,
+            match_labels: tier.map(|t| ("tier".to_string(), t)).into_iter().collect(),
+        }
+    })
+}
+
+fn scheduling() -> impl Strategy<Value = ReplicaScheduling> {
+    let static_weights =
+        prop::collection::vec((affinity(), 0u32..5), 0..4).prop_map(|entries| Weighting::Static {
+            weights: entries
+                .into_iter()
+                .map(|(clusters, weight)| StaticWeight { clusters, weight })
+                .collect(),
+        });
+    let weighting = prop_oneof![
+        Just(Weighting::Equal),
+        Just(Weighting::AvailableCapacity),
+        static_weights,
+    ];
+    prop_oneof![
+        1 => Just(ReplicaScheduling::Duplicated),
+        3 => weighting.prop_map(|weighting| ReplicaScheduling::Divided { weighting }),
+    ]
+}
+
+fn workloads() -> impl Strategy<Value = Workload> {
+    workloads_with(scheduling())
+}
+
+fn divided_workloads() -> impl Strategy<Value = Workload> {
+    workloads_with(scheduling().prop_filter("divided", |s| *s != ReplicaScheduling::Duplicated))
+}
+
+fn workloads_with(
+    scheduling: impl Strategy<Value = ReplicaScheduling>,
+) -> impl Strategy<Value = Workload> {
+    let requests =
+        (0u64..1_000, 0u64..(1 << 30)).prop_map(|(cpu_millis, memory_bytes)| Resources {
+            cpu_millis,
+            memory_bytes,
+            disk_bytes: 0,
+        });
+    (
+        0u32..60,
+        scheduling,
+        any::<bool>(),
+        requests,
+        prop::option::of(affinity()),
+    )
+        .prop_map(|(replicas, scheduling, image, requests, affinity)| {
+            let mut w = workload(replicas, scheduling);
+            w.template.image = image.then(|| "nginx:1.27".to_string());
+            w.template.resources = requests;
+            w.placement.cluster_affinity = affinity;
+            w
+        })
+}
+
+/// A previous placement of `app`, with random counts on some clusters.
+fn previous() -> impl Strategy<Value = Option<Placement>> {
+    prop::option::of(
+        prop::collection::btree_map(0usize..20, 1u32..30, 0..10).prop_map(|counts| Placement {
+            workload: "app".to_string(),
+            namespace: "default".to_string(),
+            clusters: counts
+                .into_iter()
+                .map(|(i, n)| (format!("c{i:02}"), n))
+                .collect(),
+            ..Default::default()
+        }),
+    )
+}
+
+fn fits(workload: &Workload, clusters: &[Cluster]) -> BTreeMap<String, u32> {
+    clusters
+        .iter()
+        .filter_map(|c| Some((c.name.clone(), filter_cluster(workload, c).ok()?)))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn no_cluster_exceeds_its_fit(w in workloads(), cs in clusters(), prev in previous()) {
+        let placement = place(&Problem::new(&w, 1, &cs), prev.as_ref());
+        let fits = fits(&w, &cs);
+        for (name, &n) in &placement.clusters {
+            prop_assert!(n > 0);
+            let fit = fits.get(name).copied();
+            prop_assert!(fit.is_some_and(|f| n <= f), "{name} got {n}, fits {fit:?}");
+            if w.placement.replica_scheduling == ReplicaScheduling::Duplicated {
+                prop_assert!(n <= w.replicas);
+            }
+        }
+    }
+
+    /// Divided: everything that can be placed is: placed == min(desired, sum of the fits of
+    /// the eligible clusters with positive weight). With Equal or AvailableCapacity weighting
+    /// every eligible cluster has positive weight (for AvailableCapacity once desired > 0), so
+    /// there it is min(desired, total fit); with Static weights, clusters of weight 0 take no
+    /// replicas even when the others are full.
+    #[test]
+    fn divided_places_all_that_fits(w in divided_workloads(), cs in clusters(), prev in previous()) {
+        let placement = place(&Problem::new(&w, 1, &cs), prev.as_ref());
+        let room: u64 = cs
+            .iter()
+            .filter_map(|c| {
+                let fit = filter_cluster(&w, c).ok()?;
+                (weigh::weigh(&w, c, fit) > 0).then_some(u64::from(fit))
+            })
+            .sum();
+        let placed = u64::from(placement.total());
+        prop_assert_eq!(placed, room.min(u64::from(w.replicas)));
+        prop_assert_eq!(placed + u64::from(placement.explanation.unplaced), u64::from(w.replicas));
+        if matches!(
+            w.placement.replica_scheduling,
+            ReplicaScheduling::Divided { weighting: Weighting::Equal | Weighting::AvailableCapacity }
+        ) {
+            let total_fit: u64 = fits(&w, &cs).values().map(|&f| u64::from(f)).sum();
+            prop_assert_eq!(placed, total_fit.min(u64::from(w.replicas)));
+        }
+    }
+
+    #[test]
+    fn duplicated_unplaced_is_the_shortfall(
+        w in workloads_with(Just(ReplicaScheduling::Duplicated)),
+        cs in clusters(),
+    ) {
+        let placement = place(&Problem::new(&w, 1, &cs), None);
+        let fits = fits(&w, &cs);
+        let expected: u64 = if fits.is_empty() {
+            u64::from(w.replicas)
+        } else {
+            fits.values().map(|&f| u64::from(w.replicas - w.replicas.min(f))).sum()
+        };
+        prop_assert_eq!(u64::from(placement.explanation.unplaced), expected);
+    }
+
+    #[test]
+    fn same_input_same_output_in_any_order(
+        w in workloads(),
+        cs in clusters(),
+        prev in previous(),
+        seed in any::<u64>(),
+    ) {
+        let problem = Problem::new(&w, 3, &cs);
+        let first = place(&problem, prev.as_ref());
+        prop_assert_eq!(&place(&problem, prev.as_ref()), &first);
+        let mut reordered = cs.clone();
+        let len = reordered.len();
+        reordered.rotate_left(usize::try_from(seed % len as u64).unwrap_or(0));
+        reordered.reverse();
+        prop_assert_eq!(&place(&Problem::new(&w, 3, &reordered), prev.as_ref()), &first);
+    }
+
+    #[test]
+    fn solving_again_with_the_answer_changes_nothing(
+        w in workloads(),
+        cs in clusters(),
+        prev in previous(),
+    ) {
+        let problem = Problem::new(&w, 5, &cs);
+        let answer = place(&problem, prev.as_ref());
+        prop_assert_eq!(place(&problem, Some(&answer)), answer);
+    }
+
+    #[test]
+    fn explanation_matches_the_placement(w in workloads(), cs in clusters(), prev in previous()) {
+        let placement = place(&Problem::new(&w, 1, &cs), prev.as_ref());
+        let decisions = &placement.explanation.clusters;
+        prop_assert_eq!(decisions.len(), cs.len());
+        prop_assert!(decisions.windows(2).all(|d| d[0].cluster <= d[1].cluster));
+        let selected: BTreeMap<String, u32> = decisions
+            .iter()
+            .filter_map(|d| match d.outcome {
+                DecisionOutcome::Selected { replicas, .. } if replicas > 0 => {
+                    Some((d.cluster.clone(), replicas))
+                }
+                _ => None,
+            })
+            .collect();
+        prop_assert_eq!(&selected, &placement.clusters);
+        prop_assert!(!placement.explanation.summary.is_empty());
+        prop_assert!(!placement.explanation.summary.contains('\n'));
+    }
+
+    /// With equal weights and room everywhere, scaling up by one adds one replica and moves none.
+    #[test]
+    fn scaling_up_by_one_moves_nothing(replicas in 0u32..50, n in 1usize..12) {
+        let cs: Vec<Cluster> = (0..n).map(|i| cluster(&format!("c{i:02}"))).collect();
+        let scheduling = ReplicaScheduling::Divided { weighting: Weighting::Equal };
+        let before = place(&Problem::new(&workload(replicas, scheduling.clone()), 1, &cs), None);
+        let after = place(
+            &Problem::new(&workload(replicas + 1, scheduling), 2, &cs),
+            Some(&before),
+        );
+        let moved: u32 = cs
+            .iter()
+            .map(|c| {
+                let old = before.clusters.get(&c.name).copied().unwrap_or(0);
+                let new = after.clusters.get(&c.name).copied().unwrap_or(0);
+                old.abs_diff(new)
+            })
+            .sum();
+        prop_assert_eq!(moved, 1);
+    }
+}

@@ -1,0 +1,237 @@
+//! Conversions between wire messages and hansa-core types: the only place they meet.
+
+use std::collections::BTreeMap;
+
+use hansa_core as core;
+
+use crate::v1;
+
+/// A wire message that does not convert to a model value; names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConvertError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn bad(field: &'static str, message: impl Into<String>) -> ConvertError {
+    ConvertError {
+        field,
+        message: message.into(),
+    }
+}
+
+impl From<core::Resources> for v1::Resources {
+    fn from(r: core::Resources) -> Self {
+        v1::Resources {
+            cpu_millis: r.cpu_millis,
+            memory_bytes: r.memory_bytes,
+            disk_bytes: r.disk_bytes,
+        }
+    }
+}
+
+impl From<v1::Resources> for core::Resources {
+    fn from(r: v1::Resources) -> Self {
+        core::Resources {
+            cpu_millis: r.cpu_millis,
+            memory_bytes: r.memory_bytes,
+            disk_bytes: r.disk_bytes,
+        }
+    }
+}
+
+fn protocol_from(s: &str) -> core::Protocol {
+    if s.eq_ignore_ascii_case("udp") {
+        core::Protocol::Udp
+    } else {
+        core::Protocol::Tcp
+    }
+}
+
+impl From<&core::Endpoint> for v1::Endpoint {
+    fn from(e: &core::Endpoint) -> Self {
+        v1::Endpoint {
+            name: e.name.clone(),
+            address: e.address.clone(),
+            port: u32::from(e.port),
+            protocol: e.protocol.to_string(),
+        }
+    }
+}
+
+impl TryFrom<v1::Endpoint> for core::Endpoint {
+    type Error = ConvertError;
+    fn try_from(e: v1::Endpoint) -> Result<Self, ConvertError> {
+        Ok(core::Endpoint {
+            port: u16::try_from(e.port).map_err(|_| bad("endpoint.port", "out of range"))?,
+            protocol: protocol_from(&e.protocol),
+            name: e.name,
+            address: e.address,
+        })
+    }
+}
+
+fn state_from(s: &str) -> Result<core::ReplicaState, ConvertError> {
+    Ok(match s {
+        "Starting" => core::ReplicaState::Starting,
+        "Running" => core::ReplicaState::Running,
+        "Unhealthy" => core::ReplicaState::Unhealthy,
+        "Failed" => core::ReplicaState::Failed,
+        "Stopping" => core::ReplicaState::Stopping,
+        other => return Err(bad("replica.state", format!("unknown state {other:?}"))),
+    })
+}
+
+impl From<&core::ReplicaStatus> for v1::ReplicaStatus {
+    fn from(r: &core::ReplicaStatus) -> Self {
+        v1::ReplicaStatus {
+            id: r.id.clone(),
+            namespace: r.workload.namespace.clone(),
+            workload: r.workload.name.clone(),
+            revision: r.revision,
+            state: r.state.to_string(),
+            healthy: r.healthy,
+            restarts: r.restarts,
+            endpoints: r.endpoints.iter().map(v1::Endpoint::from).collect(),
+            message: r.message.clone(),
+        }
+    }
+}
+
+impl TryFrom<v1::ReplicaStatus> for core::ReplicaStatus {
+    type Error = ConvertError;
+    fn try_from(r: v1::ReplicaStatus) -> Result<Self, ConvertError> {
+        Ok(core::ReplicaStatus {
+            state: state_from(&r.state)?,
+            workload: core::WorkloadKey::new(r.namespace, r.workload),
+            id: r.id,
+            revision: r.revision,
+            healthy: r.healthy,
+            restarts: r.restarts,
+            endpoints: r
+                .endpoints
+                .into_iter()
+                .map(core::Endpoint::try_from)
+                .collect::<Result<_, _>>()?,
+            message: r.message,
+        })
+    }
+}
+
+fn runtime_from(s: &str) -> Result<core::RuntimeKind, ConvertError> {
+    match s {
+        "process" => Ok(core::RuntimeKind::Process),
+        "docker" => Ok(core::RuntimeKind::Docker),
+        other => Err(bad(
+            "cluster.runtimes",
+            format!("unknown runtime {other:?}"),
+        )),
+    }
+}
+
+impl From<&core::Cluster> for v1::ClusterInfo {
+    fn from(c: &core::Cluster) -> Self {
+        v1::ClusterInfo {
+            name: c.name.clone(),
+            region: c.region.clone(),
+            zone: c.zone.clone(),
+            provider: c.provider.clone(),
+            labels: c.labels.clone().into_iter().collect(),
+            runtimes: c.runtimes.iter().map(ToString::to_string).collect(),
+            addresses: c.addresses.clone(),
+            allocatable: Some(c.allocatable.into()),
+            agent_version: String::new(),
+        }
+    }
+}
+
+/// A registering agent's cluster. Health and `available` are the federator's to set.
+impl TryFrom<v1::ClusterInfo> for core::Cluster {
+    type Error = ConvertError;
+    fn try_from(c: v1::ClusterInfo) -> Result<Self, ConvertError> {
+        let allocatable: core::Resources = c.allocatable.map(Into::into).unwrap_or_default();
+        Ok(core::Cluster {
+            runtimes: c
+                .runtimes
+                .iter()
+                .map(|r| runtime_from(r))
+                .collect::<Result<_, _>>()?,
+            name: c.name,
+            region: c.region,
+            zone: c.zone,
+            provider: c.provider,
+            labels: c.labels.into_iter().collect::<BTreeMap<_, _>>(),
+            addresses: c.addresses,
+            allocatable,
+            available: allocatable,
+            health: core::ClusterHealth::Ready,
+            cordoned: false,
+        })
+    }
+}
+
+impl TryFrom<&core::Assignment> for v1::Assignment {
+    type Error = serde_json::Error;
+    fn try_from(a: &core::Assignment) -> Result<Self, serde_json::Error> {
+        Ok(v1::Assignment {
+            namespace: a.workload.namespace.clone(),
+            workload: a.workload.name.clone(),
+            revision: a.revision,
+            replicas: a.replicas,
+            template_json: serde_json::to_string(&a.template)?,
+        })
+    }
+}
+
+impl TryFrom<v1::Assignment> for core::Assignment {
+    type Error = ConvertError;
+    fn try_from(a: v1::Assignment) -> Result<Self, ConvertError> {
+        Ok(core::Assignment {
+            template: serde_json::from_str(&a.template_json)
+                .map_err(|e| bad("assignment.template_json", e.to_string()))?,
+            workload: core::WorkloadKey::new(a.namespace, a.workload),
+            revision: a.revision,
+            replicas: a.replicas,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_status_round_trips() {
+        let status = core::ReplicaStatus {
+            id: "web-abc123".into(),
+            workload: core::WorkloadKey::new("default", "web"),
+            revision: 2,
+            state: core::ReplicaState::Unhealthy,
+            healthy: false,
+            restarts: 3,
+            endpoints: vec![core::Endpoint {
+                name: "http".into(),
+                address: "127.0.1.1".into(),
+                port: 31000,
+                protocol: core::Protocol::Tcp,
+            }],
+            message: "health check failed".into(),
+        };
+        let wire = v1::ReplicaStatus::from(&status);
+        assert_eq!(
+            core::ReplicaStatus::try_from(wire).expect("converts"),
+            status
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let err = core::ReplicaStatus::try_from(v1::ReplicaStatus {
+            state: "Dancing".into(),
+            ..Default::default()
+        })
+        .expect_err("unknown state");
+        assert_eq!(err.to_string(), "replica.state: unknown state \"Dancing\"");
+    }
+}

@@ -1,0 +1,387 @@
+//! hansa-tests: a harness that starts real Hansa processes (federators, member agents, the
+//! CLI) on loopback addresses of their own, and cleans up after them.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+
+/// A built workspace binary (`cargo build --bins` puts them beside the test's `deps/`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --bins`, as .ci/run does)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` until it returns `Some`, or fails after `limit` with `what`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A free TCP port on `ip`, for processes that must keep their address across restarts.
+pub fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A child process killed (with its process group) when dropped.
+pub struct Process {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(name: &str, mut command: Command, log: PathBuf) -> Process {
+        let file = std::fs::File::create(&log).expect("log file");
+        let err = file.try_clone().expect("log file");
+        command
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err))
+            .stdin(Stdio::null());
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        Process {
+            name: name.into(),
+            child,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        signal(self.child.id() as i32, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                panic!("{} did not exit within {limit:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        wait_for(&format!("{} to exit", self.name), limit, || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// A plain HTTP/1.0 GET; returns status and body.
+pub fn http_get(address: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let addr: SocketAddr = address
+        .parse()
+        .with_context(|| format!("address {address}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("no HTTP status in {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A test federation's files: PKI, CLI context, data dirs, logs.
+pub struct Federation {
+    pub dir: tempfile::TempDir,
+    pub pki: PathBuf,
+}
+
+impl Federation {
+    /// A new directory with a CA made by `hansa certs init`.
+    pub fn new() -> Federation {
+        let dir = tempfile::Builder::new()
+            .prefix("hansa-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let pki = dir.path().join("pki");
+        let fed = Federation { dir, pki };
+        fed.hansa_ok(&[
+            "certs",
+            "init",
+            "--dir",
+            path_str(&fed.pki),
+            "--trust-domain",
+            "e2e.hansa.test",
+        ]);
+        fed
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Issues a certificate with `hansa certs issue`.
+    pub fn issue(&self, role: &str, name: &str) -> (PathBuf, PathBuf) {
+        self.hansa_ok(&["certs", "issue", "--dir", path_str(&self.pki), role, name]);
+        (
+            self.pki.join(format!("{role}-{name}.crt")),
+            self.pki.join(format!("{role}-{name}.key")),
+        )
+    }
+
+    /// Runs the CLI as user `admin` against `federator`.
+    pub fn hansa(&self, args: &[&str]) -> Output {
+        let config = self.path("cli.toml");
+        Command::new(bin("hansa"))
+            .args(args)
+            .env("HANSA_CONFIG", &config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hansa")
+    }
+
+    pub fn hansa_ok(&self, args: &[&str]) -> String {
+        let out = self.hansa(args);
+        assert!(
+            out.status.success(),
+            "hansa {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `hansa ... -o json`, parsed.
+    pub fn hansa_json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.hansa(&all);
+        if !out.status.success() {
+            bail!("hansa {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Writes the CLI context for user `admin` pointing at `api`.
+    pub fn write_cli_context(&self, api: &str) {
+        let (cert, key) = self.issue("user", "admin");
+        let text = format!(
+            "current-context = \"e2e\"\n[contexts.e2e]\nfederators = [\"{api}\"]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            self.pki.join("ca.crt").display(),
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(self.path("cli.toml"), text).expect("cli context");
+    }
+
+    pub fn federator_config(&self, name: &str, api_port: u16) -> PathBuf {
+        let (cert, key) = self.issue("federator", name);
+        let text = format!(
+            "name = \"{name}\"\nlisten = \"127.0.0.1:{api_port}\"\npeer_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ncluster_grace_seconds = 5\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            self.path(&format!("{name}-data")).display(),
+            self.pki.join("ca.crt").display(),
+            cert.display(),
+            key.display()
+        );
+        let path = self.path(&format!("{name}.toml"));
+        std::fs::write(&path, text).expect("federator config");
+        path
+    }
+
+    pub fn start_federator(&self, name: &str, config: &Path) -> Process {
+        let mut command = Command::new(bin("federator"));
+        command
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info,hansa_federator=debug");
+        Process::spawn(
+            name,
+            command,
+            self.path(&format!("{name}-{}.log", unique())),
+        )
+    }
+
+    /// An agent config for `cluster` on `node` (a loopback address), using `cert_name`'s
+    /// certificate (normally the cluster's own).
+    pub fn agent_config(
+        &self,
+        cluster: &str,
+        region: &str,
+        node: &str,
+        api: &str,
+        cert: (&Path, &Path),
+    ) -> PathBuf {
+        let text = format!(
+            "cluster = \"{cluster}\"\nregion = \"{region}\"\nfederators = [\"{api}\"]\nnode_address = \"{node}\"\ndata_dir = \"{}\"\nheartbeat_ms = 500\nstop_grace_seconds = 3\n[capacity]\ncpu = \"4\"\nmemory = \"4Gi\"\ndisk = \"10Gi\"\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            self.agent_data(cluster).display(),
+            self.pki.join("ca.crt").display(),
+            cert.0.display(),
+            cert.1.display()
+        );
+        let path = self.path(&format!("agent-{cluster}.toml"));
+        std::fs::write(&path, text).expect("agent config");
+        path
+    }
+
+    pub fn agent_data(&self, cluster: &str) -> PathBuf {
+        self.path(&format!("agent-{cluster}-data"))
+    }
+
+    pub fn start_agent(&self, cluster: &str, config: &Path) -> Process {
+        let mut command = Command::new(bin("member-agent"));
+        command
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info,hansa_agent=debug");
+        Process::spawn(
+            cluster,
+            command,
+            self.path(&format!("agent-{cluster}-{}.log", unique())),
+        )
+    }
+
+    /// Process ids of the replicas an agent has recorded (alive or not).
+    pub fn replica_pids(&self, cluster: &str) -> Vec<u32> {
+        let dir = self.agent_data(cluster).join("replicas");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut pids: Vec<u32> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read_to_string(e.path().join("replica.json")).ok())
+            .filter_map(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .filter_map(|v| v.get("pid").and_then(serde_json::Value::as_u64))
+            .filter_map(|pid| u32::try_from(pid).ok())
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    /// Kills every replica any agent of this federation recorded (test cleanup).
+    pub fn kill_all_replicas(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(cluster) = name
+                .strip_prefix("agent-")
+                .and_then(|n| n.strip_suffix("-data"))
+            {
+                for pid in self.replica_pids(cluster) {
+                    // Each replica leads its own process group.
+                    signal(-(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+impl Default for Federation {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Federation {
+    fn drop(&mut self) {
+        self.kill_all_replicas();
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Processes whose command line contains `needle` (to count replicas independently of the
+/// agent's own records).
+pub fn processes_with_env(var: &str, value: &str) -> Vec<u32> {
+    let needle = format!("{var}={value}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .filter(|pid| alive(*pid))
+        .collect();
+    pids.sort_unstable();
+    pids
+}

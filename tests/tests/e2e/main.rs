@@ -1,0 +1,7 @@
+//! End-to-end tests: real federator, member-agent and hansa processes on loopback.
+//! One test binary with a module per area, so it links once.
+
+mod bad_input;
+mod dev;
+mod lifecycle;
+mod refusals;
