@@ -35,6 +35,14 @@ pub struct CapacityConfig {
     pub disk: Option<String>,
 }
 
+/// Parsed `[capacity]` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapacityOverride {
+    pub cpu_millis: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub disk_bytes: Option<u64>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
@@ -130,42 +138,34 @@ impl AgentConfig {
     }
 
     /// The configured capacity, dimension by dimension (`None`: detect from the host).
-    pub fn capacity_override(
-        &self,
-    ) -> Result<(Option<u64>, Option<u64>, Option<u64>), (String, String)> {
-        use hansa_core::manifest::quantity::{
-            bytes as parse_bytes, cpu_millis as parse_cpu_millis,
+    /// An unparsable quantity is returned as (key, message).
+    pub fn capacity_override(&self) -> Result<CapacityOverride, (String, String)> {
+        use hansa_core::manifest::quantity::{bytes, cpu_millis};
+        let parse = |key: &str, value: &Option<String>, parse: fn(&str) -> Result<u64, _>| {
+            value.as_deref().map(parse).transpose().map_err(
+                |e: hansa_core::manifest::quantity::QuantityError| {
+                    (format!("capacity.{key}"), e.to_string())
+                },
+            )
         };
         let c = &self.capacity;
-        let cpu = c
-            .cpu
-            .as_deref()
-            .map(parse_cpu_millis)
-            .transpose()
-            .map_err(|e| ("capacity.cpu".to_string(), e.to_string()))?;
-        let memory = c
-            .memory
-            .as_deref()
-            .map(parse_bytes)
-            .transpose()
-            .map_err(|e| ("capacity.memory".to_string(), e.to_string()))?;
-        let disk = c
-            .disk
-            .as_deref()
-            .map(parse_bytes)
-            .transpose()
-            .map_err(|e| ("capacity.disk".to_string(), e.to_string()))?;
-        Ok((cpu, memory, disk))
+        Ok(CapacityOverride {
+            cpu_millis: parse("cpu", &c.cpu, cpu_millis)?,
+            memory_bytes: parse("memory", &c.memory, bytes)?,
+            disk_bytes: parse("disk", &c.disk, bytes)?,
+        })
     }
 
     /// What the cluster can run: configured values, else the host's cores, memory and the
     /// data dir's file system size.
     pub fn allocatable(&self) -> Resources {
-        let (cpu, memory, disk) = self.capacity_override().unwrap_or_default();
+        let configured = self.capacity_override().unwrap_or_default();
         Resources {
-            cpu_millis: cpu.unwrap_or_else(host_cpu_millis),
-            memory_bytes: memory.unwrap_or_else(host_memory_bytes),
-            disk_bytes: disk.unwrap_or_else(|| host_disk_bytes(&self.data_dir)),
+            cpu_millis: configured.cpu_millis.unwrap_or_else(host_cpu_millis),
+            memory_bytes: configured.memory_bytes.unwrap_or_else(host_memory_bytes),
+            disk_bytes: configured
+                .disk_bytes
+                .unwrap_or_else(|| host_disk_bytes(&self.data_dir)),
         }
     }
 

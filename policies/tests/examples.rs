@@ -16,10 +16,7 @@ fn examples_dir() -> &'static Path {
 
 /// Parses one file; it must hold exactly one workload and no warnings.
 fn parse(name: &str, content: &str) -> Workload {
-    let files = [ManifestFile {
-        name: name.into(),
-        content: content.into(),
-    }];
+    let files = [ManifestFile { name, content }];
     let parsed = parse_manifests(&files).unwrap_or_else(|e| panic!("{name}:\n{e}"));
     assert!(
         parsed.warnings.is_empty(),

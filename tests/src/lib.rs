@@ -307,19 +307,7 @@ impl Federation {
 
     /// Process ids of the replicas an agent has recorded (alive or not).
     pub fn replica_pids(&self, cluster: &str) -> Vec<u32> {
-        let dir = self.agent_data(cluster).join("replicas");
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        let mut pids: Vec<u32> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| std::fs::read_to_string(e.path().join("replica.json")).ok())
-            .filter_map(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .filter_map(|v| v.get("pid").and_then(serde_json::Value::as_u64))
-            .filter_map(|pid| u32::try_from(pid).ok())
-            .collect();
-        pids.sort_unstable();
-        pids
+        recorded_pids(&self.agent_data(cluster))
     }
 
     /// Kills every replica any agent of this federation recorded (test cleanup).
@@ -352,6 +340,23 @@ impl Drop for Federation {
     fn drop(&mut self) {
         self.kill_all_replicas();
     }
+}
+
+/// Process ids recorded in an agent data dir's `replicas/*/replica.json` (each replica leads
+/// its own process group, so the pid is also the group id).
+pub fn recorded_pids(agent_data: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(agent_data.join("replicas")) else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("replica.json")).ok())
+        .filter_map(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .filter_map(|v| v["handle"]["pid"].as_u64())
+        .filter_map(|pid| u32::try_from(pid).ok())
+        .collect();
+    pids.sort_unstable();
+    pids
 }
 
 fn path_str(p: &Path) -> &str {

@@ -4,33 +4,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use hansa_tests::{alive, bin, http_get, signal, wait_for, Federation, Process};
+use hansa_tests::{alive, bin, http_get, recorded_pids, signal, wait_for, Federation, Process};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
-/// Replica pids recorded under a `hansa dev` data directory.
+/// Replica pids recorded under a `hansa dev` data directory, all clusters.
 fn dev_replica_pids(data: &Path) -> Vec<u32> {
-    let mut pids = Vec::new();
     let Ok(clusters) = std::fs::read_dir(data.join("clusters")) else {
-        return pids;
+        return Vec::new();
     };
-    for cluster in clusters.filter_map(|e| e.ok()) {
-        let Ok(replicas) = std::fs::read_dir(cluster.path().join("replicas")) else {
-            continue;
-        };
-        for replica in replicas.filter_map(|e| e.ok()) {
-            let record =
-                std::fs::read_to_string(replica.path().join("replica.json")).unwrap_or_default();
-            if let Some(pid) = serde_json::from_str::<serde_json::Value>(&record)
-                .ok()
-                .and_then(|v| v["pid"].as_u64())
-                .and_then(|p| u32::try_from(p).ok())
-            {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
+    clusters
+        .filter_map(|e| e.ok())
+        .flat_map(|cluster| recorded_pids(&cluster.path()))
+        .collect()
 }
 
 #[test]
