@@ -61,28 +61,70 @@ fn read_file(path: &Path) -> anyhow::Result<ManifestFile> {
     })
 }
 
-pub async fn apply(client: &mut Client, paths: &[PathBuf], dry_run: bool) -> anyhow::Result<()> {
+/// What `apply -o json|yaml` prints.
+#[derive(serde::Serialize)]
+struct Applied {
+    results: Vec<AppliedObject>,
+    warnings: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct AppliedObject {
+    kind: String,
+    namespace: String,
+    name: String,
+    action: String,
+    placement: String,
+    pending: bool,
+}
+
+pub async fn apply(
+    client: &mut Client,
+    paths: &[PathBuf],
+    dry_run: bool,
+    format: Format,
+) -> anyhow::Result<()> {
     let files = read_manifests(paths)?;
     let response = client
         .apply(ApplyRequest { files, dry_run })
         .await
         .map_err(status_error)?
         .into_inner();
-    for warning in &response.warnings {
-        eprintln!("warning: {warning}");
+    let applied = Applied {
+        results: response
+            .results
+            .into_iter()
+            .map(|r| AppliedObject {
+                kind: r.kind,
+                namespace: r.namespace,
+                name: r.name,
+                action: r.action,
+                placement: r.placement,
+                pending: r.pending,
+            })
+            .collect(),
+        warnings: response.warnings,
+    };
+    if format == Format::Table {
+        for warning in &applied.warnings {
+            eprintln!("warning: {warning}");
+        }
     }
-    for result in &response.results {
-        let ns = if result.namespace == hansa_core::DEFAULT_NAMESPACE {
-            String::new()
-        } else {
-            format!(" -n {}", result.namespace)
-        };
-        println!(
-            "{}/{}{} {}: {}",
-            result.kind, result.name, ns, result.action, result.placement
-        );
-    }
-    Ok(())
+    print(format, &applied, || {
+        let mut out = String::new();
+        for r in &applied.results {
+            let ns = if r.namespace == hansa_core::DEFAULT_NAMESPACE {
+                String::new()
+            } else {
+                format!(" -n {}", r.namespace)
+            };
+            out.push_str(&format!(
+                "{}/{}{} {}: {}\n",
+                r.kind, r.name, ns, r.action, r.placement
+            ));
+        }
+        out
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -193,7 +193,9 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         };
         wait_for_clusters(&federator, CLUSTERS.len(), Duration::from_secs(10)).await;
         let mut client = crate::client::connect(&context).await?;
-        if let Err(e) = crate::commands::apply(&mut client, &files, false).await {
+        if let Err(e) =
+            crate::commands::apply(&mut client, &files, false, crate::output::Format::Table).await
+        {
             eprintln!("error: --apply: {e:#}");
         }
     }

@@ -51,6 +51,8 @@ enum Command {
         /// Validate and show the placement that would be made; change nothing.
         #[arg(long)]
         dry_run: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
     },
     /// List workloads, clusters or placements.
     Get {
@@ -202,7 +204,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let mut client = client::connect(&context).await?;
     match cli.command {
-        Command::Apply { files, dry_run } => commands::apply(&mut client, &files, dry_run).await,
+        Command::Apply {
+            files,
+            dry_run,
+            output,
+        } => commands::apply(&mut client, &files, dry_run, output).await,
         Command::Get {
             kind,
             name,

@@ -53,9 +53,10 @@ impl From<ApiError> for Status {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        match e {
-            StoreError::NoQuorum(_) | StoreError::NoLeader => ApiError::Unavailable(e.to_string()),
-            other => ApiError::Internal(other.to_string()),
+        if e.is_unavailable() {
+            ApiError::Unavailable(e.to_string())
+        } else {
+            ApiError::Internal(e.to_string())
         }
     }
 }
