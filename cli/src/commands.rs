@@ -152,6 +152,7 @@ pub async fn get(
     kind: Kind,
     name: Option<String>,
     namespace: Option<String>,
+    stale: bool,
     format: Format,
 ) -> anyhow::Result<()> {
     let response = client
@@ -159,6 +160,7 @@ pub async fn get(
             kind: kind.wire().into(),
             namespace: namespace.unwrap_or_default(),
             name: name.unwrap_or_default(),
+            stale,
         })
         .await
         .map_err(status_error)?
@@ -304,12 +306,14 @@ pub async fn describe(
     client: &mut Client,
     name: String,
     namespace: Option<String>,
+    stale: bool,
     format: Format,
 ) -> anyhow::Result<()> {
     let response = client
         .describe(DescribeRequest {
             namespace: namespace.unwrap_or_default(),
             name,
+            stale,
         })
         .await
         .map_err(status_error)?
@@ -374,6 +378,7 @@ fn describe_text(d: &WorkloadDescription) -> String {
                         replicas,
                         score,
                         fits,
+                        ..
                     } => t.row(vec![
                         format!("  {}", c.cluster),
                         "selected".into(),
@@ -447,6 +452,57 @@ fn describe_text(d: &WorkloadDescription) -> String {
             "  {:<8} {:<16} {:<6} {}",
             e.cluster, e.replica, e.endpoint.name, e.endpoint
         );
+    }
+    out
+}
+
+/// `hansa explain workload NAME`: the engine's decision for every cluster, solved now.
+pub async fn explain(
+    client: &mut Client,
+    name: String,
+    namespace: Option<String>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let response = client
+        .describe(DescribeRequest {
+            namespace: namespace.unwrap_or_default(),
+            name,
+            stale: false,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let d: WorkloadDescription = serde_json::from_str(&response.description_json)
+        .context("decode the federator's answer")?;
+    let explanation = d
+        .detailed
+        .clone()
+        .context("the federator sent no explanation (is it older than this CLI?)")?;
+    print(format, &explanation, || explain_text(&d, &explanation))
+}
+
+fn explain_text(d: &WorkloadDescription, e: &hansa_core::Explanation) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let w = &d.workload;
+    let _ = writeln!(out, "Workload:  {}/{}", w.namespace, w.name);
+    let policy = if e.policy.is_empty() {
+        "the workload's own placement".to_string()
+    } else {
+        e.policy.clone()
+    };
+    let _ = writeln!(out, "Policy:    {policy}");
+    let _ = writeln!(out, "Decision:  {}", e.summary);
+    let stored = &d.summary.clusters;
+    if stored != &d.detailed_clusters {
+        let _ = writeln!(
+            out,
+            "           (in force: {}; the controller is about to change it)",
+            clusters_summary(stored)
+        );
+    }
+    for decision in &e.clusters {
+        let _ = writeln!(out, "  {}", hansa_policies::describe_decision(decision));
     }
     out
 }

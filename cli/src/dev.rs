@@ -58,6 +58,8 @@ pub struct DevOptions {
     pub port: u16,
     pub data_dir: Option<PathBuf>,
     pub apply: Vec<PathBuf>,
+    /// The DNS port on 127.0.0.1, UDP and TCP (0: any free port).
+    pub dns_port: u16,
 }
 
 pub async fn run(options: DevOptions) -> anyhow::Result<()> {
@@ -105,6 +107,13 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             &["localhost".into(), "127.0.0.1".into()],
         )?,
         cluster_grace_seconds: 15,
+        peers: Vec::new(),
+        join: None,
+        dns: Some(hansa_federator::dns::DnsConfig {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), options.dns_port),
+            ..Default::default()
+        }),
+        http_listen: None,
     };
     let federator = Federator::start(federator_config, shutdown.clone())
         .await
@@ -115,7 +124,29 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             )
         })?;
     let api = federator.api_addr.to_string();
+    let dns = federator
+        .dns_addr
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "off".into());
 
+    // Docker when an engine answers, so image workloads run too; the process runtime always.
+    let docker = hansa_agent::runtime::docker::DockerEndpoint::local();
+    let runtimes = match docker.connect().await {
+        Ok(_) => {
+            println!(
+                "Runtimes: process and docker (engine at {})",
+                docker.address
+            );
+            vec![
+                hansa_core::RuntimeKind::Process,
+                hansa_core::RuntimeKind::Docker,
+            ]
+        }
+        Err(e) => {
+            println!("Runtimes: process only ({e}); image workloads stay Pending");
+            vec![hansa_core::RuntimeKind::Process]
+        }
+    };
     let mut agents = Vec::new();
     for c in &CLUSTERS {
         let config = AgentConfig {
@@ -124,6 +155,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             zone: c.zone.into(),
             provider: "dev".into(),
             labels: [("environment".to_string(), "dev".to_string())].into(),
+            taints: Vec::new(),
             federators: vec![api.clone()],
             node_address: IpAddr::V4(c.address),
             addresses: vec![format!(
@@ -131,7 +163,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
                 Ipv4Addr::from(u32::from(c.address) & 0xffff_ff00)
             )],
             data_dir: data_dir.join("clusters").join(c.name),
-            runtimes: vec![hansa_core::RuntimeKind::Process],
+            runtimes: runtimes.clone(),
+            docker: None,
             capacity: CapacityConfig {
                 cpu: Some(c.cpu.into()),
                 memory: Some(c.memory.into()),
@@ -156,6 +189,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         "  API:       https://{api}  (mutual TLS; ephemeral CA in {})",
         pki.display()
     );
+    println!("  DNS:       {dns}  (zone hansa.internal., UDP and TCP)");
     for c in &CLUSTERS {
         println!(
             "  cluster:   {:<5} region {:<3} node {}",
@@ -180,6 +214,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     println!("  hansa apply -f policies/examples/web.yaml");
     println!("  hansa get workloads");
     println!("  hansa describe workload web");
+    println!("  hansa dns query web.default.svc.hansa.internal --server {dns}");
     println!();
     println!("Ctrl-C stops the federation and every replica it started.");
 

@@ -5,7 +5,11 @@ mod client;
 mod commands;
 mod context;
 mod dev;
+mod dns;
+mod federators;
+mod logs;
 mod output;
+mod snapshot;
 
 use std::path::PathBuf;
 
@@ -60,11 +64,29 @@ enum Command {
         name: Option<String>,
         #[arg(short, long)]
         namespace: Option<String>,
+        /// Answer from the federator's own applied state, without asking the leader whether
+        /// it is current (works without a quorum).
+        #[arg(long)]
+        stale: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
     /// A workload's placement, explanation, replicas and endpoints.
     Describe {
+        /// Only `workload` for now.
+        kind: DescribeKind,
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Answer from the federator's own applied state (see `get --stale`).
+        #[arg(long)]
+        stale: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Why a workload runs where it runs: every cluster, filtered (the rule and the values
+    /// involved) or chosen (weight, fit, replicas), and the policy that applied.
+    Explain {
         /// Only `workload` for now.
         kind: DescribeKind,
         name: String,
@@ -80,10 +102,22 @@ enum Command {
         #[arg(short, long)]
         namespace: Option<String>,
     },
+    /// A replica's output (stdout and stderr), from its cluster's agent.
+    Logs(logs::LogsArgs),
     /// Who the federator is and who you are to it.
     Info {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
+    },
+    /// The control plane's federators (Raft members): list, add, remove.
+    Federators {
+        #[command(subcommand)]
+        command: FederatorsCommand,
+    },
+    /// Backups of the whole federation state.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
     },
     /// The federation CA and certificates.
     Certs {
@@ -101,6 +135,14 @@ enum Command {
         /// Apply these manifests once the clusters have joined.
         #[arg(long)]
         apply: Vec<PathBuf>,
+        /// The DNS port on 127.0.0.1, UDP and TCP (0: any free port).
+        #[arg(long, default_value_t = 8600)]
+        dns_port: u16,
+    },
+    /// Ask a Hansa DNS server (or any DNS server) a question.
+    Dns {
+        #[command(subcommand)]
+        command: dns::DnsCommand,
     },
     /// The demo HTTP server that `hansa-demo-http` workloads run (used by the agents).
     #[command(hide = true)]
@@ -111,6 +153,35 @@ enum Command {
 enum DescribeKind {
     #[value(alias = "workloads", alias = "wl")]
     Workload,
+}
+
+#[derive(Subcommand)]
+enum FederatorsCommand {
+    /// Every member with its role, term, last applied log index and lag behind the leader.
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Add a federator (started with `bootstrap = false`): as a learner until it has caught
+    /// up, then as a voter.
+    Add {
+        /// Its node_id.
+        id: u64,
+        /// Its Raft peer URL, https://host:port.
+        address: String,
+        /// Keep it a learner (a non-voting replica).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a federator from the control plane.
+    Remove { id: u64 },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Save the whole federation state (read linearizably) to FILE; `federator --restore FILE`
+    /// starts a new control plane from it.
+    Save { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -159,16 +230,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             port,
             data_dir,
             apply,
+            dns_port,
         } => {
             init_logging(cli.log_format);
             return dev::run(dev::DevOptions {
                 port,
                 data_dir,
                 apply,
+                dns_port,
             })
             .await;
         }
         Command::DemoHttp(args) => return hansa_agent::demo::run_demo_http(args).await,
+        Command::Dns { command } => return dns::run(command).await,
         Command::Certs { command } => {
             return match command {
                 CertsCommand::Init { dir, trust_domain } => certs::init(&dir, &trust_domain),
@@ -202,29 +276,71 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("--key is required with --federator")?,
         }
     };
-    let mut client = client::connect(&context).await?;
-    match cli.command {
+    // Every command may be repeated; `Failover` decides when another federator should try.
+    let mut failover = client::Failover::new(&context)?;
+    loop {
+        let channel = failover.connect().await?;
+        match dispatch(channel, &cli.command).await {
+            Err(e) if failover.retry(&e).await => continue,
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn dispatch(channel: tonic::transport::Channel, command: &Command) -> anyhow::Result<()> {
+    let mut client = client::Client::new(channel.clone());
+    match command {
         Command::Apply {
             files,
             dry_run,
             output,
-        } => commands::apply(&mut client, &files, dry_run, output).await,
+        } => commands::apply(&mut client, files, *dry_run, *output).await,
         Command::Get {
             kind,
             name,
             namespace,
+            stale,
             output,
-        } => commands::get(&mut client, kind, name, namespace, output).await,
+        } => {
+            let (name, namespace) = (name.clone(), namespace.clone());
+            commands::get(&mut client, *kind, name, namespace, *stale, *output).await
+        }
         Command::Describe {
+            name,
+            namespace,
+            stale,
+            output,
+            ..
+        } => {
+            let (name, namespace) = (name.clone(), namespace.clone());
+            commands::describe(&mut client, name, namespace, *stale, *output).await
+        }
+        Command::Explain {
             name,
             namespace,
             output,
             ..
-        } => commands::describe(&mut client, name, namespace, output).await,
+        } => commands::explain(&mut client, name.clone(), namespace.clone(), *output).await,
         Command::Delete {
             name, namespace, ..
-        } => commands::delete(&mut client, name, namespace).await,
-        Command::Info { output } => commands::info(&mut client, output).await,
-        Command::Dev { .. } | Command::DemoHttp(_) | Command::Certs { .. } => Ok(()),
+        } => commands::delete(&mut client, name.clone(), namespace.clone()).await,
+        Command::Info { output } => commands::info(&mut client, *output).await,
+        Command::Logs(args) => logs::logs(channel, args).await,
+        Command::Federators { command } => match command {
+            FederatorsCommand::List { output } => federators::list(channel, *output).await,
+            FederatorsCommand::Add {
+                id,
+                address,
+                learner,
+            } => federators::add(channel, *id, address, *learner).await,
+            FederatorsCommand::Remove { id } => federators::remove(channel, *id).await,
+        },
+        Command::Snapshot { command } => match command {
+            SnapshotCommand::Save { file } => snapshot::save(channel, file).await,
+        },
+        Command::Dev { .. }
+        | Command::DemoHttp(_)
+        | Command::Certs { .. }
+        | Command::Dns { .. } => Ok(()),
     }
 }

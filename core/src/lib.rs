@@ -2,8 +2,10 @@
 
 pub mod manifest;
 pub mod model;
+pub mod policy;
 pub mod validate;
 
 pub use manifest::{parse_manifests, ManifestError, ManifestErrors, ManifestFile, Parsed};
 pub use model::*;
+pub use policy::*;
 pub use validate::{is_dns_label, validate_workload};

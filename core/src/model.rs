@@ -9,6 +9,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{AffinityGroup, Requirement, SpreadConstraint, Taint, Toleration};
+
 /// The namespace a workload lands in when its manifest names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
@@ -93,6 +95,27 @@ pub struct TaskTemplate {
     /// Environment conventions the runtime adds for the replica (ports, host, app id).
     #[serde(default)]
     pub env_convention: EnvConvention,
+    /// When the docker runtime pulls `image` (ignored without an image).
+    #[serde(default, skip_serializing_if = "ImagePullPolicy::is_default")]
+    pub image_pull_policy: ImagePullPolicy,
+}
+
+/// When a container runtime pulls a template's image (Kubernetes' `imagePullPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ImagePullPolicy {
+    /// Pull only when the node lacks the image.
+    #[default]
+    IfNotPresent,
+    /// Pull before every start (a present image is used if the pull fails).
+    Always,
+    /// Never pull: an absent image is an error in the replica's status.
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == ImagePullPolicy::IfNotPresent
+    }
 }
 
 impl TaskTemplate {
@@ -288,18 +311,52 @@ impl Probe {
     }
 }
 
-/// Where a workload may go and how its replicas are divided. Inline in the workload for now;
-/// placement policy objects come later and resolve to the same structure.
+/// Where a workload may go and how its replicas are divided: written inline in the workload,
+/// or resolved from a policy object (`PlacementPolicy`, Karmada's `PropagationPolicy`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlacementSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_affinity: Option<ClusterAffinity>,
+    /// Ordered fallback groups (Karmada's `clusterAffinities`), each further restricting
+    /// `cluster_affinity`: the first group that can take the workload is used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_affinities: Vec<AffinityGroup>,
+    /// With groups: fill the first group up to its capacity and spill the rest into the next.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overflow: bool,
     #[serde(default)]
     pub replica_scheduling: ReplicaScheduling,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spread_constraints: Vec<SpreadConstraint>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Replicas every cluster that takes any receives at least (while capacity allows).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_per_cluster: u32,
+    /// Replicas one cluster receives at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_cluster: Option<u32>,
+    /// Higher is placed first when capacity is short.
+    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    pub priority: i32,
+    /// May take capacity from running replicas of lower-priority workloads (off by default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preemption: bool,
     /// Marathon-style constraints (`[field, operator, value]`), kept as written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<Vec<String>>,
+    /// The policy object this placement came from (`PlacementPolicy default/gold`), if any.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub policy: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_i32(n: &i32) -> bool {
+    *n == 0
 }
 
 /// Which clusters a workload may run on. All given parts must match.
@@ -315,6 +372,12 @@ pub struct ClusterAffinity {
     /// Clusters whose labels contain all of these.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub match_labels: BTreeMap<String, String>,
+    /// Label requirements (In, NotIn, Exists, DoesNotExist), all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<Requirement>,
+    /// Requirements on the cluster's `region`, `zone` or `provider`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub field_selector: Vec<Requirement>,
 }
 
 /// How many replicas each selected cluster receives.
@@ -328,6 +391,8 @@ pub enum ReplicaScheduling {
         #[serde(default)]
         weighting: Weighting,
     },
+    /// `replicas` in total on as few clusters as can hold them.
+    Aggregated,
 }
 
 impl Default for ReplicaScheduling {
@@ -447,6 +512,8 @@ pub struct Cluster {
     pub health: ClusterHealth,
     #[serde(default)]
     pub cordoned: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<Taint>,
 }
 
 /// The federation's decision for one workload: replicas per cluster, and why.
@@ -478,6 +545,9 @@ pub struct Explanation {
     /// Replicas the policy asked for but no cluster could take.
     #[serde(default)]
     pub unplaced: u32,
+    /// The policy object that applied (empty: the workload's inline placement).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub policy: String,
     pub clusters: Vec<ClusterDecision>,
 }
 
@@ -500,6 +570,10 @@ pub enum DecisionOutcome {
         score: u64,
         /// How many replicas the cluster could fit at most (`u32::MAX`: unbounded).
         fits: u32,
+        /// Anything else that shaped the count: `fallback group 2 (us)`, `cordoned: keeps
+        /// what it runs`, `PreferNoSchedule taint gpu:PreferNoSchedule`.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        note: String,
     },
 }
 

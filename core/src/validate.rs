@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::model::{ClusterAffinity, HealthCheck, Probe, ReplicaScheduling, Weighting, Workload};
+use crate::policy::{Requirement, SelectorOperator, TolerationOperator};
 
 /// Field path and message of every problem found; empty when the workload is valid.
 pub fn validate_workload(w: &Workload) -> Vec<(String, String)> {
@@ -183,6 +184,26 @@ impl Problems {
             self.check(format!("{path}.exclude[{i}]"), check_dns_label(name));
         }
         self.labels(&format!("{path}.matchLabels"), &a.match_labels);
+        for (i, r) in a.match_expressions.iter().enumerate() {
+            self.check(
+                format!("{path}.matchExpressions[{i}]"),
+                check_requirement(r),
+            );
+        }
+        for (i, r) in a.field_selector.iter().enumerate() {
+            let at = format!("{path}.fieldSelector[{i}]");
+            if !CLUSTER_FIELDS.contains(&r.key.as_str()) {
+                self.push(
+                    format!("{at}.key"),
+                    format!(
+                        "unknown cluster field {:?} (use one of {})",
+                        r.key,
+                        CLUSTER_FIELDS.join(", ")
+                    ),
+                );
+            }
+            self.check(at, check_requirement(r));
+        }
     }
 }
 
@@ -305,10 +326,47 @@ fn health_check(v: &mut Problems, w: &Workload, hc: &HealthCheck) {
     }
 }
 
+/// The cluster fields a field selector may name.
+pub const CLUSTER_FIELDS: [&str; 3] = ["region", "zone", "provider"];
+
+/// In and NotIn need values; Exists and DoesNotExist take none.
+pub fn check_requirement(r: &Requirement) -> Result<(), String> {
+    match (r.operator, r.values.is_empty()) {
+        (SelectorOperator::In | SelectorOperator::NotIn, true) => {
+            Err(format!("operator {} needs values", r.operator))
+        }
+        (SelectorOperator::Exists | SelectorOperator::DoesNotExist, false) => {
+            Err(format!("operator {} takes no values", r.operator))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn placement(v: &mut Problems, w: &Workload) {
     let p = &w.placement;
     if let Some(a) = &p.cluster_affinity {
         v.affinity("spec.placement.clusterAffinity", a);
+    }
+    for (i, g) in p.cluster_affinities.iter().enumerate() {
+        v.affinity(
+            &format!("spec.placement.clusterAffinities[{i}]"),
+            &g.affinity,
+        );
+    }
+    if p.overflow && p.cluster_affinities.is_empty() {
+        v.push(
+            "spec.placement.overflow",
+            "overflow spills from one clusterAffinities group into the next, so it needs clusterAffinities",
+        );
+    }
+    for (i, t) in p.tolerations.iter().enumerate() {
+        let at = format!("spec.placement.tolerations[{i}]");
+        if t.operator == TolerationOperator::Exists && !t.value.is_empty() {
+            v.push(format!("{at}.value"), "operator Exists takes no value");
+        }
+        if t.operator == TolerationOperator::Equal && t.key.is_empty() {
+            v.push(format!("{at}.key"), "operator Equal needs a key");
+        }
     }
     if let ReplicaScheduling::Divided {
         weighting: Weighting::Static { weights },

@@ -60,6 +60,29 @@ pub struct Config {
     /// its replicas are placed elsewhere.
     #[serde(default = "default_cluster_grace_seconds")]
     pub cluster_grace_seconds: u64,
+    /// The voters of a new multi-node control plane, the same list on every member (this one
+    /// included). Empty: a one-member control plane (with `bootstrap`).
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// The API address of a running federator that adds this one to its control plane
+    /// (as a learner, then a voter). Overrides `bootstrap` and `peers`.
+    #[serde(default)]
+    pub join: Option<String>,
+    /// Cross-cluster DNS (DESIGN.md §7); served when the section is present.
+    #[serde(default)]
+    pub dns: Option<crate::dns::DnsConfig>,
+    /// Plain HTTP for `/metrics` and `/healthz`; off when absent.
+    #[serde(default)]
+    pub http_listen: Option<SocketAddr>,
+}
+
+/// One voter of a new control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub id: u64,
+    /// Its Raft peer URL, `https://host:port`.
+    pub url: String,
 }
 
 fn default_node_id() -> u64 {
@@ -105,6 +128,38 @@ impl Config {
         if self.node_id == 0 {
             return Err(invalid("node_id", "must be >= 1 (got 0)".into()));
         }
+        if let Some(Err((key, message))) = self.dns.as_ref().map(|d| d.validate()) {
+            return Err(invalid(key, message));
+        }
+        if !self.peers.is_empty() {
+            let mut ids = std::collections::BTreeSet::new();
+            for peer in &self.peers {
+                if !ids.insert(peer.id) || peer.id == 0 {
+                    return Err(invalid(
+                        "peers",
+                        format!("ids must be unique and >= 1 (got {} twice or 0)", peer.id),
+                    ));
+                }
+                if !peer.url.starts_with("https://") {
+                    return Err(invalid(
+                        "peers",
+                        format!(
+                            "url must be https:// (peer links are mutual TLS; got {:?})",
+                            peer.url
+                        ),
+                    ));
+                }
+            }
+            if !ids.contains(&self.node_id) {
+                return Err(invalid(
+                    "peers",
+                    format!("must include this federator's node_id {}", self.node_id),
+                ));
+            }
+        }
+        if self.join.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid("join", "must be a federator API address".into()));
+        }
         if self.cluster_grace_seconds == 0 {
             return Err(invalid(
                 "cluster_grace_seconds",
@@ -137,6 +192,12 @@ mod tests {
         ));
         let config = Config::load(path).expect("deploy/federator.toml");
         assert_eq!(config.name, "fed-1");
+        let dns = config
+            .dns
+            .expect("deploy/federator.toml has a [dns] section");
+        assert_eq!(dns.zone, "hansa.internal.");
+        assert_eq!(dns.cluster.as_deref(), Some("eu-1"));
+        assert!(config.http_listen.is_some());
     }
 
     #[test]

@@ -4,7 +4,11 @@
 pub mod api;
 pub mod config;
 pub mod controllers;
+pub mod dns;
+pub mod http;
 pub mod liveness;
+pub mod logs;
+pub mod relay;
 pub mod security;
 pub mod store;
 pub mod telemetry;
@@ -12,6 +16,7 @@ pub mod telemetry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hansa_proto::v1::replica_logs_server::ReplicaLogsServer;
 use hansa_proto::v1::{agent_sync_server::AgentSyncServer, federation_server::FederationServer};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -49,6 +54,10 @@ pub enum FederatorError {
 pub struct Federator {
     pub api_addr: SocketAddr,
     pub peer_addr: SocketAddr,
+    /// The DNS server's address (UDP and TCP), when `[dns]` is enabled.
+    pub dns_addr: Option<SocketAddr>,
+    /// The `/metrics` and `/healthz` address, when `http_listen` is set.
+    pub http_addr: Option<SocketAddr>,
     pub store: Store,
     tasks: JoinSet<Result<(), FederatorError>>,
 }
@@ -81,15 +90,17 @@ impl Federator {
         let api_addr = local_addr(&api_listener, config.listen);
         let peer_addr = local_addr(&peer_listener, config.peer_listen);
 
-        let store = Store::open(StoreConfig::new(
+        let mut store_config = StoreConfig::new(
             config.node_id,
             config.data_dir.clone(),
             config.peer_url(peer_addr),
-            config.bootstrap,
+            config.bootstrap && config.join.is_none(),
             tls.client_config(),
-        ))
-        .await?;
+        );
+        store_config.initial_members = config.peers.iter().map(|p| (p.id, p.url.clone())).collect();
+        let store = Store::open(store_config).await?;
         let live = Arc::new(Liveness::new());
+        store.set_relay_handler(relay::handler(live.clone()));
         let mut tasks = JoinSet::new();
 
         let raft_td = trust_domain.clone();
@@ -107,7 +118,7 @@ impl Federator {
                 })?
                 .add_service(raft_service)
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(peer_listener),
+                    without_delay(peer_listener),
                     peer_shutdown.cancelled_owned(),
                 )
                 .await
@@ -117,10 +128,22 @@ impl Federator {
                 })
         });
 
+        let admin = api::admin::AdminService {
+            store: store.clone(),
+            trust_domain: trust_domain.clone(),
+        }
+        .server();
         let federation = FederationService {
             name: config.name.clone(),
             store: store.clone(),
             live: live.clone(),
+            trust_domain: trust_domain.clone(),
+        };
+        let log_router = Arc::new(logs::LogRouter::new());
+        let replica_logs = logs::LogsService {
+            router: log_router.clone(),
+            live: live.clone(),
+            store: store.clone(),
             trust_domain: trust_domain.clone(),
         };
         let sync = SyncService {
@@ -128,6 +151,7 @@ impl Federator {
             live: live.clone(),
             trust_domain,
             shutdown: shutdown.clone(),
+            logs: log_router,
         };
         let api_tls = tls.server_config();
         let api_shutdown = shutdown.clone();
@@ -140,8 +164,10 @@ impl Federator {
                 })?
                 .add_service(FederationServer::new(federation))
                 .add_service(AgentSyncServer::new(sync))
+                .add_service(ReplicaLogsServer::new(replica_logs))
+                .add_service(admin)
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(api_listener),
+                    without_delay(api_listener),
                     api_shutdown.cancelled_owned(),
                 )
                 .await
@@ -151,6 +177,61 @@ impl Federator {
                 })
         });
 
+        let mut registry = prometheus_client::registry::Registry::default();
+        let dns_metrics = dns::DnsMetrics::register(&mut registry);
+        let dns_addr = if let Some(dns_config) = &config.dns {
+            let (addr, serve) = dns::start(
+                dns_config,
+                store.clone(),
+                live.clone(),
+                dns_metrics,
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|e| FederatorError::Serve {
+                what: "DNS",
+                detail: e.to_string(),
+            })?;
+            tasks.spawn(async move {
+                serve.await.map_err(|e| FederatorError::Serve {
+                    what: "DNS",
+                    detail: e.to_string(),
+                })
+            });
+            Some(addr)
+        } else {
+            None
+        };
+        let http_addr = match config.http_listen {
+            Some(listen) => {
+                let (addr, serve) = http::bind(listen, Arc::new(registry), shutdown.clone())
+                    .await
+                    .map_err(|source| FederatorError::Bind {
+                        what: "HTTP",
+                        address: listen,
+                        source,
+                    })?;
+                tasks.spawn(async move {
+                    serve.await.map_err(|e| FederatorError::Serve {
+                        what: "HTTP",
+                        detail: e.to_string(),
+                    })
+                });
+                Some(addr)
+            }
+            None => None,
+        };
+
+        tasks.spawn(relay::run(store.clone(), live.clone(), shutdown.clone()));
+        if let Some(join) = config.join.clone() {
+            let joining = api::admin::Join {
+                store: store.clone(),
+                tls: tls.clone(),
+                address: join,
+                peer_url: config.peer_url(peer_addr),
+            };
+            tasks.spawn(joining.run(shutdown.clone()));
+        }
         let controller_store = store.clone();
         let grace = config.cluster_grace();
         let controller_shutdown = shutdown.clone();
@@ -163,6 +244,8 @@ impl Federator {
         Ok(Federator {
             api_addr,
             peer_addr,
+            dns_addr,
+            http_addr,
             store,
             tasks,
         })
@@ -192,6 +275,21 @@ impl Federator {
         info!("federator stopped");
         result
     }
+}
+
+/// Accepted connections with Nagle's algorithm off: small gRPC answers (Raft acks, applies)
+/// must not wait for the peer's delayed ACK.
+fn without_delay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        if let Ok(stream) = &accepted {
+            // Best effort: a socket that refuses the option still works, only slower.
+            let _ = stream.set_nodelay(true);
+        }
+        accepted
+    })
 }
 
 fn local_addr(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {

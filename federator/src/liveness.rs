@@ -21,8 +21,16 @@ pub struct ClusterLive {
     pub replicas: Vec<ReplicaStatus>,
 }
 
+/// The session of an entry relayed by a follower rather than streamed here (local sessions
+/// start at 1).
+const RELAYED: u64 = 0;
+/// A relayed entry whose follower has gone quiet this long no longer counts as connected.
+const RELAY_TTL: Duration = Duration::from_secs(3);
+
 pub struct Liveness {
     started: Instant,
+    /// When each relayed entry was last refreshed by its follower.
+    relayed_at: Mutex<HashMap<String, Instant>>,
     clusters: Mutex<HashMap<String, ClusterLive>>,
     next_session: Mutex<u64>,
     /// Bumps on every report, so views (describe, DNS later) can follow replica status.
@@ -39,6 +47,7 @@ impl Liveness {
     pub fn new() -> Self {
         Liveness {
             started: Instant::now(),
+            relayed_at: Mutex::new(HashMap::new()),
             clusters: Mutex::new(HashMap::new()),
             next_session: Mutex::new(0),
             changed: watch::channel(0).0,
@@ -109,7 +118,62 @@ impl Liveness {
     }
 
     pub fn get(&self, cluster: &str) -> Option<ClusterLive> {
-        self.lock().get(cluster).cloned()
+        let mut live = self.lock().get(cluster).cloned()?;
+        if live.session == RELAYED {
+            let relayed_at = self.relayed_at.lock().unwrap_or_else(|e| e.into_inner());
+            if relayed_at
+                .get(cluster)
+                .is_none_or(|at| at.elapsed() > RELAY_TTL)
+            {
+                live.connected = false;
+            }
+        }
+        Some(live)
+    }
+
+    /// A report a follower relayed (hub mode): kept unless the agent streams to this
+    /// federator itself.
+    pub fn relayed(
+        &self,
+        cluster: &str,
+        connected: bool,
+        silence: Duration,
+        available: Resources,
+        replicas: Vec<ReplicaStatus>,
+    ) {
+        let mut clusters = self.lock();
+        if clusters
+            .get(cluster)
+            .is_some_and(|c| c.session != RELAYED && c.connected)
+        {
+            return;
+        }
+        let now = Instant::now();
+        clusters.insert(
+            cluster.to_string(),
+            ClusterLive {
+                connected,
+                session: RELAYED,
+                last_seen: now.checked_sub(silence).unwrap_or(now),
+                available,
+                replicas,
+            },
+        );
+        drop(clusters);
+        self.relayed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cluster.to_string(), now);
+        self.bump();
+    }
+
+    /// The clusters whose agents stream to this federator (not relayed ones).
+    pub fn local_reports(&self) -> Vec<(String, ClusterLive)> {
+        self.lock()
+            .iter()
+            .filter(|(_, c)| c.session != RELAYED)
+            .map(|(name, c)| (name.clone(), c.clone()))
+            .collect()
     }
 
     /// How long since `cluster` was last heard from. A cluster never heard from since this

@@ -65,6 +65,10 @@ async fn a_cluster_certificate_reports_only_for_its_own_cluster() {
             bootstrap: true,
             tls: issue(&ca, &pki, Role::Federator, "fed-1", &["127.0.0.1".into()]),
             cluster_grace_seconds: 15,
+            peers: Vec::new(),
+            join: None,
+            dns: None,
+            http_listen: None,
         },
         shutdown.clone(),
     )

@@ -12,8 +12,8 @@ use tracing::info;
 
 use crate::config::AgentConfig;
 use crate::connect::Connection;
-use crate::runtime::process::ProcessRuntime;
-use crate::runtime::Runtime;
+use crate::runtime::docker::DockerEndpoint;
+use crate::runtime::{DockerRuntime, MultiRuntime, ProcessRuntime, Runtime};
 use crate::scheduler::{self, SchedulerConfig, SchedulerHandle};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +22,10 @@ pub enum AgentError {
     Security(#[from] SecurityError),
     #[error("the certificate is for {found}, but this agent runs cluster {expected:?}")]
     WrongIdentity { expected: String, found: String },
-    #[error("runtime {0} is not available in this build yet")]
-    UnsupportedRuntime(RuntimeKind),
+    #[error("runtimes: {0} is listed twice")]
+    DuplicateRuntime(RuntimeKind),
+    #[error("runtimes: docker: {0}; start the engine, fix [docker] address, or drop docker from runtimes")]
+    Docker(crate::runtime::RuntimeError),
     #[error("local scheduler: {0:#}")]
     Scheduler(anyhow::Error),
 }
@@ -46,10 +48,7 @@ impl Agent {
                 found: tls.identity.uri(),
             });
         }
-        let runtime: Arc<dyn Runtime> = match config.runtimes.first() {
-            Some(RuntimeKind::Process) | None => Arc::new(ProcessRuntime::new(&config.data_dir)),
-            Some(other) => return Err(AgentError::UnsupportedRuntime(*other)),
-        };
+        let runtime = runtime(&config).await?;
         let allocatable = config.allocatable();
         let mut tasks = JoinSet::new();
         let scheduler = scheduler::start(
@@ -76,6 +75,15 @@ impl Agent {
             addresses: config.cluster_addresses(),
             allocatable: Some(allocatable.into()),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            taints: config
+                .taints
+                .iter()
+                .map(|t| v1::Taint {
+                    key: t.key.clone(),
+                    value: t.value.clone(),
+                    effect: t.effect.to_string(),
+                })
+                .collect(),
         };
         let connection = Connection {
             federators: config.federators.clone(),
@@ -98,6 +106,36 @@ impl Agent {
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// The node's runtime: the one listed, or several behind a [`MultiRuntime`] (a template with
+/// an image runs on docker, one without on process).
+async fn runtime(config: &AgentConfig) -> Result<Arc<dyn Runtime>, AgentError> {
+    let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
+    for kind in &config.runtimes {
+        if runtimes.iter().any(|r| r.kind() == *kind) {
+            return Err(AgentError::DuplicateRuntime(*kind));
+        }
+        let runtime: Arc<dyn Runtime> = match kind {
+            RuntimeKind::Process => Arc::new(ProcessRuntime::new(&config.data_dir)),
+            RuntimeKind::Docker => {
+                let endpoint = config.docker.clone().unwrap_or_else(DockerEndpoint::local);
+                let docker = endpoint.connect().await.map_err(AgentError::Docker)?;
+                info!(engine = %endpoint.address, "docker runtime ready");
+                Arc::new(DockerRuntime::new(
+                    docker,
+                    config.cluster.clone(),
+                    &config.data_dir,
+                ))
+            }
+        };
+        runtimes.push(runtime);
+    }
+    Ok(match runtimes.len() {
+        0 => Arc::new(ProcessRuntime::new(&config.data_dir)),
+        1 => runtimes.remove(0),
+        _ => Arc::new(MultiRuntime::new(runtimes)),
+    })
 }
 
 /// Runs an agent until `shutdown` is cancelled.

@@ -56,6 +56,10 @@ pub struct AgentConfig {
     pub provider: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Placement taints (`[[taints]] key = "dedicated", value = "gpu", effect = "NoSchedule"`):
+    /// only workloads that tolerate them are placed here.
+    #[serde(default)]
+    pub taints: Vec<hansa_core::Taint>,
     /// Federator API addresses (`host:port` or `https://host:port`); the agent fails over
     /// among them.
     pub federators: Vec<String>,
@@ -75,6 +79,10 @@ pub struct AgentConfig {
     #[serde(default = "default_stop_grace_seconds")]
     pub stop_grace_seconds: u64,
     pub tls: TlsFiles,
+    /// The Docker Engine of this node, used when `runtimes` names `docker` (default: the
+    /// local socket `unix:///var/run/docker.sock`; `tcp://host:2376` with `ca`, `cert`, `key`).
+    #[serde(default)]
+    pub docker: Option<crate::runtime::docker::DockerEndpoint>,
 }
 
 fn default_runtimes() -> Vec<RuntimeKind> {
@@ -225,6 +233,19 @@ mod tests {
         let config = AgentConfig::load(path).expect("deploy/member-agent.toml");
         assert_eq!(config.cluster, "eu-1");
         assert_eq!(config.allocatable().memory_bytes, 8 << 30);
+    }
+
+    #[test]
+    fn the_shipped_docker_example_loads() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/member-agent-docker.toml"
+        ));
+        let config = AgentConfig::load(path).expect("deploy/member-agent-docker.toml");
+        assert_eq!(config.runtimes, [RuntimeKind::Process, RuntimeKind::Docker]);
+        let docker = config.docker.expect("[docker]");
+        assert_eq!(docker.address, "tcp://10.2.0.11:2376");
+        assert!(docker.ca.is_some() && docker.cert.is_some() && docker.key.is_some());
     }
 
     #[test]

@@ -47,6 +47,7 @@ impl Connection {
         let mut next = 0usize;
         while !shutdown.is_cancelled() {
             let address = &self.federators[next % self.federators.len()];
+            let began = tokio::time::Instant::now();
             match self.session(address, &shutdown).await {
                 Ok(()) => return,
                 Err(e @ ConnectError::Refused { .. }) => {
@@ -61,6 +62,11 @@ impl Connection {
                 }
             }
             next += 1;
+            // A session that ran a while was healthy (its federator died or stepped away): try
+            // the next federator quickly instead of waiting out an old backoff.
+            if began.elapsed() > BACKOFF_MAX {
+                backoff = BACKOFF_MIN;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
@@ -105,6 +111,7 @@ impl Connection {
             .into_inner();
         info!(federator = %address, cluster = %self.cluster.name, "connected");
 
+        let logs = crate::logs::LogServer::new(self.scheduler.clone(), tx.clone());
         let mut changes = self.scheduler.changes();
         let mut tick = tokio::time::interval(self.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -113,7 +120,7 @@ impl Connection {
                 _ = shutdown.cancelled() => return Ok(()),
                 message = inbound.message() => {
                     match message.map_err(|status| refused_or_transport(address, status))? {
-                        Some(message) => self.receive(message),
+                        Some(message) => self.receive(message, &logs),
                         None => return Err(ConnectError::Closed { address: address.to_string() }),
                     }
                 }
@@ -132,7 +139,11 @@ impl Connection {
         }
     }
 
-    fn receive(&self, message: FederatorMessage) {
+    fn receive(&self, message: FederatorMessage, logs: &crate::logs::LogServer) {
+        if let Some(federator_message::Kind::LogRequest(request)) = message.kind {
+            logs.handle(request);
+            return;
+        }
         let Some(federator_message::Kind::Assignments(set)) = message.kind else {
             return;
         };

@@ -25,6 +25,27 @@ pub struct ProbeTarget {
     pub ports: Vec<(String, u16)>,
     pub env: BTreeMap<String, String>,
     pub cwd: Option<PathBuf>,
+    /// Where exec probes run when the replica has an inside (a container); `None`: on the
+    /// host, with `env` and `cwd`.
+    pub inside: Option<Inside>,
+}
+
+/// A replica whose runtime runs exec probes inside it.
+#[derive(Clone)]
+pub struct Inside {
+    pub runtime: std::sync::Arc<dyn crate::runtime::Runtime>,
+    pub replica: String,
+}
+
+impl std::fmt::Debug for Inside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Inside({} replica {})",
+            self.runtime.kind(),
+            self.replica
+        )
+    }
 }
 
 impl ProbeTarget {
@@ -250,6 +271,21 @@ async fn exec_check(
     let (program, args) = command
         .split_first()
         .ok_or_else(|| "the exec health check has no command".to_string())?;
+    if let Some(inside) = &target.inside {
+        let run = inside.runtime.exec(&inside.replica, command);
+        match tokio::time::timeout(timeout, run).await {
+            Ok(Some(Ok(0))) => return Ok(()),
+            Ok(Some(Ok(code))) => return Err(format!("{program}: exited with status {code}")),
+            Ok(Some(Err(e))) => return Err(e),
+            Ok(None) => {}
+            Err(_) => {
+                return Err(format!(
+                    "{program}: no exit within {}s",
+                    timeout.as_secs_f32()
+                ))
+            }
+        }
+    }
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env_clear()
@@ -305,6 +341,7 @@ mod tests {
             ports: vec![("http".to_string(), port)],
             env: BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]),
             cwd: None,
+            inside: None,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod config;
 pub mod connect;
 pub mod demo;
 pub mod health;
+pub mod logs;
 pub mod runtime;
 pub mod scheduler;
 pub mod state;

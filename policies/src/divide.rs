@@ -2,18 +2,17 @@
 
 /// An eligible cluster as the divide phase sees it. Slices of shares are in cluster-name
 /// order, which is the last tie-break.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Share {
     pub weight: u64,
     /// Replicas the cluster fits (`u32::MAX`: unbounded).
     pub fits: u32,
     /// Replicas the cluster had in the previous placement.
     pub previous: u32,
-}
-
-/// Every cluster runs `per_cluster` replicas, or as many as it fits.
-pub(crate) fn duplicated(per_cluster: u32, shares: &[Share]) -> Vec<u32> {
-    shares.iter().map(|s| per_cluster.min(s.fits)).collect()
+    /// An untolerated PreferNoSchedule taint: takes only what the others cannot.
+    pub avoid: bool,
+    /// Cordoned or tainted NoSchedule: keeps what it runs (its `fits`), takes nothing new.
+    pub pinned: bool,
 }
 
 /// `total` replicas divided by weight, no cluster above its fit; what fits nowhere is left out.
@@ -91,6 +90,145 @@ fn apportion(seats: u128, members: &[usize], shares: &[Share], out: &mut [u32]) 
     }
 }
 
+/// `total` replicas on as few clusters as can hold them (Karmada's Aggregated). When the
+/// clusters that already run replicas can hold them all, only those are considered (nothing
+/// moves); otherwise every cluster is. Among the considered, the roomiest come first, then
+/// name order. The chosen ones divide the replicas in proportion to their room.
+///
+/// Preferring the previous clusters only when they suffice keeps this a fixed point: the
+/// clusters an answer uses hold its replicas, so solving again considers the same clusters
+/// in the same order and chooses the same prefix.
+pub(crate) fn aggregated(total: u32, shares: &[Share]) -> Vec<u32> {
+    let usable = |i: &usize| shares[*i].fits > 0 && shares[*i].weight > 0;
+    let previous_room: u64 = (0..shares.len())
+        .filter(usable)
+        .filter(|&i| shares[i].previous > 0)
+        .map(|i| u64::from(shares[i].fits))
+        .sum();
+    let keep_previous = previous_room >= u64::from(total) && total > 0;
+    let mut order: Vec<usize> = (0..shares.len())
+        .filter(usable)
+        .filter(|&i| !keep_previous || shares[i].previous > 0)
+        .collect();
+    order.sort_by(|&a, &b| shares[b].fits.cmp(&shares[a].fits).then(a.cmp(&b)));
+    let mut room = 0u64;
+    let mut chosen = vec![false; shares.len()];
+    for i in order {
+        if room >= u64::from(total) {
+            break;
+        }
+        room += u64::from(shares[i].fits);
+        chosen[i] = true;
+    }
+    let weighted: Vec<Share> = (0..shares.len())
+        .map(|i| Share {
+            weight: if chosen[i] {
+                u64::from(shares[i].fits.min(total.max(1)))
+            } else {
+                0
+            },
+            ..shares[i]
+        })
+        .collect();
+    divided(total, &weighted)
+}
+
+/// A rule on how replicas spread over groups of clusters: `of[i]` is the group of share `i`.
+#[derive(Debug, Clone)]
+pub(crate) struct Grouping {
+    pub of: Vec<usize>,
+    pub groups: usize,
+    /// At most this many replicas per group.
+    pub cap: Option<u32>,
+    /// Fill the emptiest group first.
+    pub balance: bool,
+}
+
+/// Replica by replica, each to the best cluster that still has room: the emptiest group of
+/// each balancing rule first, then the lowest count per weight (D'Hondt), then a cluster below
+/// what it ran before, then name order. `min_per` replicas go first to each weighted cluster
+/// (clusters that ran replicas first), when all of them fit. Deterministic; used when
+/// constraints couple clusters, where largest-remainder division cannot see the coupling.
+pub(crate) fn greedy(total: u32, shares: &[Share], min_per: u32, rules: &[Grouping]) -> Vec<u32> {
+    let n = shares.len();
+    let mut out = vec![0u32; n];
+    let mut per_group: Vec<Vec<u32>> = rules.iter().map(|r| vec![0; r.groups]).collect();
+    let mut remaining = total;
+    let room_in_groups = |i: usize, k: u32, per_group: &[Vec<u32>]| {
+        rules.iter().zip(per_group).all(|(rule, counts)| {
+            rule.cap
+                .is_none_or(|cap| counts[rule.of[i]].saturating_add(k) <= cap)
+        })
+    };
+    if min_per > 0 {
+        let mut order: Vec<usize> = (0..n).filter(|&i| shares[i].weight > 0).collect();
+        order.sort_by(|&a, &b| {
+            shares[a]
+                .avoid
+                .cmp(&shares[b].avoid)
+                .then(shares[b].previous.cmp(&shares[a].previous))
+                .then(shares[b].weight.cmp(&shares[a].weight))
+                .then(a.cmp(&b))
+        });
+        for i in order {
+            if remaining >= min_per
+                && shares[i].fits >= min_per
+                && room_in_groups(i, min_per, &per_group)
+            {
+                out[i] = min_per;
+                remaining -= min_per;
+                for (rule, counts) in rules.iter().zip(per_group.iter_mut()) {
+                    counts[rule.of[i]] += min_per;
+                }
+            }
+        }
+    }
+    while remaining > 0 {
+        let mut best: Option<usize> = None;
+        for i in 0..n {
+            let s = &shares[i];
+            if s.weight == 0 || out[i] >= s.fits || (min_per > 0 && out[i] == 0) {
+                continue;
+            }
+            if !room_in_groups(i, 1, &per_group) {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                Some(b) => {
+                    let by_groups = rules
+                        .iter()
+                        .zip(&per_group)
+                        .filter(|(rule, _)| rule.balance)
+                        .map(|(rule, counts)| counts[rule.of[i]].cmp(&counts[rule.of[b]]))
+                        .find(|o| o.is_ne())
+                        .unwrap_or(std::cmp::Ordering::Equal);
+                    let per_weight = (u128::from(out[i]) + 1)
+                        .saturating_mul(u128::from(shares[b].weight))
+                        .cmp(&(u128::from(out[b]) + 1).saturating_mul(u128::from(s.weight)));
+                    let below_previous = (out[b] < shares[b].previous).cmp(&(out[i] < s.previous));
+                    s.avoid
+                        .cmp(&shares[b].avoid)
+                        .then(by_groups)
+                        .then(per_weight)
+                        .then(below_previous)
+                        .is_lt()
+                }
+            };
+            if better {
+                best = Some(i);
+            }
+        }
+        let Some(i) = best else { break };
+        out[i] += 1;
+        remaining -= 1;
+        for (rule, counts) in rules.iter().zip(per_group.iter_mut()) {
+            counts[rule.of[i]] += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +242,8 @@ mod tests {
                 weight,
                 fits,
                 previous,
+                avoid: false,
+                pinned: false,
             })
             .collect()
     }
@@ -193,10 +333,40 @@ mod tests {
     }
 
     #[test]
-    fn duplicated_caps_at_fit() {
-        assert_eq!(
-            duplicated(2, &shares(&[1, 1], &[1, ROOMY], &[0, 0])),
-            [1, 2]
-        );
+    fn aggregated_uses_the_fewest_clusters() {
+        // 10 replicas: the 8-room cluster alone is not enough, 8 + 6 is.
+        let out = aggregated(10, &shares(&[1, 1, 1], &[6, 8, 3], &[0, 0, 0]));
+        assert_eq!(out.iter().filter(|&&n| n > 0).count(), 2);
+        assert_eq!(out[2], 0);
+        assert_eq!(out.iter().sum::<u32>(), 10);
+        // A cluster already running the workload is kept.
+        assert_eq!(aggregated(3, &shares(&[1, 1], &[3, 9], &[3, 0])), [3, 0]);
+    }
+
+    #[test]
+    fn greedy_balances_groups_and_respects_caps() {
+        // Two zones: a, b in zone 0, c in zone 1; balance zones.
+        let zones = Grouping {
+            of: vec![0, 0, 1],
+            groups: 2,
+            cap: None,
+            balance: true,
+        };
+        let s = shares(&[1, 1, 1], &[ROOMY; 3], &[0, 0, 0]);
+        assert_eq!(greedy(6, &s, 0, std::slice::from_ref(&zones)), [2, 1, 3]);
+        // UNIQUE per zone: one replica per zone, the rest is unplaced.
+        let unique = Grouping {
+            cap: Some(1),
+            balance: false,
+            ..zones
+        };
+        assert_eq!(greedy(6, &s, 0, &[unique]).iter().sum::<u32>(), 2);
+    }
+
+    #[test]
+    fn greedy_gives_min_per_cluster_first() {
+        let s = shares(&[1, 1, 1], &[ROOMY, ROOMY, 1], &[0, 0, 0]);
+        // c fits only 1 < min 2: it gets nothing; a and b get 2 each, then the rest.
+        assert_eq!(greedy(5, &s, 2, &[]), [3, 2, 0]);
     }
 }

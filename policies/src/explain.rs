@@ -4,19 +4,26 @@ use std::collections::BTreeMap;
 
 use hansa_core::{ClusterDecision, DecisionOutcome, Explanation, ReplicaScheduling, Workload};
 
-use crate::{Considered, Verdict};
+use crate::quantity::{format_bytes, format_cpu};
+use crate::{Considered, Detail, Filter, ResourceKind, Verdict};
 
 /// Long lists of clusters are cut after this many names (`..., and 12 more`).
 const LIST_LIMIT: usize = 8;
 
-pub(crate) fn explain(workload: &Workload, considered: &[Considered<'_>]) -> Explanation {
+pub(crate) fn explain(
+    workload: &Workload,
+    considered: &[Considered<'_>],
+    detail: Detail,
+) -> Explanation {
     let duplicated = matches!(
         workload.placement.replica_scheduling,
         ReplicaScheduling::Duplicated
     );
     let replicas = u64::from(workload.replicas);
     let eligible = considered.iter().filter_map(|c| match c.verdict {
-        Verdict::Selected { share, replicas } => Some((c.cluster.name.as_str(), share, replicas)),
+        Verdict::Selected {
+            share, replicas, ..
+        } => Some((c.cluster.name.as_str(), share, replicas)),
         Verdict::Filtered(_) => None,
     });
     let eligible: Vec<_> = eligible.collect();
@@ -44,7 +51,8 @@ pub(crate) fn explain(workload: &Workload, considered: &[Considered<'_>]) -> Exp
             })
             .map(|(name, share, _)| format!("{name} fits {}", share.fits))
             .collect();
-        if !full.is_empty() {
+        let any_full = !full.is_empty();
+        if any_full {
             causes.push(format!("insufficient capacity ({})", list(full)));
         }
         let weightless: Vec<String> = eligible
@@ -58,6 +66,23 @@ pub(crate) fn explain(workload: &Workload, considered: &[Considered<'_>]) -> Exp
                 list(weightless)
             ));
         }
+        let p = &workload.placement;
+        let mut rules = Vec::new();
+        if !p.constraints.is_empty() {
+            rules.push("constraints");
+        }
+        if !p.spread_constraints.is_empty() {
+            rules.push("spreadConstraints");
+        }
+        if p.max_per_cluster.is_some() {
+            rules.push("maxPerCluster");
+        }
+        if p.min_per_cluster > 0 {
+            rules.push("minPerCluster");
+        }
+        if !rules.is_empty() && !any_full {
+            causes.push(format!("limited by {}", rules.join(", ")));
+        }
         if eligible.len() < considered.len() {
             causes.push(format!("filtered: {}", filter_groups(considered)));
         }
@@ -70,7 +95,15 @@ pub(crate) fn explain(workload: &Workload, considered: &[Considered<'_>]) -> Exp
     Explanation {
         summary,
         unplaced: u32::try_from(unplaced).unwrap_or(u32::MAX),
-        clusters: considered.iter().map(decision).collect(),
+        policy: workload.placement.policy.clone(),
+        clusters: match detail {
+            Detail::Full => considered.iter().map(decision).collect(),
+            Detail::Summary => considered
+                .iter()
+                .filter(|c| matches!(c.verdict, Verdict::Selected { replicas, .. } if replicas > 0))
+                .map(decision)
+                .collect(),
+        },
     }
 }
 
@@ -80,10 +113,16 @@ fn decision(considered: &Considered<'_>) -> ClusterDecision {
             rule: filter.rule().to_string(),
             reason: filter.to_string(),
         },
-        Verdict::Selected { share, replicas } => DecisionOutcome::Selected {
+        Verdict::Selected {
+            share,
+            replicas,
+            note,
+            ..
+        } => DecisionOutcome::Selected {
             replicas: *replicas,
             score: share.weight,
             fits: share.fits,
+            note: note.clone(),
         },
     };
     ClusterDecision {
@@ -121,20 +160,44 @@ fn nothing_fits(considered: &[Considered<'_>]) -> String {
     )
 }
 
-/// Filtered clusters grouped by rule (in pipeline order) and reason: `2 cordoned (a, b)`.
+/// A filtered cluster's name, and what it has free when capacity filtered it.
+type Member = (String, Option<String>);
+
+/// Filtered clusters grouped by rule and reason, largest group first (then in pipeline
+/// order): `2 untolerated taint dedicated=gpu:NoSchedule (eu-1, eu-2)`. Capacity groups name
+/// what is free where: `2 insufficient memory: need 512Mi, free 256Mi on us-1, 128Mi on us-2`.
 fn filter_groups(considered: &[Considered<'_>]) -> String {
-    let mut groups: BTreeMap<(u8, String), Vec<String>> = BTreeMap::new();
+    let mut groups: BTreeMap<(u8, String), Vec<Member>> = BTreeMap::new();
     for c in considered {
         if let Verdict::Filtered(filter) = &c.verdict {
+            let free = match filter {
+                Filter::Insufficient { resource, free, .. } => Some(match resource {
+                    ResourceKind::Cpu => format_cpu(*free),
+                    _ => format_bytes(*free),
+                }),
+                _ => None,
+            };
             groups
                 .entry((filter.order(), filter.group_label()))
                 .or_default()
-                .push(c.cluster.name.clone());
+                .push((c.cluster.name.clone(), free));
         }
     }
-    let groups = groups
-        .into_iter()
-        .map(|((_, label), names)| format!("{} {label} ({})", names.len(), list(names)));
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
+    let groups = groups.into_iter().map(|((_, label), members)| {
+        let n = members.len();
+        if members.iter().all(|(_, free)| free.is_some()) {
+            let frees: Vec<String> = members
+                .into_iter()
+                .map(|(name, free)| format!("{} on {name}", free.unwrap_or_default()))
+                .collect();
+            format!("{n} {label}, free {}", list(frees))
+        } else {
+            let names = members.into_iter().map(|(name, _)| name).collect();
+            format!("{n} {label} ({})", list(names))
+        }
+    });
     groups.collect::<Vec<_>>().join("; ")
 }
 
@@ -165,6 +228,7 @@ pub fn describe_decision(decision: &ClusterDecision) -> String {
             replicas,
             score,
             fits,
+            note,
         } => {
             let fits = if *fits == u32::MAX {
                 "unbounded".to_string()
@@ -172,8 +236,13 @@ pub fn describe_decision(decision: &ClusterDecision) -> String {
                 fits.to_string()
             };
             let replicas = plural(*replicas as usize, "replica");
+            let note = if note.is_empty() {
+                String::new()
+            } else {
+                format!("; {note}")
+            };
             format!(
-                "{}: {replicas} (weight {score}, fits {fits})",
+                "{}: {replicas} (weight {score}, fits {fits}{note})",
                 decision.cluster
             )
         }
@@ -198,6 +267,7 @@ mod tests {
                 replicas: 1,
                 score: 3,
                 fits: u32::MAX,
+                note: String::new(),
             },
         };
         assert_eq!(

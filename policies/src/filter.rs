@@ -1,179 +1,45 @@
 //! The filter phase: may a cluster run one replica of a workload at all? Rules run in a fixed
 //! order and the first that fails is the one reported, so an operator sees one reason per cluster.
 
-use std::fmt;
+use hansa_core::{
+    Cluster, ClusterAffinity, ClusterHealth, Resources, RuntimeKind, TaintEffect, Workload,
+};
 
-use hansa_core::{Cluster, ClusterAffinity, ClusterHealth, Resources, RuntimeKind, Workload};
+use crate::constraints::{self, Compiled};
+pub use crate::reason::{rules, Filter, ResourceKind};
 
-use crate::quantity::{format_bytes, format_cpu};
-
-/// Rule names as they appear in `DecisionOutcome::Filtered { rule, .. }`: the manifest field
-/// (or cluster property) that excluded the cluster.
-pub mod rules {
-    pub const CLUSTER_NAMES: &str = "clusterNames";
-    pub const EXCLUDE: &str = "exclude";
-    pub const MATCH_LABELS: &str = "matchLabels";
-    pub const HEALTH: &str = "health";
-    pub const CORDONED: &str = "cordoned";
-    pub const RUNTIME: &str = "runtime";
-    pub const CAPACITY: &str = "capacity";
-    /// Two input clusters share a name; only the first is considered.
-    pub const DUPLICATE_NAME: &str = "duplicateName";
+/// What a workload needs from every cluster, worked out once per `place`.
+pub(crate) struct Needs<'w> {
+    pub workload: &'w Workload,
+    pub runtime: RuntimeKind,
+    pub constraints: Compiled,
+    pub now_ms: u64,
 }
 
-/// A resource a replica requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ResourceKind {
-    Cpu,
-    Memory,
-    Disk,
-}
-
-impl fmt::Display for ResourceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ResourceKind::Cpu => "cpu",
-            ResourceKind::Memory => "memory",
-            ResourceKind::Disk => "disk",
-        })
+impl<'w> Needs<'w> {
+    pub fn new(workload: &'w Workload, now_ms: u64) -> Self {
+        Needs {
+            workload,
+            runtime: workload.template.runtime_kind(),
+            constraints: constraints::compile(&workload.placement.constraints),
+            now_ms,
+        }
     }
 }
 
-/// Why a cluster cannot run a replica. `Display` is the reason shown to operators; it names
-/// the values involved.
+/// A cluster that passed the filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Filter {
-    NotInClusterNames {
-        names: Vec<String>,
-    },
-    Excluded,
-    LabelMismatch {
-        key: String,
-        required: String,
-        /// The cluster's value for `key`, if it has the label at all.
-        found: Option<String>,
-    },
-    Unhealthy {
-        health: ClusterHealth,
-    },
-    Cordoned,
-    MissingRuntime {
-        needed: RuntimeKind,
-    },
-    Insufficient {
-        resource: ResourceKind,
-        need: u64,
-        free: u64,
-    },
-    DuplicateName,
+pub(crate) struct Eligible {
+    /// Replicas it fits (at least 1; `u32::MAX` when the workload requests nothing), capped
+    /// by `maxPerCluster` and, for a cordoned or NoSchedule-tainted cluster, by what it runs.
+    pub fits: u32,
+    /// An untolerated PreferNoSchedule taint (this one): used only when the others cannot
+    /// take it all.
+    pub avoid: Option<String>,
+    pub note: String,
+    /// Set when the cluster only keeps what it runs: the filter that applies once it runs none.
+    pub keeps_only: Option<Filter>,
 }
-
-impl Filter {
-    /// The rule's name, one of [`rules`].
-    pub fn rule(&self) -> &'static str {
-        match self {
-            Filter::NotInClusterNames { .. } => rules::CLUSTER_NAMES,
-            Filter::Excluded => rules::EXCLUDE,
-            Filter::LabelMismatch { .. } => rules::MATCH_LABELS,
-            Filter::Unhealthy { .. } => rules::HEALTH,
-            Filter::Cordoned => rules::CORDONED,
-            Filter::MissingRuntime { .. } => rules::RUNTIME,
-            Filter::Insufficient { .. } => rules::CAPACITY,
-            Filter::DuplicateName => rules::DUPLICATE_NAME,
-        }
-    }
-
-    /// Position of the rule in the pipeline; summaries list groups in this order.
-    pub(crate) fn order(&self) -> u8 {
-        match self {
-            Filter::DuplicateName => 0,
-            Filter::NotInClusterNames { .. } => 1,
-            Filter::Excluded => 2,
-            Filter::LabelMismatch { .. } => 3,
-            Filter::Unhealthy { .. } => 4,
-            Filter::Cordoned => 5,
-            Filter::MissingRuntime { .. } => 6,
-            Filter::Insufficient { .. } => 7,
-        }
-    }
-
-    /// A short phrase shared by every cluster filtered the same way, for one-line summaries:
-    /// `2 no container runtime (eu-1, us-1)`.
-    pub(crate) fn group_label(&self) -> String {
-        match self {
-            Filter::NotInClusterNames { .. } => "not in clusterNames".to_string(),
-            Filter::LabelMismatch { key, required, .. } => {
-                format!("without label {key}={required}")
-            }
-            Filter::Unhealthy { health } => health.to_string(),
-            Filter::Insufficient { resource, .. } => format!("insufficient {resource}"),
-            Filter::Excluded
-            | Filter::Cordoned
-            | Filter::MissingRuntime { .. }
-            | Filter::DuplicateName => self.to_string(),
-        }
-    }
-}
-
-impl fmt::Display for Filter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Filter::NotInClusterNames { names } => {
-                write!(f, "not in clusterNames [{}]", names.join(", "))
-            }
-            Filter::Excluded => f.write_str("excluded by name"),
-            Filter::LabelMismatch {
-                key,
-                required,
-                found: Some(found),
-            } => write!(
-                f,
-                "label {key}={required} required, cluster has {key}={found}"
-            ),
-            Filter::LabelMismatch {
-                key,
-                required,
-                found: None,
-            } => write!(
-                f,
-                "label {key}={required} required, cluster has no label {key}"
-            ),
-            Filter::Unhealthy {
-                health: ClusterHealth::Unknown,
-            } => f.write_str("cluster health is Unknown (not heard from yet)"),
-            Filter::Unhealthy { health } => write!(f, "cluster is {health}"),
-            Filter::Cordoned => f.write_str("cordoned"),
-            Filter::MissingRuntime {
-                needed: RuntimeKind::Docker,
-            } => f.write_str("no container runtime"),
-            Filter::MissingRuntime {
-                needed: RuntimeKind::Process,
-            } => f.write_str("no process runtime"),
-            Filter::Insufficient {
-                resource,
-                need,
-                free,
-            } => {
-                let (need, free) = match resource {
-                    ResourceKind::Cpu => (format_cpu(*need), format_cpu(*free)),
-                    ResourceKind::Memory | ResourceKind::Disk => {
-                        let pair = (format_bytes(*need), format_bytes(*free));
-                        // Approximations can print alike; then only exact bytes explain it.
-                        if pair.0 == pair.1 {
-                            (need.to_string(), free.to_string())
-                        } else {
-                            pair
-                        }
-                    }
-                };
-                write!(f, "insufficient {resource}: need {need}, free {free}")
-            }
-            Filter::DuplicateName => f.write_str("another cluster has the same name"),
-        }
-    }
-}
-
-impl std::error::Error for Filter {}
 
 /// Whether `affinity` selects `cluster`: all given parts must match (an empty affinity selects
 /// every cluster). Used for a workload's clusterAffinity and for static weight selectors.
@@ -198,13 +64,45 @@ pub fn selects(affinity: &ClusterAffinity, cluster: &Cluster) -> Result<(), Filt
             }
         }
     }
+    for r in &affinity.match_expressions {
+        let found = cluster.labels.get(&r.key).map(String::as_str);
+        if !r.matches(found) {
+            return Err(Filter::Requirement {
+                requirement: r.clone(),
+                field: false,
+                found: found.map(str::to_string),
+            });
+        }
+    }
+    for r in &affinity.field_selector {
+        let found = constraints::Attr::parse(&r.key).value(cluster);
+        if !r.matches(found) {
+            return Err(Filter::Requirement {
+                requirement: r.clone(),
+                field: true,
+                found: found.map(str::to_string),
+            });
+        }
+    }
     Ok(())
 }
 
-/// Runs every filter rule for one cluster. On success returns how many replicas the cluster
-/// fits (at least 1; `u32::MAX` when the workload requests nothing).
+/// Runs every filter rule for one cluster, with nothing running there yet. On success returns
+/// how many replicas the cluster fits (at least 1; `u32::MAX` when the workload requests nothing).
 pub fn filter_cluster(workload: &Workload, cluster: &Cluster) -> Result<u32, Filter> {
-    if let Some(affinity) = &workload.placement.cluster_affinity {
+    check(&Needs::new(workload, 0), cluster, &cluster.available, 0).map(|e| e.fits)
+}
+
+/// Every rule, in order. `running` is how many replicas of the workload the cluster runs now:
+/// a cordoned or NoSchedule-tainted cluster keeps those and takes nothing new.
+pub(crate) fn check(
+    needs: &Needs<'_>,
+    cluster: &Cluster,
+    available: &Resources,
+    running: u32,
+) -> Result<Eligible, Filter> {
+    let placement = &needs.workload.placement;
+    if let Some(affinity) = &placement.cluster_affinity {
         selects(affinity, cluster)?;
     }
     if cluster.health != ClusterHealth::Ready {
@@ -212,18 +110,111 @@ pub fn filter_cluster(workload: &Workload, cluster: &Cluster) -> Result<u32, Fil
             health: cluster.health,
         });
     }
+    let mut keep_only = None;
+    let mut keeps_only = None;
+    let mut note = String::new();
     if cluster.cordoned {
-        return Err(Filter::Cordoned);
+        if running == 0 {
+            return Err(Filter::Cordoned);
+        }
+        keep_only = Some(running);
+        keeps_only = Some(Filter::Cordoned);
+        note = "cordoned: keeps what it runs, takes no more".to_string();
     }
-    let needed = workload.template.runtime_kind();
-    if !cluster.runtimes.contains(&needed) {
-        return Err(Filter::MissingRuntime { needed });
+    let mut avoid = None;
+    for taint in &cluster.taints {
+        let toleration = placement.tolerations.iter().find(|t| t.tolerates(taint));
+        match (taint.effect, toleration) {
+            (TaintEffect::NoExecute, Some(t)) => {
+                if let Some(seconds) = t.toleration_seconds {
+                    let until = taint.added_ms.saturating_add(seconds.saturating_mul(1000));
+                    if needs.now_ms >= until {
+                        return Err(keeps_only.unwrap_or(Filter::Untolerated {
+                            taint: taint.clone(),
+                            expired_after: Some(seconds),
+                        }));
+                    }
+                    // Tolerated for a while: keep what runs there, start nothing new.
+                    if running == 0 {
+                        return Err(Filter::Untolerated {
+                            taint: taint.clone(),
+                            expired_after: None,
+                        });
+                    }
+                    keep_only = Some(keep_only.unwrap_or(running).min(running));
+                    keeps_only.get_or_insert(Filter::Untolerated {
+                        taint: taint.clone(),
+                        expired_after: None,
+                    });
+                    note = format!("taint {taint} tolerated for {seconds}s: keeps what it runs");
+                }
+            }
+            (_, Some(_)) => {}
+            (TaintEffect::NoExecute, None) => {
+                return Err(keeps_only.unwrap_or(Filter::Untolerated {
+                    taint: taint.clone(),
+                    expired_after: None,
+                }))
+            }
+            (TaintEffect::NoSchedule, None) => {
+                if running == 0 {
+                    return Err(Filter::Untolerated {
+                        taint: taint.clone(),
+                        expired_after: None,
+                    });
+                }
+                keep_only = Some(keep_only.unwrap_or(running).min(running));
+                keeps_only.get_or_insert(Filter::Untolerated {
+                    taint: taint.clone(),
+                    expired_after: None,
+                });
+                note = format!("taint {taint}: keeps what it runs, takes no more");
+            }
+            (TaintEffect::PreferNoSchedule, None) => {
+                avoid.get_or_insert(taint.to_string());
+                if note.is_empty() {
+                    note = format!("taint {taint}: used only when the others are full");
+                }
+            }
+        }
     }
-    let requests = &workload.template.resources;
-    match cluster.available.fits(requests) {
-        0 => Err(shortage(requests, &cluster.available)),
-        fits => Ok(fits),
+    // A rule further down fails: with nothing running, the first rule above would have.
+    let first = |later: Filter| keeps_only.clone().unwrap_or(later);
+    if !cluster.runtimes.contains(&needs.runtime) {
+        return Err(first(Filter::MissingRuntime {
+            needed: needs.runtime,
+        }));
     }
+    for test in &needs.constraints.tests {
+        if let Err(found) = test.check(cluster) {
+            return Err(first(Filter::Constraint {
+                constraint: match &test.test {
+                    constraints::Test::Invalid(e) => {
+                        format!("{} (invalid pattern: {e})", test.written)
+                    }
+                    _ => test.written.clone(),
+                },
+                found: found.map(str::to_string),
+            }));
+        }
+    }
+    let requests = &needs.workload.template.resources;
+    let mut fits = match available.fits(requests) {
+        0 => return Err(first(shortage(requests, available))),
+        fits => fits,
+    };
+    if let Some(keep) = keep_only {
+        fits = fits.min(keep);
+    }
+    if let Some(max) = placement.max_per_cluster {
+        fits = fits.min(max);
+    }
+    Ok(Eligible {
+        fits,
+        avoid,
+        note,
+        keeps_only,
+    })
 }
 
 /// The first resource of which `available` has less than one replica's `requests`.

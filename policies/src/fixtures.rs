@@ -30,6 +30,7 @@ pub(crate) fn cluster(name: &str) -> Cluster {
         available: REQUESTS.times(100),
         health: ClusterHealth::Ready,
         cordoned: false,
+        taints: Vec::new(),
     }
 }
 

@@ -5,10 +5,14 @@
 //! does it pull replicas?), divide (how many does it get?). Every decision is explained. The
 //! README beside this crate describes the algorithm in prose.
 
+mod constraints;
 mod divide;
 mod explain;
 mod filter;
+mod priority;
 mod quantity;
+mod reason;
+mod select;
 mod weigh;
 
 #[cfg(test)]
@@ -16,20 +20,21 @@ mod fixtures;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]
+mod properties_batch;
+#[cfg(test)]
 mod scenarios;
 
-use std::collections::BTreeSet;
-
-use hansa_core::{Cluster, Placement, ReplicaScheduling, Workload};
+use hansa_core::{Cluster, Placement, ReplicaScheduling, Resources, Workload};
 
 pub use explain::describe_decision;
 pub use filter::{filter_cluster, rules, selects, Filter, ResourceKind};
+pub use priority::{place_all, Item};
 pub use quantity::{format_bytes, format_cpu};
 
 use divide::Share;
+use filter::Needs;
 
-/// Everything a decision depends on. Shaped for the full engine of a later issue (policy objects,
-/// taints, spread constraints, priorities): add fields then, keep callers unchanged.
+/// Everything a decision depends on.
 #[derive(Debug, Clone, Copy)]
 pub struct Problem<'a> {
     pub workload: &'a Workload,
@@ -38,6 +43,23 @@ pub struct Problem<'a> {
     /// Member clusters as the store knows them. `available` should count this workload's own
     /// running replicas as free, or a placement would push itself away as it rolls out.
     pub clusters: &'a [Cluster],
+    /// Free capacity per cluster, in the order of `clusters`, used instead of each
+    /// `Cluster::available` (how [`place_all`] shares capacity without copying clusters).
+    pub available: Option<&'a [Resources]>,
+    /// The proposer's clock in milliseconds, for NoExecute `tolerationSeconds`.
+    pub now_ms: u64,
+    pub detail: Detail,
+}
+
+/// How much of the explanation to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Detail {
+    /// One decision per input cluster (for `hansa explain`, previews and tests).
+    #[default]
+    Full,
+    /// Only the clusters that receive replicas, and the summary: what the store keeps, since
+    /// a thousand filtered clusters per workload would cost more to store than to recompute.
+    Summary,
 }
 
 impl<'a> Problem<'a> {
@@ -47,6 +69,9 @@ impl<'a> Problem<'a> {
             workload,
             generation,
             clusters,
+            available: None,
+            now_ms: 0,
+            detail: Detail::Full,
         }
     }
 }
@@ -59,54 +84,123 @@ pub(crate) struct Considered<'c> {
 
 pub(crate) enum Verdict {
     Filtered(Filter),
-    Selected { share: Share, replicas: u32 },
+    Selected {
+        share: Share,
+        replicas: u32,
+        note: String,
+        /// The cluster only keeps what it runs; if it ends with none, it is filtered by this.
+        keeps_only: Option<Filter>,
+        /// The untolerated PreferNoSchedule taint, if any.
+        avoided: Option<String>,
+    },
 }
 
 /// Places `problem.workload` on `problem.clusters`.
 ///
 /// `previous` is the placement currently in force for this workload, if any (one for another
-/// workload is ignored). It only breaks ties, so that a small change moves few replicas; solving
-/// again with the result as `previous` returns the same placement.
+/// workload is ignored). It breaks ties, so that a small change moves few replicas, and tells
+/// cordoned or NoSchedule-tainted clusters what they keep; solving again with the result as
+/// `previous` returns the same placement.
 pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
     let workload = problem.workload;
     let previous =
         previous.filter(|p| p.workload == workload.name && p.namespace == workload.namespace);
+    let needs = Needs::new(workload, problem.now_ms);
+    let clusters = problem.clusters;
 
-    let filtered = filter_phase(workload, problem.clusters);
-    let weighed: Vec<(&Cluster, Result<Share, Filter>)> = filtered
-        .into_iter()
-        .map(|(cluster, verdict)| {
-            let share = verdict.map(|fits| Share {
-                weight: weigh::weigh(workload, cluster, fits),
-                fits,
-                previous: previous
-                    .and_then(|p| p.clusters.get(&cluster.name).copied())
-                    .unwrap_or(0),
-            });
-            (cluster, share)
-        })
-        .collect();
-    let shares: Vec<Share> = weighed
-        .iter()
-        .filter_map(|(_, share)| share.as_ref().ok().copied())
-        .collect();
-    let replicas = divide_phase(workload, &shares);
-    debug_assert_eq!(postconditions(workload, &shares, &replicas), Ok(()));
-
-    let mut replicas = replicas.into_iter();
-    let considered: Vec<Considered<'_>> = weighed
-        .into_iter()
-        .map(|(cluster, share)| Considered {
-            cluster,
-            verdict: match share {
-                Ok(share) => Verdict::Selected {
-                    share,
-                    replicas: replicas.next().unwrap_or(0),
-                },
-                Err(filter) => Verdict::Filtered(filter),
-            },
-        })
-        .collect();
+    // Name order; callers that pass sorted clusters (place_all) skip the sort.
+    let mut order: Vec<usize> = (0..clusters.len()).collect();
+    if !clusters.windows(2).all(|w| w[0].name <= w[1].name) {
+        order.sort_by(|&a, &b| clusters[a].name.cmp(&clusters[b].name).then(a.cmp(&b)));
+    }
+    // A cluster that could only keep its replicas (cordoned, NoSchedule) and ends with none
+    // must not have shaped the decision (group counts, PreferNoSchedule fallbacks): solving
+    // again, where it runs none, would differ. Such clusters are forgotten and the decision
+    // is made again; each round forgets at least one, so this ends.
+    let mut forget = vec![false; clusters.len()];
+    let mut considered: Vec<Considered<'_>> = loop {
+        let mut considered: Vec<Considered<'_>> = Vec::with_capacity(order.len());
+        let mut last: Option<&str> = None;
+        for &i in &order {
+            let cluster = &clusters[i];
+            let verdict = if last == Some(cluster.name.as_str()) {
+                Verdict::Filtered(Filter::DuplicateName)
+            } else {
+                let available = problem
+                    .available
+                    .and_then(|a| a.get(i))
+                    .unwrap_or(&cluster.available);
+                let running = if forget[i] {
+                    0
+                } else {
+                    previous
+                        .and_then(|p| p.clusters.get(&cluster.name).copied())
+                        .unwrap_or(0)
+                };
+                match filter::check(&needs, cluster, available, running) {
+                    Ok(e) => Verdict::Selected {
+                        share: Share {
+                            weight: weigh::weigh(workload, cluster, e.fits),
+                            fits: e.fits,
+                            previous: running,
+                            avoid: e.avoid.is_some(),
+                            pinned: e.keeps_only.is_some(),
+                        },
+                        replicas: 0,
+                        note: e.note,
+                        keeps_only: e.keeps_only,
+                        avoided: e.avoid,
+                    },
+                    Err(filter) => Verdict::Filtered(filter),
+                }
+            };
+            last = Some(cluster.name.as_str());
+            considered.push(Considered { cluster, verdict });
+        }
+        let pinned: Vec<bool> = considered
+            .iter()
+            .map(|c| {
+                matches!(
+                    c.verdict,
+                    Verdict::Selected {
+                        keeps_only: Some(_),
+                        ..
+                    }
+                )
+            })
+            .collect();
+        select::run(&needs, &mut considered);
+        let mut again = false;
+        for ((c, &i), pinned) in considered.iter().zip(&order).zip(pinned) {
+            let kept = matches!(c.verdict, Verdict::Selected { replicas, .. } if replicas > 0);
+            if pinned && !kept {
+                forget[i] = true;
+                again = true;
+            }
+        }
+        if !again {
+            break considered;
+        }
+    };
+    // A cluster that could only keep its replicas and ends with none reads as filtered, so
+    // that solving again (where it runs none) gives the same explanation.
+    // One that keeps fewer than it ran fits only those from now on.
+    for c in &mut considered {
+        if let Verdict::Selected {
+            replicas,
+            keeps_only,
+            share,
+            ..
+        } = &mut c.verdict
+        {
+            match keeps_only.take() {
+                Some(filter) if *replicas == 0 => c.verdict = Verdict::Filtered(filter),
+                Some(_) => share.fits = *replicas,
+                None => {}
+            }
+        }
+    }
+    debug_assert_eq!(postconditions(workload, &considered), Ok(()));
 
     Placement {
         workload: workload.name.clone(),
@@ -121,62 +215,42 @@ pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
                 _ => None,
             })
             .collect(),
-        explanation: explain::explain(workload, &considered),
-    }
-}
-
-/// Every cluster in name order, with how many replicas it fits or why it cannot run one.
-fn filter_phase<'c>(
-    workload: &Workload,
-    clusters: &'c [Cluster],
-) -> Vec<(&'c Cluster, Result<u32, Filter>)> {
-    let mut sorted: Vec<&Cluster> = clusters.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut seen = BTreeSet::new();
-    sorted
-        .into_iter()
-        .map(|cluster| {
-            let verdict = if seen.insert(cluster.name.as_str()) {
-                filter_cluster(workload, cluster)
-            } else {
-                Err(Filter::DuplicateName)
-            };
-            (cluster, verdict)
-        })
-        .collect()
-}
-
-fn divide_phase(workload: &Workload, shares: &[Share]) -> Vec<u32> {
-    match workload.placement.replica_scheduling {
-        ReplicaScheduling::Duplicated => divide::duplicated(workload.replicas, shares),
-        ReplicaScheduling::Divided { .. } => divide::divided(workload.replicas, shares),
+        explanation: explain::explain(workload, &considered, problem.detail),
     }
 }
 
 /// What the divide phase promises, whatever the input.
-fn postconditions(workload: &Workload, shares: &[Share], replicas: &[u32]) -> Result<(), String> {
-    if shares.len() != replicas.len() {
-        return Err(format!(
-            "{} eligible clusters but {} counts",
-            shares.len(),
-            replicas.len()
-        ));
+fn postconditions(workload: &Workload, considered: &[Considered<'_>]) -> Result<(), String> {
+    let mut placed = 0u64;
+    for c in considered {
+        if let Verdict::Selected {
+            share, replicas, ..
+        } = &c.verdict
+        {
+            if *replicas > share.fits {
+                return Err(format!(
+                    "{replicas} replicas on {}, which fits {}",
+                    c.cluster.name, share.fits
+                ));
+            }
+            if workload.placement.replica_scheduling == ReplicaScheduling::Duplicated
+                && *replicas > workload.replicas
+            {
+                return Err(format!(
+                    "{} got more than the {} desired",
+                    c.cluster.name, workload.replicas
+                ));
+            }
+            placed += u64::from(*replicas);
+        }
     }
-    if let Some((share, n)) = shares.iter().zip(replicas).find(|(s, n)| **n > s.fits) {
+    if workload.placement.replica_scheduling != ReplicaScheduling::Duplicated
+        && placed > u64::from(workload.replicas)
+    {
         return Err(format!(
-            "{n} replicas on a cluster that fits {}",
-            share.fits
-        ));
-    }
-    let placed: u64 = replicas.iter().map(|&n| u64::from(n)).sum();
-    match workload.placement.replica_scheduling {
-        ReplicaScheduling::Divided { .. } if placed > u64::from(workload.replicas) => Err(format!(
             "{placed} replicas placed, {} desired",
             workload.replicas
-        )),
-        ReplicaScheduling::Duplicated if replicas.iter().any(|&n| n > workload.replicas) => Err(
-            format!("a cluster got more than the {} desired", workload.replicas),
-        ),
-        _ => Ok(()),
+        ));
     }
+    Ok(())
 }

@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use hansa_core::{
-    Cluster, ClusterAffinity, ClusterHealth, DecisionOutcome, Placement, ReplicaScheduling,
-    Resources, RuntimeKind, StaticWeight, Weighting, Workload,
+    AffinityGroup, Cluster, ClusterAffinity, ClusterHealth, DecisionOutcome, Placement,
+    ReplicaScheduling, Resources, RuntimeKind, SpreadConstraint, SpreadKey, StaticWeight, Taint,
+    TaintEffect, Toleration, TolerationOperator, Weighting, Workload,
 };
 
 use crate::fixtures::{cluster, workload};
-use crate::{filter_cluster, place, weigh, Problem};
+use crate::{place, weigh, Problem};
 
 fn health() -> impl Strategy<Value = ClusterHealth> {
     prop_oneof![
@@ -44,23 +45,50 @@ fn resources() -> impl Strategy<Value = Resources> {
 
 /// 1..20 clusters named `c00`.. in a random input order.
 fn clusters() -> impl Strategy<Value = Vec<Cluster>> {
-    let one = (health(), any::<bool>(), runtimes(), tier(), resources());
+    let one = (
+        health(),
+        any::<bool>(),
+        runtimes(),
+        tier(),
+        resources(),
+        (0usize..4, 0usize..3, 0u8..8),
+    );
     prop::collection::vec(one, 1..20)
         .prop_map(|specs| {
             specs
                 .into_iter()
                 .enumerate()
-                .map(|(i, (health, cordoned, runtimes, tier, available))| {
-                    let mut c = cluster(&format!("c{i:02}"));
-                    c.health = health;
-                    c.cordoned = cordoned && i % 4 == 0;
-                    c.runtimes = runtimes;
-                    if let Some(tier) = tier {
-                        c.labels.insert("tier".into(), tier);
-                    }
-                    c.available = available;
-                    c
-                })
+                .map(
+                    |(i, (health, cordoned, runtimes, tier, available, (region, zone, taints)))| {
+                        let mut c = cluster(&format!("c{i:02}"));
+                        c.region = ["eu", "us", "ap", ""][region].to_string();
+                        c.zone = ["a", "b", "c"][zone].to_string();
+                        let all = [
+                            ("gpu", TaintEffect::NoSchedule),
+                            ("spot", TaintEffect::PreferNoSchedule),
+                            ("maintenance", TaintEffect::NoExecute),
+                        ];
+                        c.taints = all
+                            .iter()
+                            .enumerate()
+                            .filter(|(bit, _)| taints & (1 << bit) != 0 && i % 3 == 0)
+                            .map(|(_, (key, effect))| Taint {
+                                key: key.to_string(),
+                                value: String::new(),
+                                effect: *effect,
+                                added_ms: 0,
+                            })
+                            .collect();
+                        c.health = health;
+                        c.cordoned = cordoned && i % 4 == 0;
+                        c.runtimes = runtimes;
+                        if let Some(tier) = tier {
+                            c.labels.insert("tier".into(), tier);
+                        }
+                        c.available = available;
+                        c
+                    },
+                )
                 .collect::<Vec<_>>()
         })
         .prop_shuffle()
@@ -77,6 +105,7 @@ fn affinity() -> impl Strategy<Value = ClusterAffinity> {
             cluster_names,
             exclude,
             match_labels: tier.map(|t| ("tier".to_string(), t)).into_iter().collect(),
+            ..Default::default()
         }
     })
 }
@@ -100,8 +129,70 @@ fn scheduling() -> impl Strategy<Value = ReplicaScheduling> {
     ]
 }
 
-fn workloads() -> impl Strategy<Value = Workload> {
-    workloads_with(scheduling())
+/// Every placement feature at once: spread constraints, tolerations, Marathon constraints,
+/// ordered groups with or without overflow, Aggregated, min/max per cluster.
+fn featured_workloads() -> impl Strategy<Value = Workload> {
+    let scheduling = prop_oneof![
+        3 => scheduling(),
+        1 => Just(ReplicaScheduling::Aggregated),
+    ];
+    let spread = prop::option::of((0usize..3, 0u32..3, prop::option::of(1u32..3), any::<bool>()))
+        .prop_map(|s| {
+            s.map(|(key, min_groups, max_groups, skew)| SpreadConstraint {
+                spread_by: [SpreadKey::Region, SpreadKey::Zone, SpreadKey::Cluster][key].clone(),
+                min_groups,
+                max_groups: max_groups.map(|m| m.max(min_groups)),
+                max_skew: skew.then_some(1),
+            })
+        });
+    let constraint = prop::option::of(prop_oneof![
+        Just(vec!["zone", "UNIQUE"]),
+        Just(vec!["region", "MAX_PER", "2"]),
+        Just(vec!["zone", "GROUP_BY", "2"]),
+        Just(vec!["region", "CLUSTER"]),
+        Just(vec!["region", "LIKE", "eu|us"]),
+        Just(vec!["tier", "UNLIKE", "gold"]),
+    ]);
+    let groups = prop::collection::vec(affinity(), 0..3);
+    (
+        workloads_with(scheduling),
+        spread,
+        constraint,
+        groups,
+        any::<bool>(),
+        (0u32..3, prop::option::of(1u32..6), 0u8..4),
+    )
+        .prop_map(
+            |(mut w, spread, constraint, groups, overflow, (min, max, tolerate))| {
+                let p = &mut w.placement;
+                p.spread_constraints = spread.into_iter().collect();
+                p.constraints = constraint
+                    .map(|c| vec![c.into_iter().map(str::to_string).collect()])
+                    .unwrap_or_default();
+                p.overflow = overflow && !groups.is_empty();
+                p.cluster_affinities = groups
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, affinity)| AffinityGroup {
+                        name: format!("g{i}"),
+                        affinity,
+                    })
+                    .collect();
+                p.min_per_cluster = min;
+                p.max_per_cluster = max.map(|m| m.max(min));
+                p.tolerations = ["gpu", "spot", "maintenance"]
+                    .iter()
+                    .enumerate()
+                    .filter(|(bit, _)| tolerate & (1 << bit) != 0)
+                    .map(|(_, key)| Toleration {
+                        key: key.to_string(),
+                        operator: TolerationOperator::Exists,
+                        ..Default::default()
+                    })
+                    .collect();
+                w
+            },
+        )
 }
 
 fn divided_workloads() -> impl Strategy<Value = Workload> {
@@ -148,10 +239,23 @@ fn previous() -> impl Strategy<Value = Option<Placement>> {
     )
 }
 
-fn fits(workload: &Workload, clusters: &[Cluster]) -> BTreeMap<String, u32> {
+/// What each cluster fits, given what the previous placement runs there (a cordoned cluster
+/// keeps what it runs).
+fn fits_with(
+    workload: &Workload,
+    clusters: &[Cluster],
+    previous: Option<&Placement>,
+) -> BTreeMap<String, u32> {
+    let needs = crate::filter::Needs::new(workload, 0);
     clusters
         .iter()
-        .filter_map(|c| Some((c.name.clone(), filter_cluster(workload, c).ok()?)))
+        .filter_map(|c| {
+            let running = previous
+                .and_then(|p| p.clusters.get(&c.name).copied())
+                .unwrap_or(0);
+            let e = crate::filter::check(&needs, c, &c.available, running).ok()?;
+            Some((c.name.clone(), e.fits))
+        })
         .collect()
 }
 
@@ -159,9 +263,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn no_cluster_exceeds_its_fit(w in workloads(), cs in clusters(), prev in previous()) {
+    fn no_cluster_exceeds_its_fit(w in featured_workloads(), cs in clusters(), prev in previous()) {
         let placement = place(&Problem::new(&w, 1, &cs), prev.as_ref());
-        let fits = fits(&w, &cs);
+        let fits = fits_with(&w, &cs, prev.as_ref());
         for (name, &n) in &placement.clusters {
             prop_assert!(n > 0);
             let fit = fits.get(name).copied();
@@ -180,10 +284,11 @@ proptest! {
     #[test]
     fn divided_places_all_that_fits(w in divided_workloads(), cs in clusters(), prev in previous()) {
         let placement = place(&Problem::new(&w, 1, &cs), prev.as_ref());
+        let fits = fits_with(&w, &cs, prev.as_ref());
         let room: u64 = cs
             .iter()
             .filter_map(|c| {
-                let fit = filter_cluster(&w, c).ok()?;
+                let fit = *fits.get(&c.name)?;
                 (weigh::weigh(&w, c, fit) > 0).then_some(u64::from(fit))
             })
             .sum();
@@ -194,7 +299,7 @@ proptest! {
             w.placement.replica_scheduling,
             ReplicaScheduling::Divided { weighting: Weighting::Equal | Weighting::AvailableCapacity }
         ) {
-            let total_fit: u64 = fits(&w, &cs).values().map(|&f| u64::from(f)).sum();
+            let total_fit: u64 = fits.values().map(|&f| u64::from(f)).sum();
             prop_assert_eq!(placed, total_fit.min(u64::from(w.replicas)));
         }
     }
@@ -205,18 +310,29 @@ proptest! {
         cs in clusters(),
     ) {
         let placement = place(&Problem::new(&w, 1, &cs), None);
-        let fits = fits(&w, &cs);
+        let needs = crate::filter::Needs::new(&w, 0);
+        let eligible: Vec<crate::filter::Eligible> = cs
+            .iter()
+            .filter_map(|c| crate::filter::check(&needs, c, &c.available, 0).ok())
+            .collect();
+        // PreferNoSchedule clusters run copies only when no other cluster can.
+        let preferred = eligible.iter().any(|e| e.avoid.is_none());
+        let fits: Vec<u32> = eligible
+            .iter()
+            .filter(|e| !preferred || e.avoid.is_none())
+            .map(|e| e.fits)
+            .collect();
         let expected: u64 = if fits.is_empty() {
             u64::from(w.replicas)
         } else {
-            fits.values().map(|&f| u64::from(w.replicas - w.replicas.min(f))).sum()
+            fits.iter().map(|&f| u64::from(w.replicas - w.replicas.min(f))).sum()
         };
         prop_assert_eq!(u64::from(placement.explanation.unplaced), expected);
     }
 
     #[test]
     fn same_input_same_output_in_any_order(
-        w in workloads(),
+        w in featured_workloads(),
         cs in clusters(),
         prev in previous(),
         seed in any::<u64>(),
@@ -233,7 +349,7 @@ proptest! {
 
     #[test]
     fn solving_again_with_the_answer_changes_nothing(
-        w in workloads(),
+        w in featured_workloads(),
         cs in clusters(),
         prev in previous(),
     ) {
@@ -243,7 +359,7 @@ proptest! {
     }
 
     #[test]
-    fn explanation_matches_the_placement(w in workloads(), cs in clusters(), prev in previous()) {
+    fn explanation_matches_the_placement(w in featured_workloads(), cs in clusters(), prev in previous()) {
         let placement = place(&Problem::new(&w, 1, &cs), prev.as_ref());
         let decisions = &placement.explanation.clusters;
         prop_assert_eq!(decisions.len(), cs.len());

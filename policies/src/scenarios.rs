@@ -53,6 +53,7 @@ fn web_example_puts_three_in_europe_and_one_in_america() {
             replicas: 0,
             score: 0,
             fits: 100 * 2,
+            note: String::new(),
         }
     );
 }
@@ -218,7 +219,8 @@ fn available_capacity_divides_like_karmada() {
         DecisionOutcome::Selected {
             replicas: 6,
             score: 18,
-            fits: 18
+            fits: 18,
+            ..
         }
     ));
 }
@@ -263,7 +265,7 @@ fn nothing_fits_groups_clusters_by_rule() {
     assert_eq!(placement.explanation.unplaced, 3);
     assert_eq!(
         placement.explanation.summary,
-        "0/3 clusters fit: 1 not in clusterNames (ap-1); 2 no container runtime (eu-1, us-1)"
+        "0/3 clusters fit: 2 no container runtime (eu-1, us-1); 1 not in clusterNames (ap-1)"
     );
 }
 

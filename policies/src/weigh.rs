@@ -13,7 +13,7 @@ use crate::filter::selects;
 ///   with no bound (the workload requests nothing) counts as fitting the desired count.
 pub(crate) fn weigh(workload: &Workload, cluster: &Cluster, fits: u32) -> u64 {
     let weighting = match &workload.placement.replica_scheduling {
-        ReplicaScheduling::Duplicated => return 1,
+        ReplicaScheduling::Duplicated | ReplicaScheduling::Aggregated => return 1,
         ReplicaScheduling::Divided { weighting } => weighting,
     };
     match weighting {

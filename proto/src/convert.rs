@@ -130,6 +130,18 @@ fn runtime_from(s: &str) -> Result<core::RuntimeKind, ConvertError> {
     }
 }
 
+fn taint_effect_from(s: &str) -> Result<core::TaintEffect, ConvertError> {
+    match s {
+        "NoSchedule" => Ok(core::TaintEffect::NoSchedule),
+        "PreferNoSchedule" => Ok(core::TaintEffect::PreferNoSchedule),
+        "NoExecute" => Ok(core::TaintEffect::NoExecute),
+        other => Err(bad(
+            "cluster.taints.effect",
+            format!("unknown taint effect {other:?} (NoSchedule, PreferNoSchedule or NoExecute)"),
+        )),
+    }
+}
+
 impl From<&core::Cluster> for v1::ClusterInfo {
     fn from(c: &core::Cluster) -> Self {
         v1::ClusterInfo {
@@ -142,6 +154,15 @@ impl From<&core::Cluster> for v1::ClusterInfo {
             addresses: c.addresses.clone(),
             allocatable: Some(c.allocatable.into()),
             agent_version: String::new(),
+            taints: c
+                .taints
+                .iter()
+                .map(|t| v1::Taint {
+                    key: t.key.clone(),
+                    value: t.value.clone(),
+                    effect: t.effect.to_string(),
+                })
+                .collect(),
         }
     }
 }
@@ -167,6 +188,18 @@ impl TryFrom<v1::ClusterInfo> for core::Cluster {
             available: allocatable,
             health: core::ClusterHealth::Ready,
             cordoned: false,
+            taints: c
+                .taints
+                .into_iter()
+                .map(|t| {
+                    Ok(core::Taint {
+                        effect: taint_effect_from(&t.effect)?,
+                        key: t.key,
+                        value: t.value,
+                        added_ms: 0,
+                    })
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 }

@@ -253,6 +253,88 @@ impl Federation {
         path
     }
 
+    /// Configs for a new control plane of `n` federators `fed-1`..`fed-n` (node ids 1..n) on
+    /// fixed loopback ports, so a restarted member keeps its addresses.
+    pub fn control_plane(&self, n: u64) -> Vec<Member> {
+        let members: Vec<Member> = (1..=n)
+            .map(|id| Member {
+                id,
+                name: format!("fed-{id}"),
+                api: format!("127.0.0.1:{}", free_port("127.0.0.1")),
+                peer: format!("127.0.0.1:{}", free_port("127.0.0.1")),
+                config: self.path(&format!("fed-{id}.toml")),
+            })
+            .collect();
+        let peers: Vec<String> = members
+            .iter()
+            .map(|m| format!("{{ id = {}, url = \"https://{}\" }}", m.id, m.peer))
+            .collect();
+        for m in &members {
+            self.write_member_config(m, &format!("peers = [{}]\n", peers.join(", ")));
+        }
+        members
+    }
+
+    /// Writes `member`'s config with `extra` top-level keys (e.g. `peers`, `join`).
+    pub fn write_member_config(&self, member: &Member, extra: &str) {
+        let (cert, key) = self.issue("federator", &member.name);
+        let text = format!(
+            "name = \"{}\"\nnode_id = {}\nlisten = \"{}\"\npeer_listen = \"{}\"\ndata_dir = \"{}\"\ncluster_grace_seconds = 5\n{extra}[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            member.name,
+            member.id,
+            member.api,
+            member.peer,
+            self.member_data(member).display(),
+            self.pki.join("ca.crt").display(),
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(&member.config, text).expect("federator config");
+    }
+
+    pub fn member_data(&self, member: &Member) -> PathBuf {
+        self.path(&format!("{}-data", member.name))
+    }
+
+    /// Writes the CLI context for user `admin` listing every federator of `members`.
+    pub fn write_cli_context_for(&self, members: &[Member]) {
+        let apis: Vec<String> = members.iter().map(|m| format!("\"{}\"", m.api)).collect();
+        let (cert, key) = self.issue("user", "admin");
+        let text = format!(
+            "current-context = \"e2e\"\n[contexts.e2e]\nfederators = [{}]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            apis.join(", "),
+            self.pki.join("ca.crt").display(),
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(self.path("cli.toml"), text).expect("cli context");
+    }
+
+    /// Runs the CLI against one federator only (`--federator`), as user `admin`.
+    pub fn hansa_at(&self, api: &str, args: &[&str]) -> Output {
+        let (cert, key) = (
+            self.pki.join("user-admin.crt"),
+            self.pki.join("user-admin.key"),
+        );
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend([
+            "--federator".into(),
+            api.into(),
+            "--ca".into(),
+            path_str(&self.pki.join("ca.crt")).into(),
+            "--cert".into(),
+            path_str(&cert).into(),
+            "--key".into(),
+            path_str(&key).into(),
+        ]);
+        Command::new(bin("hansa"))
+            .args(&all)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hansa")
+    }
+
     pub fn start_federator(&self, name: &str, config: &Path) -> Process {
         let mut command = Command::new(bin("federator"));
         command
@@ -328,6 +410,18 @@ impl Federation {
             }
         }
     }
+}
+
+/// One federator of a multi-node control plane (see `Federation::control_plane`).
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub id: u64,
+    pub name: String,
+    /// API address, `127.0.0.1:port`.
+    pub api: String,
+    /// Raft peer address, `127.0.0.1:port`.
+    pub peer: String,
+    pub config: PathBuf,
 }
 
 impl Default for Federation {

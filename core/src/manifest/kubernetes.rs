@@ -277,6 +277,7 @@ fn container(c: &mut Obj<'_>, d: &mut Diag) -> Option<TaskTemplate> {
         resources,
         health_check,
         env_convention: EnvConvention::Hansa,
+        image_pull_policy: Default::default(),
     })
 }
 

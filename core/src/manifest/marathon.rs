@@ -223,6 +223,7 @@ fn app(mut a: Obj<'_>, parent: &str, d: &mut Diag) -> Option<Workload> {
             resources,
             health_check,
             env_convention: EnvConvention::Marathon { app_id },
+            image_pull_policy: Default::default(),
         },
         placement: PlacementSpec {
             constraints,

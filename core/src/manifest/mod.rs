@@ -7,6 +7,7 @@
 mod kubernetes;
 mod marathon;
 mod native;
+mod policies;
 pub mod quantity;
 mod walk;
 
@@ -18,6 +19,7 @@ use thiserror::Error;
 
 use crate::model::{ManifestFormat, Workload};
 use crate::validate::validate_workload;
+pub use policies::{PolicyObject, ResourceSelector};
 use walk::Diag;
 
 /// One manifest file as the user handed it over.
@@ -31,8 +33,11 @@ pub struct ManifestFile<'a> {
 /// Everything the files declare, and what the user should know about how it was read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
-    /// In the order the files and documents declare them.
+    /// In the order the files and documents declare them, with the placement of the policy
+    /// that selects them when they have none inline.
     pub workloads: Vec<Workload>,
+    /// Placement policy objects (native and Karmada), in declaration order.
+    pub policies: Vec<PolicyObject>,
     /// `file doc N: path: message`, e.g. fields of foreign formats that Hansa ignores.
     pub warnings: Vec<String>,
 }
@@ -78,6 +83,7 @@ pub fn parse_manifests(files: &[ManifestFile<'_>]) -> Result<Parsed, ManifestErr
     let mut report = Report::default();
     let mut entries: Vec<(Origin, Entry)> = Vec::new();
     let mut services: Vec<(Origin, kubernetes::Service)> = Vec::new();
+    let mut policies: Vec<(Origin, PolicyObject)> = Vec::new();
 
     for file in files {
         for (i, doc) in documents(file).into_iter().enumerate() {
@@ -99,6 +105,7 @@ pub fn parse_manifests(files: &[ManifestFile<'_>]) -> Result<Parsed, ManifestErr
                     Read::Workload(w) => entries.push((origin.clone(), Entry::Ready(w))),
                     Read::Deployment(dep) => entries.push((origin.clone(), Entry::Deployment(dep))),
                     Read::Service(svc) => services.push((origin.clone(), svc)),
+                    Read::Policy(p) => policies.push((origin.clone(), p)),
                 }
             }
             report.absorb(&origin, d);
@@ -114,13 +121,38 @@ pub fn parse_manifests(files: &[ManifestFile<'_>]) -> Result<Parsed, ManifestErr
         .collect();
     kubernetes::join(&mut deployments, &services, &mut report);
 
+    for (i, (origin, p)) in policies.iter().enumerate() {
+        if let Some((first, _)) = policies[..i]
+            .iter()
+            .find(|(_, q)| q.kind == p.kind && q.name == p.name && q.namespace == p.namespace)
+        {
+            report.error(
+                origin,
+                "",
+                format!(
+                    "{} is already defined in {} doc {}",
+                    p.display_name(),
+                    first.file,
+                    first.doc
+                ),
+            );
+        }
+    }
+    let policy_objects: Vec<PolicyObject> = policies.iter().map(|(_, p)| p.clone()).collect();
+    let mut bound: Vec<Workload> = entries
+        .iter()
+        .map(|(_, entry)| match entry {
+            Entry::Ready(w) => w.clone(),
+            Entry::Deployment(dep) => dep.workload.clone(),
+        })
+        .collect();
+    for warning in policies::bind(&mut bound, &policy_objects) {
+        report.warnings.push(warning);
+    }
+
     let mut workloads: Vec<Workload> = Vec::with_capacity(entries.len());
     let mut seen: Vec<(&Origin, crate::model::WorkloadKey)> = Vec::new();
-    for (origin, entry) in &entries {
-        let w = match entry {
-            Entry::Ready(w) => w,
-            Entry::Deployment(dep) => &dep.workload,
-        };
+    for ((origin, _), w) in entries.iter().zip(&bound) {
         let key = w.key();
         if let Some((first, _)) = seen.iter().find(|(_, k)| *k == key) {
             report.error(
@@ -150,6 +182,7 @@ pub fn parse_manifests(files: &[ManifestFile<'_>]) -> Result<Parsed, ManifestErr
     if report.errors.is_empty() {
         Ok(Parsed {
             workloads,
+            policies: policy_objects,
             warnings: report.warnings,
         })
     } else {
@@ -210,10 +243,12 @@ pub(crate) enum Read {
     Workload(Workload),
     Deployment(kubernetes::Deployment),
     Service(kubernetes::Service),
+    Policy(PolicyObject),
 }
 
-const KNOWN_KINDS: &str =
-    "Hansa reads hansa.dev/v1 Workload, apps/v1 Deployment, v1 Service and Marathon app JSON";
+const KNOWN_KINDS: &str = "Hansa reads hansa.dev/v1 Workload and PlacementPolicy, apps/v1 \
+     Deployment, v1 Service, policy.karmada.io/v1alpha1 PropagationPolicy and \
+     ClusterPropagationPolicy, and Marathon app JSON";
 
 /// Recognises a document's format and reads it.
 fn read_document(value: &Value, d: &mut Diag) -> Vec<Read> {
@@ -250,6 +285,30 @@ fn read_document(value: &Value, d: &mut Diag) -> Vec<Read> {
                 .map(Read::Service)
                 .into_iter()
                 .collect(),
+            ("hansa.dev/v1", "PlacementPolicy") => policies::read_native(value, d)
+                .map(Read::Policy)
+                .into_iter()
+                .collect(),
+            ("policy.karmada.io/v1alpha1", "PropagationPolicy") => {
+                policies::read_karmada(value, d, false)
+                    .map(Read::Policy)
+                    .into_iter()
+                    .collect()
+            }
+            ("policy.karmada.io/v1alpha1", "ClusterPropagationPolicy") => {
+                policies::read_karmada(value, d, true)
+                    .map(Read::Policy)
+                    .into_iter()
+                    .collect()
+            }
+            ("policy.karmada.io/v1alpha1", "OverridePolicy" | "ClusterOverridePolicy")
+            | ("hansa.dev/v1", "OverridePolicy") => {
+                d.warn(
+                    "",
+                    format!("{kind} is not supported yet: per-cluster overrides are not applied (ignored)"),
+                );
+                Vec::new()
+            }
             _ => {
                 d.error(
                     "",

@@ -15,6 +15,7 @@ use crate::model::{
     Protocol, ReplicaScheduling, Resources, ServicePort, ServiceSpec, StaticWeight, TaskTemplate,
     Weighting, Workload, DEFAULT_NAMESPACE,
 };
+use crate::policy::{AffinityGroup, Requirement, SpreadConstraint, SpreadKey, Toleration};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -65,6 +66,8 @@ struct Template {
     ports: Vec<Port>,
     resources: Option<ResourceRequests>,
     health_check: Option<Health>,
+    #[serde(default)]
+    image_pull_policy: crate::model::ImagePullPolicy,
 }
 
 #[derive(Deserialize)]
@@ -119,9 +122,21 @@ struct ExecProbe {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Placement {
+pub(super) struct Placement {
     cluster_affinity: Option<Affinity>,
+    #[serde(default)]
+    cluster_affinities: Vec<Group>,
+    #[serde(default)]
+    overflow: bool,
     replica_scheduling: Option<Scheduling>,
+    #[serde(default)]
+    spread_constraints: Vec<Spread>,
+    #[serde(default)]
+    tolerations: Vec<Toleration>,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    preemption: bool,
     #[serde(default)]
     constraints: Vec<Vec<String>>,
 }
@@ -135,6 +150,10 @@ struct Affinity {
     exclude: Vec<String>,
     #[serde(default)]
     match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    match_expressions: Vec<Requirement>,
+    #[serde(default)]
+    field_selector: Vec<Requirement>,
 }
 
 impl From<Affinity> for ClusterAffinity {
@@ -143,8 +162,38 @@ impl From<Affinity> for ClusterAffinity {
             cluster_names: a.cluster_names,
             exclude: a.exclude,
             match_labels: a.match_labels,
+            match_expressions: a.match_expressions,
+            field_selector: a.field_selector,
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Group {
+    name: String,
+    #[serde(flatten)]
+    affinity: Affinity,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Spread {
+    spread_by: Option<SpreadField>,
+    spread_by_label: Option<String>,
+    #[serde(default)]
+    min_groups: u32,
+    max_groups: Option<u32>,
+    max_skew: Option<u32>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+enum SpreadField {
+    Region,
+    Zone,
+    Provider,
+    Cluster,
 }
 
 #[derive(Deserialize)]
@@ -154,12 +203,16 @@ struct Scheduling {
     kind: Option<SchedulingKind>,
     weighting: Option<WeightingKind>,
     static_weights: Option<Vec<Weight>>,
+    #[serde(default)]
+    min_per_cluster: u32,
+    max_per_cluster: Option<u32>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Debug)]
 enum SchedulingKind {
     Divided,
     Duplicated,
+    Aggregated,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Debug)]
@@ -243,7 +296,10 @@ pub(super) fn read(value: &Value, d: &mut Diag) -> Option<Workload> {
     let Manifest { metadata, spec, .. } = manifest;
     let replicas = range(d, "spec.replicas", spec.replicas, 0, u32::MAX.into());
     let template = template(d, spec.template);
-    let placement = spec.placement.map(|p| placement(d, p)).unwrap_or_default();
+    let placement = spec
+        .placement
+        .map(|p| placement(d, "spec.placement", p))
+        .unwrap_or_default();
     let service = spec
         .service
         .map(|s| service(d, s, &metadata.name, &template.ports));
@@ -321,6 +377,7 @@ fn template(d: &mut Diag, t: Template) -> TaskTemplate {
         resources,
         health_check: t.health_check.and_then(|h| health_check(d, h)),
         env_convention: EnvConvention::Hansa,
+        image_pull_policy: t.image_pull_policy,
     }
 }
 
@@ -384,17 +441,28 @@ fn health_check(d: &mut Diag, h: Health) -> Option<HealthCheck> {
     Some(hc)
 }
 
-fn placement(d: &mut Diag, p: Placement) -> PlacementSpec {
-    let base = "spec.placement.replicaScheduling";
+/// Reads a native `placement` block; `root` is its path (`spec.placement`, or a policy's).
+pub(super) fn placement(d: &mut Diag, root: &str, p: Placement) -> PlacementSpec {
+    let base = format!("{root}.replicaScheduling");
+    let base = base.as_str();
+    let (mut min_per_cluster, mut max_per_cluster) = (0, None);
     let replica_scheduling = match p.replica_scheduling {
         None => ReplicaScheduling::default(),
         Some(s) => {
+            min_per_cluster = s.min_per_cluster;
+            max_per_cluster = s.max_per_cluster;
+            if max_per_cluster.is_some_and(|max| max < min_per_cluster) {
+                d.error(
+                    format!("{base}.maxPerCluster"),
+                    format!("must be >= minPerCluster ({min_per_cluster})"),
+                );
+            }
             let kind = s.kind.unwrap_or(SchedulingKind::Divided);
             let weighting = s.weighting.unwrap_or(WeightingKind::Equal);
-            if kind == SchedulingKind::Duplicated && s.weighting.is_some() {
+            if kind != SchedulingKind::Divided && s.weighting.is_some() {
                 d.error(
                     format!("{base}.weighting"),
-                    "weighting divides replicas, so it needs type: Divided (Duplicated runs all replicas on every cluster)",
+                    format!("weighting divides replicas, so it needs type: Divided (got {kind:?})"),
                 );
             }
             let weights = s.static_weights.map(|ws| {
@@ -434,6 +502,7 @@ fn placement(d: &mut Diag, p: Placement) -> PlacementSpec {
                     ReplicaScheduling::default()
                 }
                 (_, None) if kind == SchedulingKind::Duplicated => ReplicaScheduling::Duplicated,
+                (_, None) if kind == SchedulingKind::Aggregated => ReplicaScheduling::Aggregated,
                 (WeightingKind::Equal, None) => ReplicaScheduling::Divided {
                     weighting: Weighting::Equal,
                 },
@@ -443,10 +512,59 @@ fn placement(d: &mut Diag, p: Placement) -> PlacementSpec {
             }
         }
     };
+    let spread_constraints = p
+        .spread_constraints
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let path = format!("{root}.spreadConstraints[{i}]");
+            let spread_by = match (s.spread_by, s.spread_by_label) {
+                (Some(field), None) => match field {
+                    SpreadField::Region => SpreadKey::Region,
+                    SpreadField::Zone => SpreadKey::Zone,
+                    SpreadField::Provider => SpreadKey::Provider,
+                    SpreadField::Cluster => SpreadKey::Cluster,
+                },
+                (None, Some(label)) => SpreadKey::Label(label),
+                _ => {
+                    d.error(path, "needs exactly one of spreadBy or spreadByLabel");
+                    return None;
+                }
+            };
+            if s.max_groups.is_some_and(|max| max < s.min_groups) {
+                d.error(
+                    format!("{path}.maxGroups"),
+                    format!("must be >= minGroups ({})", s.min_groups),
+                );
+            }
+            Some(SpreadConstraint {
+                spread_by,
+                min_groups: s.min_groups,
+                max_groups: s.max_groups,
+                max_skew: s.max_skew,
+            })
+        })
+        .collect();
     PlacementSpec {
         cluster_affinity: p.cluster_affinity.map(Into::into),
+        cluster_affinities: p
+            .cluster_affinities
+            .into_iter()
+            .map(|g| AffinityGroup {
+                name: g.name,
+                affinity: g.affinity.into(),
+            })
+            .collect(),
+        overflow: p.overflow,
         replica_scheduling,
+        spread_constraints,
+        tolerations: p.tolerations,
+        min_per_cluster,
+        max_per_cluster,
+        priority: p.priority,
+        preemption: p.preemption,
         constraints: p.constraints,
+        policy: String::new(),
     }
 }
 

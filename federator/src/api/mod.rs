@@ -1,5 +1,6 @@
 //! The user-facing gRPC API (`hansa.v1.Federation`) and the agent Sync service.
 
+pub mod admin;
 pub mod sync;
 pub mod views;
 
@@ -61,10 +62,30 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Set on a status the store gave up on (no quorum, no leader): the federator already waited,
+/// so clients should not retry it at another federator.
+pub const STORE_UNAVAILABLE: &str = "hansa-store-unavailable";
+
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Status {
-        ApiError::from(e).into()
+        let unavailable = e.is_unavailable();
+        let mut status: Status = ApiError::from(e).into();
+        if unavailable {
+            status.metadata_mut().insert(
+                STORE_UNAVAILABLE,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        status
     }
+}
+
+/// Waits for a linearizable view unless the caller asked for this federator's (`--stale`).
+async fn consistent_read(store: &Store, stale: bool) -> Result<(), Status> {
+    if !stale {
+        store.read_index().await?;
+    }
+    Ok(())
 }
 
 pub struct FederationService {
@@ -104,6 +125,30 @@ impl Federation for FederationService {
             .collect();
         let parsed =
             parse_manifests(&files).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        let policy_results: Vec<ApplyResult> = parsed
+            .policies
+            .iter()
+            .map(|p| {
+                let bound: Vec<String> = parsed
+                    .workloads
+                    .iter()
+                    .filter(|w| w.placement.policy == p.display_name())
+                    .map(|w| w.name.clone())
+                    .collect();
+                ApplyResult {
+                    kind: p.kind.clone(),
+                    namespace: p.namespace.clone().unwrap_or_default(),
+                    name: p.name.clone(),
+                    action: "bound".into(),
+                    pending: false,
+                    placement: if bound.is_empty() {
+                        "selects no workload in this apply".into()
+                    } else {
+                        format!("placement of {}", bound.join(", "))
+                    },
+                }
+            })
+            .collect();
         if parsed.workloads.is_empty() {
             return Err(ApiError::InvalidArgument("the files hold no workloads".into()).into());
         }
@@ -114,12 +159,23 @@ impl Federation for FederationService {
             ))
             .into());
         }
-        // What the placement controller will decide: the same pure function on the same state.
-        let previews: Vec<Placement> = self.store.read(|state| {
+        // What the placement controller will decide: the same pure function on the same state,
+        // and, for a dry run, how that differs from what is in force.
+        let previews: Vec<(Placement, String, &'static str)> = self.store.read(|state| {
             parsed
                 .workloads
                 .iter()
-                .map(|w| solve(state, &self.live, w, 0))
+                .map(|w| {
+                    let key = w.key();
+                    let action = match state.workloads.get(&key) {
+                        None => "would be created (dry run)",
+                        Some(r) if r.workload == *w => "unchanged (dry run)",
+                        Some(_) => "would be configured (dry run)",
+                    };
+                    let preview = solve(state, &self.live, w, 0);
+                    let change = placement_change(state.placements.get(&key), &preview);
+                    (preview, change, action)
+                })
                 .collect()
         });
         let outcomes = if request.dry_run {
@@ -141,25 +197,32 @@ impl Federation for FederationService {
             info!(caller = %who, workloads = keys.len(), "applied");
             outcomes.into_iter().map(Some).collect()
         };
-        let results = parsed
+        let mut results: Vec<ApplyResult> = parsed
             .workloads
             .iter()
             .zip(previews)
             .zip(outcomes)
-            .map(|((workload, preview), outcome)| ApplyResult {
-                kind: "workload".into(),
-                namespace: workload.namespace.clone(),
-                name: workload.name.clone(),
-                action: match outcome {
-                    None => "unchanged (dry run)".into(),
-                    Some(PutOutcome::Created { .. }) => "created".into(),
-                    Some(PutOutcome::Configured { .. }) => "configured".into(),
-                    Some(PutOutcome::Unchanged { .. }) => "unchanged".into(),
+            .map(
+                |((workload, (preview, change, dry)), outcome)| ApplyResult {
+                    kind: "workload".into(),
+                    namespace: workload.namespace.clone(),
+                    name: workload.name.clone(),
+                    action: match outcome {
+                        None => dry.into(),
+                        Some(PutOutcome::Created { .. }) => "created".into(),
+                        Some(PutOutcome::Configured { .. }) => "configured".into(),
+                        Some(PutOutcome::Unchanged { .. }) => "unchanged".into(),
+                    },
+                    pending: preview.total() == 0,
+                    placement: if request.dry_run {
+                        format!("{} [{change}]", describe_placement(&preview))
+                    } else {
+                        describe_placement(&preview)
+                    },
                 },
-                pending: preview.total() == 0,
-                placement: describe_placement(&preview),
-            })
+            )
             .collect();
+        results.extend(policy_results);
         Ok(Response::new(ApplyResponse {
             results,
             warnings: parsed.warnings,
@@ -169,6 +232,7 @@ impl Federation for FederationService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         caller(&request, &self.trust_domain, API_ROLES)?;
         let request = request.into_inner();
+        consistent_read(&self.store, request.stale).await?;
         let items = self.store.read(|state| -> Result<Vec<String>, ApiError> {
             let ns = &request.namespace;
             let name = &request.name;
@@ -224,6 +288,7 @@ impl Federation for FederationService {
     ) -> Result<Response<DescribeResponse>, Status> {
         caller(&request, &self.trust_domain, API_ROLES)?;
         let request = request.into_inner();
+        consistent_read(&self.store, request.stale).await?;
         let key = WorkloadKey::new(namespace_or_default(&request.namespace), &request.name);
         let description = self
             .store
@@ -321,6 +386,32 @@ fn first_duplicate(keys: &[WorkloadKey]) -> Option<&WorkloadKey> {
     keys.iter().find(|k| !seen.insert(*k))
 }
 
+/// How `preview` differs from the placement in force: `eu-1 3->2, us-1 1->2`, `new`, or
+/// `no change`.
+pub fn placement_change(current: Option<&Placement>, preview: &Placement) -> String {
+    let Some(current) = current else {
+        return "new placement".to_string();
+    };
+    let names: std::collections::BTreeSet<&String> = current
+        .clusters
+        .keys()
+        .chain(preview.clusters.keys())
+        .collect();
+    let changes: Vec<String> = names
+        .into_iter()
+        .filter_map(|name| {
+            let before = current.clusters.get(name).copied().unwrap_or(0);
+            let after = preview.clusters.get(name).copied().unwrap_or(0);
+            (before != after).then(|| format!("{name} {before}->{after}"))
+        })
+        .collect();
+    if changes.is_empty() {
+        "no change".to_string()
+    } else {
+        changes.join(", ")
+    }
+}
+
 /// `eu-1=3 us-1=1`, or the explanation's summary when nothing is placed.
 pub fn describe_placement(p: &Placement) -> String {
     if p.total() == 0 {
@@ -413,6 +504,7 @@ fn describe_workload(
     let summary = workload_view(state, live, key)?;
     let record = state.workloads.get(key)?;
     let placement = state.placements.get(key);
+    let fresh = solve(state, live, &record.workload, record.generation);
     let mut clusters = Vec::new();
     let mut endpoints = Vec::new();
     let assigned: BTreeMap<String, u32> = placement.map(|p| p.clusters.clone()).unwrap_or_default();
@@ -448,7 +540,38 @@ fn describe_workload(
         summary,
         workload: record.workload.clone(),
         explanation: placement.map(|p| p.explanation.clone()),
+        detailed: Some(fresh.explanation),
+        detailed_clusters: fresh.clusters,
         clusters,
         endpoints,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placement(counts: &[(&str, u32)]) -> Placement {
+        Placement {
+            clusters: counts.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn dry_run_names_each_cluster_that_changes() {
+        let current = placement(&[("eu-1", 3), ("us-1", 1)]);
+        let preview = placement(&[("eu-1", 2), ("us-1", 2)]);
+        assert_eq!(
+            placement_change(Some(&current), &preview),
+            "eu-1 3->2, us-1 1->2"
+        );
+        let moved = placement(&[("ap-1", 4)]);
+        assert_eq!(
+            placement_change(Some(&current), &moved),
+            "ap-1 0->4, eu-1 3->0, us-1 1->0"
+        );
+        assert_eq!(placement_change(Some(&current), &current), "no change");
+        assert_eq!(placement_change(None, &current), "new placement");
+    }
 }

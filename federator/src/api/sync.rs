@@ -30,6 +30,8 @@ pub struct SyncService {
     pub live: Arc<Liveness>,
     pub trust_domain: String,
     pub shutdown: CancellationToken,
+    /// Routes `hansa logs` requests to agents and their chunks back.
+    pub logs: Arc<crate::logs::LogRouter>,
 }
 
 type SyncStream = Pin<Box<dyn Stream<Item = Result<FederatorMessage, Status>> + Send>>;
@@ -75,6 +77,7 @@ impl AgentSync for SyncService {
         info!(cluster = %cluster.name, session, "agent connected");
 
         let (tx, rx) = mpsc::channel(4);
+        self.logs.connect(&cluster.name, session, tx.clone());
         let stream_done = self.shutdown.child_token();
         tokio::spawn(send_assignments(
             self.store.clone(),
@@ -89,6 +92,7 @@ impl AgentSync for SyncService {
             session,
             inbound,
             stream_done,
+            self.logs.clone(),
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -167,6 +171,7 @@ async fn receive_reports(
     session: u64,
     mut inbound: Streaming<AgentMessage>,
     done: CancellationToken,
+    logs: Arc<crate::logs::LogRouter>,
 ) {
     loop {
         let message = tokio::select! {
@@ -177,6 +182,12 @@ async fn receive_reports(
             Ok(Some(AgentMessage {
                 kind: Some(agent_message::Kind::Heartbeat(h)),
             })) => h,
+            Ok(Some(AgentMessage {
+                kind: Some(agent_message::Kind::LogChunk(chunk)),
+            })) => {
+                logs.deliver(&cluster.name, chunk).await;
+                continue;
+            }
             Ok(Some(_)) => {
                 warn!(cluster = %cluster.name, "ignoring an unexpected message on the Sync stream");
                 continue;
@@ -213,6 +224,7 @@ async fn receive_reports(
         }
     }
     live.disconnect(&cluster.name, session);
+    logs.disconnect(&cluster.name, session);
     info!(cluster = %cluster.name, session, "agent disconnected");
     done.cancel();
 }

@@ -78,6 +78,14 @@ pub struct WorkloadDescription {
     pub summary: WorkloadView,
     pub workload: Workload,
     pub explanation: Option<Explanation>,
+    /// The engine's decision for every cluster, solved again now on the current state (the
+    /// store keeps only the clusters that were chosen): what `hansa explain` prints.
+    #[serde(default)]
+    pub detailed: Option<Explanation>,
+    /// Replicas per cluster of that fresh decision; equal to the stored placement unless
+    /// something changed since it was stored.
+    #[serde(default)]
+    pub detailed_clusters: BTreeMap<String, u32>,
     pub clusters: Vec<ClusterReplicas>,
     /// Healthy endpoints, cluster by cluster.
     pub endpoints: Vec<ClusterEndpoint>,

@@ -15,6 +15,9 @@ use crate::store::{Command, Store};
 const TICK: Duration = Duration::from_millis(500);
 
 pub async fn run(store: Store, live: Arc<Liveness>, grace: Duration, stop: CancellationToken) {
+    // A new leader has not heard from agents that streamed to the old one: give them the
+    // grace period to reconnect (or be relayed) before calling them Unreachable.
+    let leading_since = std::time::Instant::now();
     loop {
         let transitions: Vec<(String, ClusterHealth)> = store.read(|state| {
             state
@@ -22,7 +25,9 @@ pub async fn run(store: Store, live: Arc<Liveness>, grace: Duration, stop: Cance
                 .values()
                 .filter_map(|cluster| {
                     let connected = live.get(&cluster.name).is_some_and(|h| h.connected);
-                    let alive = connected || live.silence(&cluster.name) < grace;
+                    let alive = connected
+                        || live.silence(&cluster.name) < grace
+                        || leading_since.elapsed() < grace;
                     match cluster.health {
                         ClusterHealth::Ready if !alive => {
                             Some((cluster.name.clone(), ClusterHealth::Unreachable))

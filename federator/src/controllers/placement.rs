@@ -1,13 +1,21 @@
 //! The placement controller: keeps every workload's stored placement equal to what the
 //! engine decides for the current workloads and clusters. Runs on the leader only.
+//!
+//! It re-solves what is affected, debounced: a workload whose generation changed (or that has
+//! no placement for its generation) alone; every workload when a cluster fact that placement
+//! reads changed (labels, fields, taints, runtimes, health, cordon, allocatable, a cluster
+//! joining or leaving); workloads with unplaced replicas when free capacity moved. A periodic
+//! requeue re-solves the unplaced ones and, every few rounds, everything (lost wake-ups).
+//! Workloads solved in one pass share capacity and go by priority (`place_all`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hansa_core::{Cluster, Placement, Workload};
-use hansa_policies::{place, Problem};
+use hansa_core::{Cluster, Placement, Workload, WorkloadKey};
+use hansa_policies::{place_all, Detail, Item};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::liveness::Liveness;
 use crate::store::{Command, FederationState, Store};
@@ -16,17 +24,19 @@ use crate::store::{Command, FederationState, Store};
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Re-solve even when nothing was signalled: a lost wake-up must not leave a stale placement.
 const REQUEUE: Duration = Duration::from_secs(10);
+/// Every this many requeues, re-solve every workload.
+const FULL_EVERY: u32 = 6;
 
-/// The clusters as the engine should see them for `workload`: free capacity from the live
-/// heartbeat when there is one, plus what the workload's own current replicas use there (they
-/// would be replaced by the new decision, not added to it).
-fn clusters_for(
-    state: &FederationState,
-    live: &Liveness,
-    workload: &Workload,
-    previous: Option<&Placement>,
-) -> Vec<Cluster> {
-    let requests = workload.template.resources;
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The clusters as the engine should see them: free capacity from the live heartbeat when
+/// there is one. `place_all` adds back what the solved workloads' own replicas use.
+fn live_clusters(state: &FederationState, live: &Liveness) -> Vec<Cluster> {
     state
         .clusters
         .values()
@@ -35,47 +45,112 @@ fn clusters_for(
             if let Some(soft) = live.get(&cluster.name).filter(|s| s.connected) {
                 cluster.available = soft.available;
             }
-            let own = previous
-                .and_then(|p| p.clusters.get(&cluster.name))
-                .copied()
-                .unwrap_or(0);
-            cluster.available = cluster
-                .available
-                .saturating_add(&requests.times(own))
-                .min_each(&cluster.allocatable);
             cluster
         })
         .collect()
 }
 
-/// Decides the placement of `workload` on the current state. Pure apart from reading soft state.
+/// Decides the placement of `workload` on the current state, as the controller would if it
+/// solved this workload alone: its own running replicas count as free. Used for previews and
+/// `hansa explain`, with one decision per cluster (the store keeps only the chosen ones).
 pub fn solve(
     state: &FederationState,
     live: &Liveness,
     workload: &Workload,
     generation: u64,
 ) -> Placement {
-    let previous = state.placements.get(&workload.key());
-    let clusters = clusters_for(state, live, workload, previous);
-    place(
-        &Problem {
-            workload,
-            generation,
-            clusters: &clusters,
-        },
-        previous,
-    )
+    let clusters = live_clusters(state, live);
+    let item = Item {
+        workload,
+        generation,
+        previous: state.placements.get(&workload.key()),
+    };
+    place_all(&clusters, &[item], now_ms(), Detail::Full)
+        .pop()
+        .unwrap_or_default()
 }
 
-/// Every placement that differs from what is stored.
-fn pass(state: &FederationState, live: &Liveness) -> Vec<Placement> {
+/// What placement reads from a cluster, apart from free capacity.
+#[derive(Debug, Clone, PartialEq)]
+struct Facts(Cluster);
+
+impl Facts {
+    fn of(cluster: &Cluster) -> Facts {
+        let mut c = cluster.clone();
+        c.available = Default::default();
+        Facts(c)
+    }
+}
+
+/// What the last pass saw, to tell what changed since.
+#[derive(Default)]
+struct Seen {
+    clusters: BTreeMap<String, Facts>,
+    free: BTreeMap<String, hansa_core::Resources>,
+}
+
+/// Why a pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Change,
+    Requeue { full: bool },
+}
+
+/// The workloads to re-solve, and updates `seen`.
+fn affected(
+    state: &FederationState,
+    clusters: &[Cluster],
+    seen: &mut Seen,
+    trigger: Trigger,
+) -> BTreeSet<WorkloadKey> {
+    let facts: BTreeMap<String, Facts> = state
+        .clusters
+        .values()
+        .map(|c| (c.name.clone(), Facts::of(c)))
+        .collect();
+    let free: BTreeMap<String, hansa_core::Resources> = clusters
+        .iter()
+        .map(|c| (c.name.clone(), c.available))
+        .collect();
+    let facts_changed = facts != seen.clusters;
+    let free_changed = free != seen.free;
+    seen.clusters = facts;
+    seen.free = free;
+    let all = facts_changed || trigger == Trigger::Requeue { full: true };
     state
         .workloads
         .values()
-        .filter_map(|record| {
-            let placement = solve(state, live, &record.workload, record.generation);
-            let stored = state.placements.get(&record.workload.key());
-            (stored != Some(&placement)).then_some(placement)
+        .filter(|record| {
+            let placement = state.placements.get(&record.workload.key());
+            let stale = placement.is_none_or(|p| p.generation != record.generation);
+            let unplaced = placement.is_some_and(|p| p.explanation.unplaced > 0);
+            all || stale
+                || (unplaced && (free_changed || matches!(trigger, Trigger::Requeue { .. })))
+        })
+        .map(|record| record.workload.key())
+        .collect()
+}
+
+/// The placements of `keys` that differ from what is stored.
+fn pass(
+    state: &FederationState,
+    clusters: &[Cluster],
+    keys: &BTreeSet<WorkloadKey>,
+) -> Vec<Placement> {
+    let items: Vec<Item<'_>> = keys
+        .iter()
+        .filter_map(|key| state.workloads.get(key))
+        .map(|record| Item {
+            workload: &record.workload,
+            generation: record.generation,
+            previous: state.placements.get(&record.workload.key()),
+        })
+        .collect();
+    place_all(clusters, &items, now_ms(), Detail::Summary)
+        .into_iter()
+        .filter(|p| {
+            let key = WorkloadKey::new(&p.namespace, &p.workload);
+            state.placements.get(&key) != Some(p)
         })
         .collect()
 }
@@ -84,8 +159,16 @@ pub async fn run(store: Store, live: Arc<Liveness>, stop: CancellationToken) {
     info!("placement controller started");
     let mut changes = store.subscribe();
     let mut soft = live.subscribe();
+    let mut seen = Seen::default();
+    let mut trigger = Trigger::Requeue { full: true };
+    let mut requeues = 0u32;
     loop {
-        let updates = store.read(|state| pass(state, &live));
+        let updates = store.read(|state| {
+            let clusters = live_clusters(state, &live);
+            let keys = affected(state, &clusters, &mut seen, trigger);
+            debug!(workloads = keys.len(), ?trigger, "placement pass");
+            pass(state, &clusters, &keys)
+        });
         for placement in updates {
             let workload = format!("{}/{}", placement.namespace, placement.workload);
             info!(%workload, clusters = ?placement.clusters, summary = %placement.explanation.summary, "placing");
@@ -98,9 +181,12 @@ pub async fn run(store: Store, live: Arc<Liveness>, stop: CancellationToken) {
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = changes.changed() => {}
-            _ = soft.changed() => {}
-            _ = tokio::time::sleep(REQUEUE) => {}
+            _ = changes.changed() => trigger = Trigger::Change,
+            _ = soft.changed() => trigger = Trigger::Change,
+            _ = tokio::time::sleep(REQUEUE) => {
+                requeues += 1;
+                trigger = Trigger::Requeue { full: requeues.is_multiple_of(FULL_EVERY) };
+            }
         }
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -110,4 +196,106 @@ pub async fn run(store: Store, live: Arc<Liveness>, stop: CancellationToken) {
         soft.borrow_and_update();
     }
     info!("placement controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Command;
+    use hansa_core::{ClusterHealth, PlacementSpec, Resources, RuntimeKind, TaskTemplate};
+
+    fn cluster(name: &str) -> Cluster {
+        let room = Resources {
+            cpu_millis: 4000,
+            memory_bytes: 4 << 30,
+            disk_bytes: 0,
+        };
+        Cluster {
+            name: name.into(),
+            region: "eu".into(),
+            zone: String::new(),
+            provider: String::new(),
+            labels: BTreeMap::new(),
+            runtimes: vec![RuntimeKind::Process],
+            addresses: vec![],
+            allocatable: room,
+            available: room,
+            health: ClusterHealth::Ready,
+            cordoned: false,
+            taints: Vec::new(),
+        }
+    }
+
+    fn workload(name: &str) -> Workload {
+        Workload {
+            name: name.into(),
+            namespace: "default".into(),
+            labels: BTreeMap::new(),
+            format: Default::default(),
+            replicas: 2,
+            template: TaskTemplate {
+                command: vec!["app".into()],
+                ..Default::default()
+            },
+            placement: PlacementSpec::default(),
+            service: None,
+        }
+    }
+
+    /// Applies placements as the store would.
+    fn settle(state: &mut FederationState, seen: &mut Seen, trigger: Trigger) -> usize {
+        let clusters: Vec<Cluster> = state.clusters.values().cloned().collect();
+        let keys = affected(state, &clusters, seen, trigger);
+        for placement in pass(state, &clusters, &keys) {
+            state.apply(&Command::SetPlacement { placement });
+        }
+        keys.len()
+    }
+
+    #[test]
+    fn only_what_is_affected_is_solved_again() {
+        let mut state = FederationState::default();
+        for name in ["eu-1", "eu-2"] {
+            state.apply(&Command::UpsertCluster {
+                cluster: cluster(name),
+            });
+        }
+        state.apply(&Command::PutWorkloads {
+            workloads: vec![workload("a"), workload("b")],
+            now_ms: 1,
+        });
+        let mut seen = Seen::default();
+        assert_eq!(settle(&mut state, &mut seen, Trigger::Change), 2);
+        // Nothing changed: nothing to solve.
+        assert_eq!(settle(&mut state, &mut seen, Trigger::Change), 0);
+        // One workload changed: only it.
+        let mut a = workload("a");
+        a.replicas = 3;
+        state.apply(&Command::PutWorkloads {
+            workloads: vec![a],
+            now_ms: 2,
+        });
+        assert_eq!(settle(&mut state, &mut seen, Trigger::Change), 1);
+        // A taint on a cluster: everything, and the taint moves the replicas away.
+        let mut tainted = cluster("eu-2");
+        tainted.taints.push(hansa_core::Taint {
+            key: "maintenance".into(),
+            value: String::new(),
+            effect: hansa_core::TaintEffect::NoExecute,
+            added_ms: 0,
+        });
+        state.apply(&Command::UpsertCluster { cluster: tainted });
+        assert_eq!(settle(&mut state, &mut seen, Trigger::Change), 2);
+        for p in state.placements.values() {
+            assert_eq!(p.clusters.keys().collect::<Vec<_>>(), ["eu-1"], "{p:?}");
+        }
+        assert_eq!(
+            settle(&mut state, &mut seen, Trigger::Requeue { full: false }),
+            0
+        );
+        assert_eq!(
+            settle(&mut state, &mut seen, Trigger::Requeue { full: true }),
+            2
+        );
+    }
 }

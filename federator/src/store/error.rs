@@ -16,8 +16,14 @@ pub enum StoreError {
     NoQuorum(Duration),
     /// No leader could be found before the deadline (an election is under way, or a majority
     /// of federators is down).
-    #[error("no Raft leader is known: a majority of federators may be down or still electing")]
+    #[error(
+        "no quorum: no Raft leader is known (a majority of federators may be down, or an \
+         election is under way)"
+    )]
     NoLeader,
+    /// The leader could not confirm a read or make a change (no quorum, or it is catching up).
+    #[error("{0}")]
+    Unavailable(String),
     /// The leader could not be reached to forward a change to it.
     #[error("forwarding the change to the leader (node {leader} at {addr}) failed: {detail}")]
     Forward {
@@ -74,7 +80,10 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StoreError::NoQuorum(_) | StoreError::NoLeader | StoreError::Forward { .. }
+            StoreError::NoQuorum(_)
+                | StoreError::NoLeader
+                | StoreError::Forward { .. }
+                | StoreError::Unavailable(_)
         )
     }
 

@@ -15,6 +15,7 @@ mod db;
 mod error;
 mod log_store;
 mod network;
+mod peer;
 mod state;
 mod state_machine;
 
@@ -32,12 +33,14 @@ use tracing::{debug, info};
 
 pub use error::StoreError;
 pub use network::{Authorize, RaftGrpc};
+pub use peer::{MembershipChange, NodeStatus, RelayHandler};
 pub use state::{
     placement_key, Command, CommandResponse, FederationState, PutOutcome, WorkloadRecord,
 };
 
 use log_store::LogStore;
 use network::{forward_client_write, Connections, NetworkFactory};
+use peer::{Local, PeerAnswer, PeerError, PeerRequest};
 use state_machine::{Shared, StateMachineStore};
 
 pub type NodeId = u64;
@@ -70,8 +73,11 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// This node's Raft address as peers dial it, e.g. `https://10.0.0.1:7001`.
     pub advertise_url: String,
-    /// Initialise a one-member group if this node has no membership yet.
+    /// Initialise the group if this node has no membership yet: with `initial_members`, or
+    /// as a one-member group when that is empty.
     pub bootstrap: bool,
+    /// The voters of a new control plane (node id -> peer URL), the same on every member.
+    pub initial_members: BTreeMap<NodeId, String>,
     /// Mutual TLS for dialling peers.
     pub client_tls: ClientTlsConfig,
     pub heartbeat_interval: Duration,
@@ -98,6 +104,7 @@ impl StoreConfig {
             data_dir: data_dir.into(),
             advertise_url: advertise_url.into(),
             bootstrap,
+            initial_members: BTreeMap::new(),
             client_tls,
             heartbeat_interval: StoreConfig::default_heartbeat_interval(),
             election_timeout_min: StoreConfig::default_election_timeout_min(),
@@ -109,13 +116,14 @@ impl StoreConfig {
     }
 
     pub fn default_heartbeat_interval() -> Duration {
-        Duration::from_millis(250)
+        Duration::from_millis(150)
     }
+    // A dead leader is noticed within 0.5-1 s: a write pauses at most about that long.
     pub fn default_election_timeout_min() -> Duration {
-        Duration::from_millis(800)
+        Duration::from_millis(500)
     }
     pub fn default_election_timeout_max() -> Duration {
-        Duration::from_millis(1600)
+        Duration::from_millis(1000)
     }
     pub fn default_snapshot_logs_since_last() -> u64 {
         5000
@@ -159,6 +167,8 @@ struct Inner {
     shared: Shared,
     leader: watch::Receiver<bool>,
     connections: Arc<Connections>,
+    /// Answers other federators' `Peer` requests, and this node's own when it leads.
+    local: Arc<Local>,
     propose_timeout: Duration,
     /// Closes when the last handle on a storage file is gone.
     files_open: tokio::sync::Mutex<Option<mpsc::Receiver<()>>>,
@@ -192,15 +202,32 @@ impl Store {
             .map_err(|e| StoreError::Fatal(e.to_string()))?;
 
         if config.bootstrap && !is_initialized(&raft).await? {
-            let members = BTreeMap::from([(config.node_id, BasicNode::new(&config.advertise_url))]);
+            let members: BTreeMap<NodeId, BasicNode> = if config.initial_members.is_empty() {
+                BTreeMap::from([(config.node_id, BasicNode::new(&config.advertise_url))])
+            } else {
+                config
+                    .initial_members
+                    .iter()
+                    .map(|(id, url)| (*id, BasicNode::new(url)))
+                    .collect()
+            };
+            let voters: Vec<NodeId> = members.keys().copied().collect();
+            // Every member initialises with the same voters; whichever log is written first,
+            // the entries are identical, and the others answer `NotAllowed`.
             match raft.initialize(members).await {
-                Ok(()) => info!(node = config.node_id, "initialised a one-member Raft group"),
+                Ok(()) => info!(node = config.node_id, ?voters, "initialised the Raft group"),
                 // Another path initialised it first: nothing to do.
                 Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                 Err(e) => return Err(StoreError::Fatal(format!("initialise the group: {e}"))),
             }
         }
 
+        let local = Arc::new(Local {
+            raft: raft.clone(),
+            shared: shared.clone(),
+            relay: std::sync::RwLock::new(None),
+            read_timeout: config.propose_timeout,
+        });
         Ok(Store {
             inner: Arc::new(Inner {
                 node_id: config.node_id,
@@ -209,6 +236,7 @@ impl Store {
                 raft,
                 shared,
                 connections,
+                local,
                 propose_timeout: config.propose_timeout,
                 files_open: tokio::sync::Mutex::new(Some(open_rx)),
             }),
@@ -333,7 +361,221 @@ impl Store {
         }
     }
 
-    /// Reads the locally applied state. (Linearizable reads come later.)
+    /// Waits until this node has applied everything committed before the call, as confirmed by
+    /// the leader with a quorum (Raft's read index). Read with `read` afterwards for a
+    /// linearizable read. Fails with `NoQuorum`/`NoLeader` when that cannot be confirmed.
+    pub async fn read_index(&self) -> Result<(), StoreError> {
+        let deadline = Instant::now() + self.inner.propose_timeout;
+        let index = match self.on_leader(PeerRequest::ReadIndex, deadline).await? {
+            PeerAnswer::ReadIndex { index } => index,
+            other => return Err(unexpected(&other)),
+        };
+        let mut applied = self.subscribe();
+        timeout_at(deadline, applied.wait_for(|a| *a >= index))
+            .await
+            .map_err(|_| StoreError::Unavailable(format!(
+                "this federator has not applied up to the leader's read index {index} within {:?}; read with --stale, or ask another federator",
+                self.inner.propose_timeout
+            )))?
+            .map_err(|_| StoreError::Fatal("Raft has stopped".into()))?;
+        Ok(())
+    }
+
+    /// Changes the Raft group's membership, on the leader wherever it is.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<(), StoreError> {
+        // Adding a learner waits until it has caught up, which may take a snapshot's time.
+        let deadline = Instant::now() + self.inner.propose_timeout * 12;
+        match self
+            .on_leader(PeerRequest::Membership { change }, deadline)
+            .await?
+        {
+            PeerAnswer::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// This node's own status.
+    pub fn status(&self) -> NodeStatus {
+        self.inner.local.status()
+    }
+
+    /// The status of the federator at peer URL `addr` (this one's own when it is ours).
+    pub async fn peer_status(&self, addr: &str, limit: Duration) -> Result<NodeStatus, String> {
+        match peer::call(&self.inner.connections, addr, &PeerRequest::Status, limit).await {
+            Ok(Ok(PeerAnswer::Status { status })) => Ok(status),
+            Ok(Ok(other)) => Err(format!("unexpected answer {other:?}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(status) => Err(status.message().to_string()),
+        }
+    }
+
+    /// Every member of the group (id -> peer URL, voter?) as this node knows it.
+    pub fn members(&self) -> Vec<(NodeId, String, bool)> {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone(), voters.contains(id)))
+            .collect()
+    }
+
+    /// Sends agent soft state to the leader's relay handler (see `set_relay_handler`).
+    pub async fn relay(
+        &self,
+        report: serde_json::Value,
+        limit: Duration,
+    ) -> Result<(), StoreError> {
+        let request = PeerRequest::Relay {
+            from: self.inner.node_id,
+            report,
+        };
+        self.on_leader(request, Instant::now() + limit)
+            .await
+            .map(|_| ())
+    }
+
+    /// Where soft state relayed by followers goes while this node leads.
+    pub fn set_relay_handler(&self, handler: RelayHandler) {
+        *self
+            .inner
+            .local
+            .relay
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
+    }
+
+    /// The whole applied state after a linearizable read, as the JSON document that
+    /// `restore_from` loads, and the index it is as of.
+    pub async fn backup(&self) -> Result<(u64, Vec<u8>), StoreError> {
+        self.read_index().await?;
+        let applied = self.inner.shared.read();
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        let data = serde_json::to_vec(&*applied)
+            .map_err(|e| StoreError::Fatal(format!("encode the backup: {e}")))?;
+        Ok((index, data))
+    }
+
+    /// Sends `request` to the leader (or answers it here when this node leads), following
+    /// "not the leader" answers, until `deadline`.
+    async fn on_leader(
+        &self,
+        request: PeerRequest,
+        deadline: Instant,
+    ) -> Result<PeerAnswer, StoreError> {
+        let inner = &self.inner;
+        let mut metrics = inner.raft.metrics();
+        let mut hint: Option<(NodeId, String)> = None;
+        let mut failed: Option<StoreError> = None;
+        let mut attempt = 0u32;
+        loop {
+            if attempt > 0 && (hint.is_none() || attempt > 3) {
+                let pause = timeout_at(deadline, tokio::time::sleep(RETRY_PAUSE)).await;
+                if pause.is_err() {
+                    return Err(failed.unwrap_or(StoreError::NoLeader));
+                }
+            }
+            attempt += 1;
+            let (leader, addr) = match hint.take() {
+                Some(target) => target,
+                None => self.wait_for_leader(&mut metrics, deadline).await?,
+            };
+            let answer = if leader == inner.node_id {
+                inner.local.answer(request.clone()).await
+            } else {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match peer::call(&inner.connections, &addr, &request, remaining).await {
+                    Ok(answer) => answer,
+                    Err(status) => {
+                        failed = Some(StoreError::Forward {
+                            leader,
+                            addr: addr.clone(),
+                            detail: status.message().to_string(),
+                        });
+                        continue;
+                    }
+                }
+            };
+            match answer {
+                Ok(answer) => return Ok(answer),
+                Err(PeerError::NotLeader { leader }) => {
+                    hint = leader;
+                    failed = Some(StoreError::NoLeader);
+                }
+                Err(PeerError::Failed { detail }) => return Err(StoreError::Unavailable(detail)),
+            }
+        }
+    }
+
+    /// Seeds an empty data directory with the federation state of a backup (`hansa snapshot
+    /// save`), to start a new one-member control plane from it; the other members join
+    /// afterwards and receive it as a snapshot (see `compact`).
+    pub async fn restore(data_dir: &std::path::Path, backup: &[u8]) -> Result<u64, StoreError> {
+        let log = data_dir.join(LOG_FILE);
+        let state_file = data_dir.join(STATE_FILE);
+        if log.exists() || state_file.exists() {
+            return Err(StoreError::storage(
+                data_dir,
+                "already holds a control plane's data: restore into an empty data directory",
+            ));
+        }
+        let backup: state_machine::Applied = serde_json::from_slice(backup).map_err(|e| {
+            StoreError::Config(format!(
+                "the backup does not decode (is it from `hansa snapshot save`?): {e}"
+            ))
+        })?;
+        let index = backup.last_applied.map(|l| l.index).unwrap_or(0);
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::storage(data_dir, format!("create the data directory: {e}"))
+        })?;
+        let (open_tx, mut open_rx) = mpsc::channel(1);
+        state_machine::seed(state_file, backup.state, open_tx).await?;
+        // Nothing is sent: `recv` returns once the file is closed.
+        open_rx.recv().await;
+        Ok(index)
+    }
+
+    /// Builds a snapshot and drops the log it covers, once this node leads: members that join
+    /// later then start from the snapshot (a restored state is not in the log).
+    pub async fn compact(&self) -> Result<u64, StoreError> {
+        let raft = &self.inner.raft;
+        let mut metrics = raft.metrics();
+        let deadline = Instant::now() + self.inner.propose_timeout * 6;
+        timeout_at(
+            deadline,
+            metrics.wait_for(|m| m.state == ServerState::Leader && m.last_applied.is_some()),
+        )
+        .await
+        .map_err(|_| StoreError::NoLeader)?
+        .map_err(|_| StoreError::Fatal("Raft has stopped".into()))?;
+        let applied = raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0);
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|e| StoreError::Fatal(e.to_string()))?;
+        let snapshot = timeout_at(
+            deadline,
+            metrics.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= applied)),
+        )
+        .await
+        .map_err(|_| StoreError::Fatal("the snapshot was not built in time".into()))?
+        .map_err(|_| StoreError::Fatal("Raft has stopped".into()))?
+        .snapshot
+        .map(|s| s.index)
+        .unwrap_or(0);
+        raft.trigger()
+            .purge_log(snapshot)
+            .await
+            .map_err(|e| StoreError::Fatal(e.to_string()))?;
+        Ok(snapshot)
+    }
+
+    /// Reads the locally applied state; call `read_index` first for a linearizable read.
     pub fn read<R>(&self, f: impl FnOnce(&FederationState) -> R) -> R {
         f(&self.inner.shared.read().state)
     }
@@ -361,7 +603,11 @@ impl Store {
         &self,
         authorize: Authorize,
     ) -> hansa_proto::v1::raft_server::RaftServer<RaftGrpc> {
-        RaftGrpc::new(self.inner.raft.clone(), authorize).server()
+        self.raft_grpc(authorize).server()
+    }
+
+    pub(crate) fn raft_grpc(&self, authorize: Authorize) -> RaftGrpc {
+        RaftGrpc::new(self.inner.raft.clone(), self.inner.local.clone(), authorize)
     }
 
     pub fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
@@ -392,6 +638,10 @@ impl Store {
         info!("store closed");
         Ok(())
     }
+}
+
+fn unexpected(answer: &PeerAnswer) -> StoreError {
+    StoreError::Fatal(format!("unexpected answer from the leader: {answer:?}"))
 }
 
 async fn is_initialized(raft: &openraft::Raft<TypeConfig>) -> Result<bool, StoreError> {

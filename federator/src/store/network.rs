@@ -29,6 +29,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Response, Status};
 use tracing::debug;
 
+use super::peer::{Local, PeerRequest};
 use super::state::Command;
 use super::{NodeId, TypeConfig};
 
@@ -252,12 +253,21 @@ pub(crate) async fn forward_client_write(
 /// The server side of `hansa.v1.Raft`: hands peers' messages to the local Raft node.
 pub struct RaftGrpc {
     raft: openraft::Raft<TypeConfig>,
+    local: Arc<Local>,
     authorize: Authorize,
 }
 
 impl RaftGrpc {
-    pub(crate) fn new(raft: openraft::Raft<TypeConfig>, authorize: Authorize) -> RaftGrpc {
-        RaftGrpc { raft, authorize }
+    pub(crate) fn new(
+        raft: openraft::Raft<TypeConfig>,
+        local: Arc<Local>,
+        authorize: Authorize,
+    ) -> RaftGrpc {
+        RaftGrpc {
+            raft,
+            local,
+            authorize,
+        }
     }
 
     pub(crate) fn server(self) -> RaftServer<RaftGrpc> {
@@ -308,6 +318,11 @@ impl RaftService for RaftGrpc {
         let cmd: Command = self.accept(&request)?;
         let result: ClientWriteResult = self.raft.client_write(cmd).await;
         reply(&result)
+    }
+
+    async fn peer(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let peer_request: PeerRequest = self.accept(&request)?;
+        reply(&self.local.answer(peer_request).await)
     }
 }
 

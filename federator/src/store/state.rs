@@ -347,6 +347,7 @@ mod tests {
             available: Default::default(),
             health: ClusterHealth::Ready,
             cordoned: false,
+            taints: Vec::new(),
         }
     }
 

@@ -100,6 +100,29 @@ impl StateMachineStore {
     }
 }
 
+/// Writes `state` into a new state machine file, as the state before the first log entry
+/// (restoring a backup into a new control plane).
+pub(crate) async fn seed(
+    path: PathBuf,
+    state: FederationState,
+    open: mpsc::Sender<()>,
+) -> Result<(), StoreError> {
+    let file = DbFile::open(path, open).await?;
+    blocking(&file, move |file| {
+        let txn = file.db.begin_write().map_err(|e| file.error(e))?;
+        for table in [OBJECTS, META, SNAPSHOT] {
+            txn.open_table(table).map_err(|e| file.error(e))?;
+        }
+        let applied = Applied {
+            state,
+            ..Applied::default()
+        };
+        replace_all(file, &txn, &applied)?;
+        txn.commit().map_err(|e| file.error(e))
+    })
+    .await
+}
+
 /// Reads the whole state. A snapshot newer than the objects (which the write ordering should
 /// prevent) wins, since it is a complete committed state.
 fn load(file: &DbFile) -> Result<Applied, StoreError> {

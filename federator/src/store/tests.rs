@@ -62,6 +62,7 @@ fn cluster(name: &str) -> Cluster {
         available: Default::default(),
         health: ClusterHealth::Ready,
         cordoned: false,
+        taints: Vec::new(),
     }
 }
 
@@ -437,7 +438,7 @@ async fn the_raft_service_authorizes_first_and_takes_forwarded_writes() {
     let store = Store::open(config(dir.path())).await.unwrap();
     leading(&store).await;
     let deny: Authorize = Arc::new(|_| Err(tonic::Status::permission_denied("not a federator")));
-    let denied = RaftGrpc::new(store.raft().clone(), deny);
+    let denied = store.raft_grpc(deny);
     let cmd = Command::UpsertCluster {
         cluster: cluster("eu-1"),
     };
@@ -446,7 +447,7 @@ async fn the_raft_service_authorizes_first_and_takes_forwarded_writes() {
     assert!(store.read(|s| s.clusters.is_empty()));
 
     let allow: Authorize = Arc::new(|_| Ok(()));
-    let service = RaftGrpc::new(store.raft().clone(), allow);
+    let service = store.raft_grpc(allow);
     let malformed = service
         .client_write(tonic::Request::new(RaftPayload {
             json: b"{}".to_vec(),
@@ -467,7 +468,7 @@ async fn a_node_without_a_leader_answers_a_forwarded_write_with_forward_to_leade
     let mut cfg = config(dir.path());
     cfg.bootstrap = false;
     let store = Store::open(cfg).await.unwrap();
-    let service = RaftGrpc::new(store.raft().clone(), Arc::new(|_| Ok(())));
+    let service = store.raft_grpc(Arc::new(|_| Ok(())));
     let reply = service
         .client_write(payload(&Command::SetClusterHealth {
             name: "eu-1".into(),

@@ -1,8 +1,10 @@
-//! Runtimes run replicas: `process` (supervised child processes, the embedded default) and,
-//! later, `docker`. The scheduler speaks to them only through [`Runtime`]: a [`ReplicaSpec`]
+//! Runtimes run replicas: `process` (supervised child processes, the embedded default) and
+//! `docker` (containers on a Docker Engine); [`MultiRuntime`] offers both on one node. The scheduler speaks to them only through [`Runtime`]: a [`ReplicaSpec`]
 //! goes in, a [`ReplicaRecord`] comes out, and [`Runtime::list`] tells what runs — including
 //! replicas a previous agent started, so a restarted agent adopts instead of duplicating.
 
+pub mod docker;
+mod multi;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -15,7 +17,12 @@ use hansa_core::{Endpoint, EnvConvention, RuntimeKind, TaskTemplate, WorkloadKey
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub use docker::DockerRuntime;
+pub use multi::MultiRuntime;
 pub use process::ProcessRuntime;
+
+/// A replica's output, chunk by chunk; an error ends it.
+pub type LogStream = Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, String>> + Send>>;
 
 /// A boxed future, so that [`Runtime`] stays object-safe (`Arc<dyn Runtime>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -48,6 +55,49 @@ pub trait Runtime: Send + Sync {
     /// Bumps whenever a replica appears, changes its [`RunState`] (typically: it exited) or
     /// goes, so the scheduler reacts at once instead of at its next periodic pass.
     fn changes(&self) -> watch::Receiver<u64>;
+
+    /// The replica's output (stdout and stderr), the last `tail` lines of it (all if `None`),
+    /// then, with `follow`, what it writes until it stops.
+    fn logs<'a>(
+        &'a self,
+        id: &'a str,
+        follow: bool,
+        tail: Option<u32>,
+    ) -> BoxFuture<'a, Result<LogStream, RuntimeError>>;
+
+    /// Runs an exec health probe's `command` inside the replica and returns its exit code;
+    /// `None` when the runtime has no inside (the process runtime: the probe runs on the host,
+    /// in the replica's directory and environment).
+    fn exec<'a>(
+        &'a self,
+        id: &'a str,
+        command: &'a [String],
+    ) -> BoxFuture<'a, Option<Result<i64, String>>> {
+        let _ = (id, command);
+        Box::pin(async { None })
+    }
+}
+
+/// The last `tail` lines of `text` (all of it for `None`).
+pub fn tail_lines(text: &[u8], tail: Option<u32>) -> Vec<u8> {
+    let Some(tail) = tail else {
+        return text.to_vec();
+    };
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    let mut newlines = 0u32;
+    for (i, &byte) in body.iter().enumerate().rev() {
+        if byte == b'\n' {
+            newlines += 1;
+            if newlines == tail {
+                return text[i + 1..].to_vec();
+            }
+        }
+    }
+    if tail == 0 {
+        Vec::new()
+    } else {
+        text.to_vec()
+    }
 }
 
 /// What the scheduler asks a runtime to start.
@@ -192,6 +242,10 @@ pub enum RuntimeHandle {
         /// later one that reused its pid.
         start_ticks: u64,
     },
+    Docker {
+        /// The container's name, `hansa-<cluster>-<replica>`.
+        container: String,
+    },
 }
 
 /// Whether a replica's processes run.
@@ -219,6 +273,25 @@ pub enum RuntimeError {
     ImageNotSupported { runtime: RuntimeKind, image: String },
     #[error("the template has no command: set command (and args)")]
     NoCommand,
+    #[error(
+        "the docker runtime needs an image: set the template's image, or use the process runtime"
+    )]
+    NoImage,
+    #[error("no {0} runtime on this cluster (it offers {1}); set the template's image accordingly or enable that runtime in the agent's runtimes")]
+    RuntimeMissing(RuntimeKind, String),
+    #[error("image {image} is not present on the node and imagePullPolicy is Never: load it (docker load / docker import) or allow pulls")]
+    ImageAbsent { image: String },
+    #[error("cannot pull image {image}: {message}")]
+    ImagePull {
+        image: String,
+        message: String,
+        /// Whether an older copy is present (used by `Always` when the pull fails).
+        present: bool,
+    },
+    #[error("docker: cannot {action}: {message}")]
+    Docker { action: String, message: String },
+    #[error("no replica {0} on this node")]
+    UnknownReplica(String),
     #[error("replica {0} is already running")]
     AlreadyRunning(String),
     #[error("cannot start {program}: {source}")]
@@ -350,6 +423,17 @@ mod tests {
         assert_eq!(endpoints[1].address, "127.0.1.1");
         assert_eq!(endpoints[1].port, 31001);
         assert_eq!(endpoints[1].protocol, Protocol::Udp);
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let text = b"one\ntwo\nthree\n";
+        assert_eq!(tail_lines(text, None), text);
+        assert_eq!(tail_lines(text, Some(2)), b"two\nthree\n");
+        assert_eq!(tail_lines(text, Some(3)), text);
+        assert_eq!(tail_lines(text, Some(9)), text);
+        assert_eq!(tail_lines(text, Some(0)), b"");
+        assert_eq!(tail_lines(b"a\nno newline", Some(1)), b"no newline");
     }
 
     #[test]

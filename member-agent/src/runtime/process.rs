@@ -22,8 +22,10 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use futures::StreamExt;
+
 use super::{
-    BoxFuture, ReplicaInfo, ReplicaRecord, ReplicaSpec, RunState, Runtime, RuntimeError,
+    BoxFuture, LogStream, ReplicaInfo, ReplicaRecord, ReplicaSpec, RunState, Runtime, RuntimeError,
     RuntimeHandle,
 };
 use crate::state;
@@ -36,6 +38,8 @@ const ADOPTED_POLL: Duration = Duration::from_millis(500);
 /// How long a stop waits after SIGKILL before it reports the group as stuck.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 const STOP_POLL: Duration = Duration::from_millis(20);
+/// How often a followed replica's log files are checked for more output.
+const LOG_POLL: Duration = Duration::from_millis(200);
 
 pub struct ProcessRuntime {
     inner: Arc<Inner>,
@@ -133,6 +137,90 @@ impl Runtime for ProcessRuntime {
     fn changes(&self) -> watch::Receiver<u64> {
         self.inner.changes.subscribe()
     }
+
+    fn logs<'a>(
+        &'a self,
+        id: &'a str,
+        follow: bool,
+        tail: Option<u32>,
+    ) -> BoxFuture<'a, Result<LogStream, RuntimeError>> {
+        Box::pin(async move {
+            self.inner.ensure_scanned().await;
+            let dir = state::replica_dir(&self.inner.data_dir, id).map_err(|source| {
+                RuntimeError::Record {
+                    id: id.to_string(),
+                    source,
+                }
+            })?;
+            let files = [dir.join("stdout.log"), dir.join("stderr.log")];
+            if !files.iter().any(|f| f.exists()) {
+                return Err(RuntimeError::UnknownReplica(id.to_string()));
+            }
+            // What is there now: stdout's tail, then stderr's (the files do not record how
+            // their lines interleaved).
+            let mut head = Vec::new();
+            let mut offsets = [0u64; 2];
+            for (file, offset) in files.iter().zip(&mut offsets) {
+                let text = tokio::fs::read(file).await.unwrap_or_default();
+                *offset = text.len() as u64;
+                head.extend(super::tail_lines(&text, tail));
+            }
+            let head = futures::stream::iter((!head.is_empty()).then_some(Ok(head)));
+            if !follow {
+                return Ok(Box::pin(head) as LogStream);
+            }
+            let inner = Arc::downgrade(&self.inner);
+            let id = id.to_string();
+            let more = futures::stream::unfold(
+                (files, offsets, false),
+                move |(files, mut offsets, done)| {
+                    let inner = inner.clone();
+                    let id = id.clone();
+                    async move {
+                        if done {
+                            return None;
+                        }
+                        loop {
+                            let mut chunk = Vec::new();
+                            for (file, offset) in files.iter().zip(&mut offsets) {
+                                chunk.extend(read_from(file, offset).await);
+                            }
+                            let running = inner.upgrade().is_some_and(|inner| {
+                                inner
+                                    .lock()
+                                    .entries
+                                    .get(&id)
+                                    .is_some_and(|e| e.run == RunState::Running)
+                            });
+                            if !chunk.is_empty() || !running {
+                                // Once it stopped, what it wrote last is the last chunk.
+                                return Some((Ok(chunk), (files, offsets, !running)));
+                            }
+                            tokio::time::sleep(LOG_POLL).await;
+                        }
+                    }
+                },
+            )
+            .filter(|chunk| std::future::ready(!matches!(chunk, Ok(c) if c.is_empty())));
+            Ok(Box::pin(head.chain(more)) as LogStream)
+        })
+    }
+}
+
+/// What `path` holds past `offset`; advances `offset`.
+async fn read_from(path: &Path, offset: &mut u64) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let Ok(mut file) = tokio::fs::File::open(path).await else {
+        return Vec::new();
+    };
+    if file.seek(std::io::SeekFrom::Start(*offset)).await.is_err() {
+        return Vec::new();
+    }
+    let mut buf = Vec::new();
+    if file.read_to_end(&mut buf).await.is_ok() {
+        *offset += buf.len() as u64;
+    }
+    buf
 }
 
 impl Entry {
@@ -144,9 +232,10 @@ impl Entry {
         }
     }
 
-    fn process(&self) -> (u32, u64) {
+    fn process(&self) -> Option<(u32, u64)> {
         match self.record.handle {
-            RuntimeHandle::Process { pid, start_ticks } => (pid, start_ticks),
+            RuntimeHandle::Process { pid, start_ticks } => Some((pid, start_ticks)),
+            RuntimeHandle::Docker { .. } => None,
         }
     }
 }
@@ -194,7 +283,9 @@ impl Inner {
             if self.lock().entries.contains_key(&record.id) {
                 continue;
             }
-            let RuntimeHandle::Process { pid, start_ticks } = record.handle;
+            let RuntimeHandle::Process { pid, start_ticks } = record.handle else {
+                continue;
+            };
             if process_alive(pid, start_ticks) {
                 tracing::info!(replica = %record.id, pid, "adopting a running replica");
                 let mut table = self.lock();
@@ -331,7 +422,7 @@ impl Inner {
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
-        let Some((pid, start_ticks)) = self.lock().entries.get(id).map(Entry::process) else {
+        let Some((pid, start_ticks)) = self.lock().entries.get(id).and_then(Entry::process) else {
             return Ok(());
         };
         terminate_group(id, pid, start_ticks, grace).await?;
@@ -675,6 +766,47 @@ mod tests {
         assert!(!replica.exists());
     }
 
+    async fn collect(mut stream: LogStream) -> String {
+        let mut text = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            text.extend(chunk.unwrap());
+        }
+        String::from_utf8(text).unwrap()
+    }
+
+    #[tokio::test]
+    async fn logs_are_read_tailed_and_followed_until_the_replica_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = ProcessRuntime::new(dir.path());
+        assert!(matches!(
+            runtime.logs("t-000005", false, None).await,
+            Err(RuntimeError::UnknownReplica(_))
+        ));
+        runtime
+            .start(sh_spec(
+                "t-000005",
+                "echo one; echo two; echo oops >&2; while [ ! -e go ]; do sleep 0.05; done; echo three",
+            ))
+            .await
+            .unwrap();
+        let stderr = dir.path().join("replicas/t-000005/stderr.log");
+        wait_for("the first output", || {
+            std::fs::read_to_string(&stderr).is_ok_and(|t| t == "oops\n")
+        })
+        .await;
+        let all = collect(runtime.logs("t-000005", false, None).await.unwrap()).await;
+        assert_eq!(all, "one\ntwo\noops\n");
+        let last = collect(runtime.logs("t-000005", false, Some(1)).await.unwrap()).await;
+        assert_eq!(last, "two\noops\n", "the tail of each stream");
+
+        let followed = runtime.logs("t-000005", true, Some(0)).await.unwrap();
+        std::fs::write(dir.path().join("replicas/t-000005/go"), "").unwrap();
+        let text = tokio::time::timeout(Duration::from_secs(10), collect(followed))
+            .await
+            .expect("following ends when the replica exits");
+        assert_eq!(text, "three\n");
+    }
+
     #[tokio::test]
     async fn stop_escalates_to_sigkill_for_the_whole_group() {
         let dir = tempfile::tempdir().unwrap();
@@ -689,7 +821,9 @@ mod tests {
             .unwrap();
         let started = dir.path().join("replicas/t-000002/started");
         wait_for("the shell to start its child", || started.exists()).await;
-        let RuntimeHandle::Process { pid, start_ticks } = record.handle;
+        let RuntimeHandle::Process { pid, start_ticks } = record.handle else {
+            panic!("a process handle");
+        };
         assert!(group_alive(pid, start_ticks));
         runtime
             .stop("t-000002", Duration::from_millis(200))

@@ -125,6 +125,11 @@ impl SchedulerHandle {
         self.shared.changes.subscribe()
     }
 
+    /// The runtime the scheduler drives (for `hansa logs`).
+    pub fn runtime(&self) -> Arc<dyn Runtime> {
+        self.shared.runtime.clone()
+    }
+
     pub fn allocatable(&self) -> Resources {
         self.shared.allocatable
     }

@@ -502,6 +502,10 @@ impl Scheduler {
                     .collect(),
                 env: spec.environment(),
                 cwd: state::replica_dir(&self.config.data_dir, &id).ok(),
+                inside: template.image.is_some().then(|| health::Inside {
+                    runtime: self.shared.runtime.clone(),
+                    replica: id.clone(),
+                }),
             };
             let ran_for = Duration::from_millis(now_ms.saturating_sub(replica.started_at_ms));
             let grace = Duration::from_secs(u64::from(check.grace_seconds)).saturating_sub(ran_for);

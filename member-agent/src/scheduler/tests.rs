@@ -107,7 +107,9 @@ impl Agent {
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("the runtime does not know {id}"));
-        let RuntimeHandle::Process { pid, start_ticks } = info.record.handle;
+        let RuntimeHandle::Process { pid, start_ticks } = info.record.handle else {
+            panic!("a process handle");
+        };
         (pid, start_ticks)
     }
 }
@@ -127,7 +129,9 @@ impl Drop for Reaper {
             let Ok(record) = serde_json::from_slice::<ReplicaRecord>(&bytes) else {
                 continue;
             };
-            let RuntimeHandle::Process { pid, start_ticks } = record.handle;
+            let RuntimeHandle::Process { pid, start_ticks } = record.handle else {
+                panic!("a process handle");
+            };
             if let (true, Ok(raw)) = (process_alive(pid, start_ticks), i32::try_from(pid)) {
                 let _ = signal::killpg(Pid::from_raw(raw), Signal::SIGKILL);
             }

@@ -3,5 +3,8 @@
 
 mod bad_input;
 mod dev;
+mod dns;
+mod docker;
+mod ha;
 mod lifecycle;
 mod refusals;

@@ -96,12 +96,14 @@ fn reads_every_field() {
                 success_threshold: 2,
             }),
             env_convention: EnvConvention::Hansa,
+            image_pull_policy: Default::default(),
         },
         placement: PlacementSpec {
             cluster_affinity: Some(ClusterAffinity {
                 cluster_names: names(&["eu-1", "us-1"]),
                 exclude: names(&["ap-1"]),
                 match_labels: BTreeMap::from([("tier".into(), "gold".into())]),
+                ..Default::default()
             }),
             replica_scheduling: ReplicaScheduling::Divided {
                 weighting: Weighting::Static {
@@ -124,6 +126,7 @@ fn reads_every_field() {
                 },
             },
             constraints: vec![names(&["region", "UNIQUE"])],
+            ..Default::default()
         },
         service: Some(ServiceSpec {
             name: "web".into(),
@@ -177,7 +180,7 @@ fn unknown_fields_are_errors_with_their_path() {
     );
     assert_eq!(
         parse_err("web.yaml", &content),
-        ["web.yaml doc 1: spec.template.imagee: unknown field `imagee`, expected one of `image`, `command`, `args`, `env`, `ports`, `resources`, `healthCheck`"]
+        ["web.yaml doc 1: spec.template.imagee: unknown field `imagee`, expected one of `image`, `command`, `args`, `env`, `ports`, `resources`, `healthCheck`, `imagePullPolicy`"]
     );
 }
 

@@ -1,0 +1,155 @@
+//! Several runtimes on one node: a template with an image goes to `docker`, one without to
+//! `process`. Replica ids are unique across them (the scheduler makes them), so a stop or an
+//! inspect asks each runtime in turn.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hansa_core::RuntimeKind;
+use tokio::sync::watch;
+
+use super::{BoxFuture, LogStream, ReplicaInfo, ReplicaRecord, ReplicaSpec, Runtime, RuntimeError};
+
+pub struct MultiRuntime {
+    runtimes: Vec<Arc<dyn Runtime>>,
+    changes: watch::Sender<u64>,
+}
+
+impl MultiRuntime {
+    /// Offers every runtime of `runtimes` (at most one per kind; the first is the default
+    /// kind). Must be called within a Tokio runtime: it forwards their change notifications.
+    pub fn new(runtimes: Vec<Arc<dyn Runtime>>) -> Self {
+        let changes = watch::channel(0).0;
+        for runtime in &runtimes {
+            let mut source = runtime.changes();
+            let sink = changes.clone();
+            tokio::spawn(async move {
+                while source.changed().await.is_ok() {
+                    sink.send_modify(|n: &mut u64| *n = n.wrapping_add(1));
+                }
+            });
+        }
+        Self { runtimes, changes }
+    }
+
+    /// The kinds offered, in order.
+    pub fn kinds(&self) -> Vec<RuntimeKind> {
+        self.runtimes.iter().map(|r| r.kind()).collect()
+    }
+
+    fn for_kind(&self, kind: RuntimeKind) -> Result<&Arc<dyn Runtime>, RuntimeError> {
+        self.runtimes
+            .iter()
+            .find(|r| r.kind() == kind)
+            .ok_or_else(|| {
+                let offered: Vec<String> = self.kinds().iter().map(ToString::to_string).collect();
+                RuntimeError::RuntimeMissing(kind, offered.join(", "))
+            })
+    }
+
+    /// The runtime that runs replica `id`, if any does.
+    async fn holder(&self, id: &str) -> Result<Option<&Arc<dyn Runtime>>, RuntimeError> {
+        for runtime in &self.runtimes {
+            if runtime.inspect(id).await?.is_some() {
+                return Ok(Some(runtime));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Runtime for MultiRuntime {
+    fn kind(&self) -> RuntimeKind {
+        self.runtimes
+            .first()
+            .map_or(RuntimeKind::Process, |r| r.kind())
+    }
+
+    fn start(&self, spec: ReplicaSpec) -> BoxFuture<'_, Result<ReplicaRecord, RuntimeError>> {
+        Box::pin(async move {
+            let runtime = self.for_kind(spec.template.runtime_kind())?;
+            runtime.start(spec).await
+        })
+    }
+
+    fn stop<'a>(&'a self, id: &'a str, grace: Duration) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            for runtime in &self.runtimes {
+                runtime.stop(id, grace).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            for runtime in &self.runtimes {
+                runtime.remove(id).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ReplicaInfo>, RuntimeError>> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            for runtime in &self.runtimes {
+                all.extend(runtime.list().await?);
+            }
+            Ok(all)
+        })
+    }
+
+    fn inspect<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ReplicaInfo>, RuntimeError>> {
+        Box::pin(async move {
+            for runtime in &self.runtimes {
+                if let Some(info) = runtime.inspect(id).await? {
+                    return Ok(Some(info));
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn logs<'a>(
+        &'a self,
+        id: &'a str,
+        follow: bool,
+        tail: Option<u32>,
+    ) -> BoxFuture<'a, Result<LogStream, RuntimeError>> {
+        Box::pin(async move {
+            if let Some(runtime) = self.holder(id).await? {
+                return runtime.logs(id, follow, tail).await;
+            }
+            // A replica in backoff runs nowhere; the runtime that kept its output answers.
+            for runtime in &self.runtimes {
+                match runtime.logs(id, follow, tail).await {
+                    Err(RuntimeError::UnknownReplica(_)) => continue,
+                    other => return other,
+                }
+            }
+            Err(RuntimeError::UnknownReplica(id.to_string()))
+        })
+    }
+
+    fn exec<'a>(
+        &'a self,
+        id: &'a str,
+        command: &'a [String],
+    ) -> BoxFuture<'a, Option<Result<i64, String>>> {
+        Box::pin(async move {
+            match self.holder(id).await {
+                Ok(Some(runtime)) => runtime.exec(id, command).await,
+                Ok(None) => None,
+                Err(e) => Some(Err(e.to_string())),
+            }
+        })
+    }
+}

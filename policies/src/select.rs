@@ -1,0 +1,413 @@
+//! The select and divide phases over the clusters that passed the filter: ordered fallback
+//! affinity groups (and overflow between them), spread constraints with min/max groups, then
+//! the replica division of the workload's scheduling mode.
+
+use std::collections::BTreeMap;
+
+use hansa_core::{ReplicaScheduling, Workload};
+
+use crate::constraints::{Attr, GroupRule};
+use crate::divide::{self, Grouping, Share};
+use crate::filter::{Filter, Needs};
+use crate::{Considered, Verdict};
+
+/// What one candidate set decided: replicas per considered index, clusters left out.
+#[derive(Default)]
+struct SetResult {
+    counts: Vec<(usize, u32)>,
+    dropped: Vec<(usize, Filter)>,
+}
+
+impl SetResult {
+    fn placed(&self) -> u64 {
+        self.counts.iter().map(|(_, n)| u64::from(*n)).sum()
+    }
+}
+
+/// Runs selection and division; turns `Selected` verdicts into counts (or into `Filtered`
+/// when a group or spread rule leaves a cluster out).
+pub(crate) fn run(needs: &Needs<'_>, considered: &mut [Considered<'_>]) {
+    let workload = needs.workload;
+    let eligible: Vec<usize> = (0..considered.len())
+        .filter(|&i| matches!(considered[i].verdict, Verdict::Selected { .. }))
+        .collect();
+    let groups = &workload.placement.cluster_affinities;
+    let mut results = Vec::new();
+    if groups.is_empty() {
+        results.push(solve_set(needs, considered, &eligible, workload.replicas));
+    } else {
+        let n = considered.len();
+        let members: Vec<Vec<usize>> = groups
+            .iter()
+            .map(|g| {
+                eligible
+                    .iter()
+                    .copied()
+                    .filter(|&i| crate::filter::selects(&g.affinity, considered[i].cluster).is_ok())
+                    .collect()
+            })
+            .collect();
+        // member_of[g][i]: cluster i is in group g.
+        let member_of: Vec<Vec<bool>> = members
+            .iter()
+            .map(|m| {
+                let mut v = vec![false; n];
+                for &i in m {
+                    v[i] = true;
+                }
+                v
+            })
+            .collect();
+        let duplicated = workload.placement.replica_scheduling == ReplicaScheduling::Duplicated;
+        let mut used: Vec<usize> = Vec::new();
+        if workload.placement.overflow && !duplicated {
+            let mut remaining = workload.replicas;
+            let mut taken = vec![false; n];
+            for (g, m) in members.iter().enumerate() {
+                if remaining == 0 {
+                    break;
+                }
+                let fresh: Vec<usize> = m.iter().copied().filter(|&i| !taken[i]).collect();
+                let r = solve_set(needs, considered, &fresh, remaining);
+                remaining -= u32::try_from(r.placed()).unwrap_or(remaining);
+                for &i in &fresh {
+                    taken[i] = true;
+                }
+                used.push(g);
+                results.push(r);
+            }
+        } else {
+            let tried: Vec<SetResult> = members
+                .iter()
+                .map(|m| solve_set(needs, considered, m, workload.replicas))
+                .collect();
+            let complete = |r: &SetResult, m: &Vec<usize>| {
+                !m.is_empty() && unplaced(workload, r, m.len()) == 0
+            };
+            let chosen = (0..tried.len())
+                .find(|&g| complete(&tried[g], &members[g]))
+                .or_else(|| {
+                    (0..tried.len())
+                        .rev()
+                        .max_by_key(|&g| tried[g].placed())
+                        .filter(|&g| tried[g].placed() > 0)
+                })
+                .unwrap_or(0);
+            used.push(chosen);
+            results.extend(tried.into_iter().nth(chosen));
+        }
+        // Clusters outside the groups in use.
+        let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        let in_use: Vec<&str> = used.iter().map(|&g| names[g]).collect();
+        for &i in &eligible {
+            if let Some(g) = used.iter().find(|&&g| member_of[g][i]).copied() {
+                if let Verdict::Selected { note, .. } = &mut considered[i].verdict {
+                    push_note(note, &format!("clusterAffinities group {}", names[g]));
+                }
+                continue;
+            }
+            let reason = match member_of.iter().position(|m| m[i]) {
+                Some(g) => format!(
+                    "in clusterAffinities group {}, not used: {} takes the workload",
+                    names[g],
+                    in_use.join(" + ")
+                ),
+                None => format!("in no clusterAffinities group ({})", names.join(", ")),
+            };
+            drop(&mut considered[i], Filter::AffinityGroup { reason });
+        }
+    }
+    for r in results {
+        for (i, filter) in r.dropped {
+            drop(&mut considered[i], filter);
+        }
+        for (i, n) in r.counts {
+            if let Verdict::Selected { replicas, .. } = &mut considered[i].verdict {
+                *replicas = n;
+            }
+        }
+    }
+}
+
+/// Leaves a cluster out. One that could only keep what it runs reports that rule instead:
+/// with nothing running it would have been filtered there, and solving again must agree.
+fn drop(considered: &mut Considered<'_>, filter: Filter) {
+    let filter = match &considered.verdict {
+        Verdict::Selected {
+            keeps_only: Some(first),
+            ..
+        } => first.clone(),
+        _ => filter,
+    };
+    considered.verdict = Verdict::Filtered(filter);
+}
+
+fn push_note(note: &mut String, more: &str) {
+    if !note.is_empty() {
+        note.push_str("; ");
+    }
+    note.push_str(more);
+}
+
+fn unplaced(workload: &Workload, r: &SetResult, members: usize) -> u64 {
+    let desired = match workload.placement.replica_scheduling {
+        ReplicaScheduling::Duplicated => {
+            u64::from(workload.replicas) * u64::try_from(r.counts.len().max(members)).unwrap_or(0)
+        }
+        _ => u64::from(workload.replicas),
+    };
+    desired.saturating_sub(r.placed())
+}
+
+fn share(considered: &Considered<'_>) -> (Share, bool) {
+    match &considered.verdict {
+        Verdict::Selected { share, .. } => (*share, share.avoid),
+        Verdict::Filtered(_) => (Share::default(), false),
+    }
+}
+
+/// Spread rules, then division, over `members` (indices into `considered`, name order).
+fn solve_set(
+    needs: &Needs<'_>,
+    considered: &[Considered<'_>],
+    members: &[usize],
+    total: u32,
+) -> SetResult {
+    let workload = needs.workload;
+    let placement = &workload.placement;
+    let mut rules: Vec<GroupRule> = placement
+        .spread_constraints
+        .iter()
+        .map(|s| GroupRule {
+            attr: Attr::of_spread(&s.spread_by),
+            cap: None,
+            balance: s.max_skew.is_some(),
+            min_groups: s.min_groups,
+            max_groups: s.max_groups,
+            max_skew: s.max_skew,
+            written: s.spread_by.to_string(),
+        })
+        .collect();
+    rules.extend(needs.constraints.groups.iter().cloned());
+    let mut result = SetResult::default();
+    let mut members: Vec<usize> = members.to_vec();
+    for rule in &rules {
+        let (kept, dropped) = select_groups(rule, considered, &members, total);
+        result.dropped.extend(dropped);
+        members = kept;
+    }
+    let shares: Vec<(Share, bool)> = members.iter().map(|&i| share(&considered[i])).collect();
+    let counts: Vec<u32> = match placement.replica_scheduling {
+        ReplicaScheduling::Duplicated => {
+            // Every cluster runs its own copies: PreferNoSchedule clusters only when no
+            // other cluster can run them.
+            if shares.iter().any(|(_, avoid)| !avoid) {
+                let (kept, avoided): (Vec<usize>, Vec<usize>) =
+                    members.iter().partition(|&&i| !share(&considered[i]).1);
+                for i in avoided {
+                    if let Verdict::Selected {
+                        avoided: Some(taint),
+                        ..
+                    } = &considered[i].verdict
+                    {
+                        let taint = taint.clone();
+                        result.dropped.push((i, Filter::Avoided { taint }));
+                    }
+                }
+                members = kept;
+            }
+            members
+                .iter()
+                .map(|&i| workload.replicas.min(share(&considered[i]).0.fits))
+                .collect()
+        }
+        _ => {
+            let groupings: Vec<Grouping> = rules
+                .iter()
+                .filter(|r| r.cap.is_some() || r.balance)
+                .map(|r| grouping(r, considered, &members))
+                .collect();
+            // Clusters that only keep what they run are pinned to it (in name order while
+            // the total allows); the others divide the rest.
+            let mut remaining = total;
+            let pinned: Vec<u32> = shares
+                .iter()
+                .map(|(s, _)| {
+                    let n = if s.pinned && s.weight > 0 {
+                        s.fits.min(remaining)
+                    } else {
+                        0
+                    };
+                    remaining -= n;
+                    n
+                })
+                .collect();
+            let total = remaining;
+            let shares: Vec<Share> = shares
+                .iter()
+                .map(|(s, _)| {
+                    if s.pinned {
+                        Share { weight: 0, ..*s }
+                    } else {
+                        *s
+                    }
+                })
+                .collect();
+            let counts: Vec<u32> = if !groupings.is_empty() || placement.min_per_cluster > 0 {
+                divide::greedy(total, &shares, placement.min_per_cluster, &groupings)
+            } else {
+                // PreferNoSchedule clusters take only what the others cannot.
+                let mut counts = vec![0u32; members.len()];
+                let mut remaining = total;
+                for tier in [false, true] {
+                    let tiered: Vec<Share> = shares
+                        .iter()
+                        .map(|s| {
+                            if s.avoid == tier {
+                                *s
+                            } else {
+                                Share { weight: 0, ..*s }
+                            }
+                        })
+                        .collect();
+                    let got = match placement.replica_scheduling {
+                        ReplicaScheduling::Aggregated => divide::aggregated(remaining, &tiered),
+                        _ => divide::divided(remaining, &tiered),
+                    };
+                    for (c, n) in counts.iter_mut().zip(&got) {
+                        *c += n;
+                    }
+                    remaining -= got.iter().sum::<u32>().min(remaining);
+                }
+                counts
+            };
+            counts.iter().zip(pinned).map(|(c, p)| c + p).collect()
+        }
+    };
+    result.counts = members.into_iter().zip(counts).collect();
+    result
+}
+
+fn grouping(rule: &GroupRule, considered: &[Considered<'_>], members: &[usize]) -> Grouping {
+    let mut ids: BTreeMap<&str, usize> = BTreeMap::new();
+    let of = members
+        .iter()
+        .map(|&i| {
+            let value = rule.attr.value(considered[i].cluster).unwrap_or("");
+            let next = ids.len();
+            *ids.entry(value).or_insert(next)
+        })
+        .collect();
+    Grouping {
+        of,
+        groups: ids.len(),
+        cap: rule.cap,
+        balance: rule.balance,
+    }
+}
+
+/// Applies a rule's min/max groups: which members stay, and why the others are left out.
+fn select_groups(
+    rule: &GroupRule,
+    considered: &[Considered<'_>],
+    members: &[usize],
+    total: u32,
+) -> (Vec<usize>, Vec<(usize, Filter)>) {
+    let mut dropped = Vec::new();
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for &i in members {
+        match rule.attr.value(considered[i].cluster) {
+            Some(v) => groups.entry(v).or_default().push(i),
+            None => dropped.push((
+                i,
+                Filter::Spread {
+                    reason: format!(
+                        "has no {}, which {} spreads by",
+                        attr_name(&rule.attr),
+                        rule.written
+                    ),
+                },
+            )),
+        }
+    }
+    let found = u32::try_from(groups.len()).unwrap_or(u32::MAX);
+    if found < rule.min_groups {
+        let available: Vec<&str> = groups.keys().copied().collect();
+        let reason = format!(
+            "{} needs minGroups {}: only {found} {} available ({})",
+            rule.written,
+            rule.min_groups,
+            attr_name(&rule.attr),
+            available.join(", ")
+        );
+        for i in groups.into_values().flatten() {
+            dropped.push((
+                i,
+                Filter::Spread {
+                    reason: reason.clone(),
+                },
+            ));
+        }
+        return (Vec::new(), dropped);
+    }
+    // Nothing to place: no group needs to be chosen.
+    let Some(max) = rule.max_groups.filter(|&max| found > max && total > 0) else {
+        let mut kept: Vec<usize> = groups.into_values().flatten().collect();
+        kept.sort_unstable();
+        return (kept, dropped);
+    };
+    // Keep the roomiest groups (room counted up to the replicas wanted, so that roomy groups
+    // tie and the order stays put as capacity moves), then by value.
+    let mut ranked: Vec<(&str, u64)> = groups
+        .iter()
+        .map(|(v, is)| {
+            let room: u64 = is
+                .iter()
+                .map(|&i| share(&considered[i]).0)
+                .filter(|s| s.weight > 0)
+                .map(|s| u64::from(s.fits.min(total)))
+                .sum();
+            (*v, room.min(u64::from(total)))
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut keep: Vec<&str> = ranked
+        .iter()
+        .take(usize::try_from(max).unwrap_or(usize::MAX))
+        .map(|r| r.0)
+        .collect();
+    keep.sort_unstable();
+    let mut kept = Vec::new();
+    for (v, is) in groups {
+        if keep.contains(&v) {
+            kept.extend(is);
+        } else {
+            let reason = format!(
+                "{} {v} not among the {max} chosen by {} (maxGroups {max}: {})",
+                attr_name(&rule.attr),
+                rule.written,
+                keep.join(", ")
+            );
+            dropped.extend(is.into_iter().map(|i| {
+                (
+                    i,
+                    Filter::Spread {
+                        reason: reason.clone(),
+                    },
+                )
+            }));
+        }
+    }
+    kept.sort_unstable();
+    (kept, dropped)
+}
+
+fn attr_name(attr: &Attr) -> String {
+    match attr {
+        Attr::Name => "cluster".to_string(),
+        Attr::Region => "region".to_string(),
+        Attr::Zone => "zone".to_string(),
+        Attr::Provider => "provider".to_string(),
+        Attr::Label(key) => format!("label {key}"),
+    }
+}

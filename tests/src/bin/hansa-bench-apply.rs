@@ -1,0 +1,608 @@
+//! `hansa-bench-apply`: throughput and latency of `apply` on a 3-federator loopback control
+//! plane (fsync on), side by side with etcd 3.4 (Debian's `etcd-server`) as 3 members on
+//! loopback, plus leader failover (kill -9 to the first accepted write) for both.
+//!
+//! ```sh
+//! cargo build --release --bins && target/release/hansa-bench-apply
+//! ```
+//!
+//! Both sides get the same load: N clients, each with its own connection to one of the three
+//! members (client k to member k mod 3), each sending its next request as soon as the last one
+//! returned. Hansa: the Federation Apply RPC with a ~256-byte workload manifest, over mutual
+//! TLS. etcd: puts of a 16-byte key and a 256-byte value through the `etcd-client` crate
+//! (etcd's native gRPC API; plaintext on loopback, as etcd's own benchmarks run).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::future::BoxFuture;
+use hansa_federator::security::{TlsFiles, TlsMaterial};
+use hansa_proto::v1::admin_client::AdminClient;
+use hansa_proto::v1::federation_client::FederationClient;
+use hansa_proto::v1::{ApplyRequest, ListFederatorsRequest, ManifestFile};
+use tonic::transport::Channel;
+
+/// Operation: (client index, sequence number) -> done or failed.
+type Op = Arc<dyn Fn(usize, u64) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+const MEMBERS: usize = 3;
+
+fn seconds(var: &str, default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+fn exe_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Proc {
+    fn spawn(mut command: Command, log: &Path) -> anyhow::Result<Proc> {
+        let file = std::fs::File::create(log)?;
+        let child = command
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawn {command:?}"))?;
+        Ok(Proc(child))
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    ops: usize,
+    errors: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Stats {
+    fn per_second(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i]
+    }
+}
+
+/// `clients` loops of `op` for `duration`, after a short warm-up.
+async fn drive(op: Op, clients: usize, duration: Duration) -> Stats {
+    let warmup = Duration::from_millis(500);
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0;
+                let mut seq = 0u64;
+                loop {
+                    let sent = Instant::now();
+                    if sent >= end {
+                        break;
+                    }
+                    let result = op(client, seq).await;
+                    seq += 1;
+                    if sent < measure_from {
+                        continue;
+                    }
+                    match result {
+                        Ok(()) => latencies.push(sent.elapsed()),
+                        Err(_) => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut stats = Stats::default();
+    for task in tasks {
+        if let Ok((latencies, errors)) = task.await {
+            stats.latencies.extend(latencies);
+            stats.errors += errors;
+        }
+    }
+    stats.elapsed = duration;
+    stats.ops = stats.latencies.len();
+    stats.latencies.sort_unstable();
+    stats
+}
+
+/// Tries `attempt` (each try bounded by 300 ms) until it succeeds; how long that took.
+async fn first_success(
+    attempt: impl Fn(u64) -> BoxFuture<'static, Result<(), String>>,
+) -> Duration {
+    let start = Instant::now();
+    let mut seq = 0;
+    loop {
+        seq += 1;
+        let tried = tokio::time::timeout(Duration::from_millis(300), attempt(seq)).await;
+        if matches!(tried, Ok(Ok(()))) {
+            return start.elapsed();
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+// ------------------------------------------------------------------------------------------
+// Hansa
+
+struct Hansa {
+    dir: PathBuf,
+    apis: Vec<String>,
+    configs: Vec<PathBuf>,
+    processes: Vec<Option<Proc>>,
+    tls: TlsMaterial,
+}
+
+fn hansa_cli(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(exe_dir().join("hansa")).args(args).output()?;
+    if !out.status.success() {
+        bail!("hansa {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+impl Hansa {
+    fn start(dir: &Path) -> anyhow::Result<Hansa> {
+        let pki = dir.join("pki");
+        let pki_s = pki.to_str().context("utf-8 path")?;
+        hansa_cli(&[
+            "certs",
+            "init",
+            "--dir",
+            pki_s,
+            "--trust-domain",
+            "bench.hansa.test",
+        ])?;
+        hansa_cli(&["certs", "issue", "--dir", pki_s, "user", "bench"])?;
+        let apis: Vec<String> = (0..MEMBERS)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peers: Vec<String> = (0..MEMBERS)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peer_list: Vec<String> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{{ id = {}, url = \"https://{p}\" }}", i + 1))
+            .collect();
+        let mut configs = Vec::new();
+        for i in 0..MEMBERS {
+            let name = format!("fed-{}", i + 1);
+            hansa_cli(&["certs", "issue", "--dir", pki_s, "federator", &name])?;
+            let config = dir.join(format!("{name}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "name = \"{name}\"\nnode_id = {}\nlisten = \"{}\"\npeer_listen = \"{}\"\ndata_dir = \"{}\"\npeers = [{}]\n[tls]\nca = \"{pki_s}/ca.crt\"\ncert = \"{pki_s}/federator-{name}.crt\"\nkey = \"{pki_s}/federator-{name}.key\"\n",
+                    i + 1,
+                    apis[i],
+                    peers[i],
+                    dir.join(format!("{name}-data")).display(),
+                    peer_list.join(", ")
+                ),
+            )?;
+            configs.push(config);
+        }
+        let tls = TlsMaterial::load(&TlsFiles {
+            ca: pki.join("ca.crt"),
+            cert: pki.join("user-bench.crt"),
+            key: pki.join("user-bench.key"),
+        })?;
+        let mut hansa = Hansa {
+            dir: dir.to_path_buf(),
+            apis,
+            configs,
+            processes: Vec::new(),
+            tls,
+        };
+        for i in 0..MEMBERS {
+            let process = hansa.spawn(i)?;
+            hansa.processes.push(Some(process));
+        }
+        Ok(hansa)
+    }
+
+    fn spawn(&self, i: usize) -> anyhow::Result<Proc> {
+        let mut command = Command::new(exe_dir().join("federator"));
+        command
+            .arg("--config")
+            .arg(&self.configs[i])
+            .env("RUST_LOG", "warn");
+        Proc::spawn(command, &self.dir.join(format!("fed-{}.log", i + 1)))
+    }
+
+    async fn channel(&self, i: usize) -> anyhow::Result<Channel> {
+        Ok(self.tls.endpoint(&self.apis[i])?.connect().await?)
+    }
+
+    /// The leader's index, asking the running members.
+    async fn leader(&self) -> Option<usize> {
+        for i in 0..MEMBERS {
+            if self.processes[i].is_none() {
+                continue;
+            }
+            let Ok(channel) = self.channel(i).await else {
+                continue;
+            };
+            let Ok(list) = AdminClient::new(channel)
+                .list_federators(ListFederatorsRequest {})
+                .await
+            else {
+                continue;
+            };
+            let list = list.into_inner();
+            let all_caught_up = list.federators.len() == MEMBERS
+                && list
+                    .federators
+                    .iter()
+                    .all(|f| f.role != "unreachable" && f.lag == 0);
+            if let Some(leader) = list.federators.iter().find(|f| f.role == "leader") {
+                if all_caught_up {
+                    return usize::try_from(leader.id).ok().map(|id| id - 1);
+                }
+            }
+        }
+        None
+    }
+
+    async fn wait_leader(&self) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(i) = self.leader().await {
+                return Ok(i);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("no Hansa leader with all members caught up within 60 s")
+    }
+
+    async fn op(&self, clients: usize, prefix: &str) -> anyhow::Result<Op> {
+        let mut conns = Vec::new();
+        for k in 0..clients {
+            conns.push(FederationClient::new(self.channel(k % MEMBERS).await?));
+        }
+        let conns = Arc::new(conns);
+        let prefix = prefix.to_string();
+        Ok(Arc::new(move |client, seq| {
+            let mut conn = conns[client].clone();
+            let name = format!("{prefix}-{client:02}-{seq:08}");
+            Box::pin(async move {
+                conn.apply(ApplyRequest {
+                    files: vec![ManifestFile {
+                        name: "bench.yaml".into(),
+                        content: manifest(&name),
+                    }],
+                    dry_run: false,
+                })
+                .await
+                .map(|_| ())
+                .map_err(|s| s.to_string())
+            })
+        }))
+    }
+}
+
+/// A small workload: about 256 bytes of manifest.
+fn manifest(name: &str) -> String {
+    format!(
+        "apiVersion: hansa.dev/v1\nkind: Workload\nmetadata:\n  name: {name}\n  labels: {{team: bench, tier: web}}\nspec:\n  replicas: 2\n  template:\n    command: [\"sleep\", \"3600\"]\n    env: {{MODE: bench}}\n    resources: {{cpu: 10m, memory: 16Mi}}\n"
+    )
+}
+
+// ------------------------------------------------------------------------------------------
+// etcd
+
+struct Etcd {
+    dir: PathBuf,
+    clients: Vec<String>,
+    args: Vec<Vec<String>>,
+    processes: Vec<Option<Proc>>,
+}
+
+impl Etcd {
+    fn start(dir: &Path) -> anyhow::Result<Etcd> {
+        let clients: Vec<String> = (0..MEMBERS)
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        let peers: Vec<String> = (0..MEMBERS)
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        let cluster: Vec<String> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("e{}={p}", i + 1))
+            .collect();
+        let args = (0..MEMBERS)
+            .map(|i| {
+                vec![
+                    format!("--name=e{}", i + 1),
+                    format!(
+                        "--data-dir={}",
+                        dir.join(format!("etcd-{}", i + 1)).display()
+                    ),
+                    format!("--listen-client-urls={}", clients[i]),
+                    format!("--advertise-client-urls={}", clients[i]),
+                    format!("--listen-peer-urls={}", peers[i]),
+                    format!("--initial-advertise-peer-urls={}", peers[i]),
+                    format!("--initial-cluster={}", cluster.join(",")),
+                    "--initial-cluster-token=hansa-bench".into(),
+                    "--initial-cluster-state=new".into(),
+                    "--logger=zap".into(),
+                    "--log-level=error".into(),
+                ]
+            })
+            .collect();
+        let mut etcd = Etcd {
+            dir: dir.to_path_buf(),
+            clients,
+            args,
+            processes: Vec::new(),
+        };
+        for i in 0..MEMBERS {
+            let process = etcd.spawn(i)?;
+            etcd.processes.push(Some(process));
+        }
+        Ok(etcd)
+    }
+
+    fn spawn(&self, i: usize) -> anyhow::Result<Proc> {
+        let mut command = Command::new("etcd");
+        command.args(&self.args[i]);
+        Proc::spawn(command, &self.dir.join(format!("etcd-{}.log", i + 1)))
+    }
+
+    async fn client(&self, i: usize) -> anyhow::Result<etcd_client::Client> {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(5));
+        Ok(etcd_client::Client::connect([self.clients[i].as_str()], Some(options)).await?)
+    }
+
+    /// The leader's index, when every running member agrees on one.
+    async fn leader(&self) -> Option<usize> {
+        let mut ids = Vec::new();
+        let mut leader = None;
+        for i in 0..MEMBERS {
+            if self.processes[i].is_none() {
+                ids.push(None);
+                continue;
+            }
+            let status = match self.client(i).await {
+                Ok(mut c) => c.status().await.ok(),
+                Err(_) => None,
+            };
+            let status = status?;
+            ids.push(status.header().map(|h| h.member_id()));
+            leader = Some(status.leader());
+        }
+        let leader = leader?;
+        if leader == 0 {
+            return None;
+        }
+        ids.iter().position(|id| *id == Some(leader))
+    }
+
+    async fn wait_leader(&self) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(i) = self.leader().await {
+                return Ok(i);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("no etcd leader within 60 s")
+    }
+
+    async fn op(&self, clients: usize) -> anyhow::Result<Op> {
+        let mut conns = Vec::new();
+        for k in 0..clients {
+            conns.push(self.client(k % MEMBERS).await?.kv_client());
+        }
+        let conns = Arc::new(conns);
+        let value = Arc::new(vec![b'x'; 256]);
+        Ok(Arc::new(move |client, seq| {
+            let mut conn = conns[client].clone();
+            let key = format!("k{client:03}{seq:012}");
+            let value = value.as_ref().clone();
+            Box::pin(async move {
+                conn.put(key, value, None)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        }))
+    }
+}
+
+fn report(system: &str, clients: usize, stats: &Stats) {
+    println!(
+        "{system:<6} {clients:>3} client(s): {:>8.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} ops, {} errors)",
+        stats.per_second(),
+        stats.percentile(0.50).as_secs_f64() * 1000.0,
+        stats.percentile(0.99).as_secs_f64() * 1000.0,
+        stats.ops,
+        stats.errors
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let duration = seconds("HANSA_BENCH_SECONDS", 10);
+    let failovers = std::env::var("HANSA_BENCH_FAILOVERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(5);
+    let dir = tempfile::Builder::new().prefix("hansa-bench-").tempdir()?;
+    println!(
+        "apply benchmark: 3 members each, loopback, fsync on; {}s per run; {failovers} leader kills each",
+        duration.as_secs()
+    );
+
+    let mut hansa = Hansa::start(dir.path())?;
+    hansa.wait_leader().await?;
+    let h1 = drive(hansa.op(1, "one").await?, 1, duration).await;
+    report("hansa", 1, &h1);
+    let h64 = drive(hansa.op(64, "many").await?, 64, duration).await;
+    report("hansa", 64, &h64);
+    let mut hansa_failover = Vec::new();
+    for round in 0..failovers {
+        let leader = hansa.wait_leader().await?;
+        let survivors: Vec<Channel> = {
+            let mut v = Vec::new();
+            for i in (0..MEMBERS).filter(|i| *i != leader) {
+                v.push(hansa.channel(i).await?);
+            }
+            v
+        };
+        let survivors = Arc::new(survivors);
+        if let Some(p) = hansa.processes[leader].as_mut() {
+            p.kill9();
+        }
+        hansa.processes[leader] = None;
+        let took = first_success(|seq| {
+            let mut conn =
+                FederationClient::new(survivors[(seq as usize) % survivors.len()].clone());
+            let name = format!("failover-{round}-{seq}");
+            Box::pin(async move {
+                conn.apply(ApplyRequest {
+                    files: vec![ManifestFile {
+                        name: "bench.yaml".into(),
+                        content: manifest(&name),
+                    }],
+                    dry_run: false,
+                })
+                .await
+                .map(|_| ())
+                .map_err(|s| s.to_string())
+            })
+        })
+        .await;
+        println!(
+            "hansa  leader kill {}: first accepted write after {:.0} ms",
+            round + 1,
+            took.as_secs_f64() * 1000.0
+        );
+        hansa_failover.push(took);
+        hansa.processes[leader] = Some(hansa.spawn(leader)?);
+    }
+    drop(hansa);
+
+    let mut etcd = Etcd::start(dir.path())?;
+    etcd.wait_leader().await?;
+    let e1 = drive(etcd.op(1).await?, 1, duration).await;
+    report("etcd", 1, &e1);
+    let e64 = drive(etcd.op(64).await?, 64, duration).await;
+    report("etcd", 64, &e64);
+    let mut etcd_failover = Vec::new();
+    for round in 0..failovers {
+        let leader = etcd.wait_leader().await?;
+        let mut survivors = Vec::new();
+        for i in (0..MEMBERS).filter(|i| *i != leader) {
+            survivors.push(etcd.client(i).await?.kv_client());
+        }
+        let survivors = Arc::new(survivors);
+        if let Some(p) = etcd.processes[leader].as_mut() {
+            p.kill9();
+        }
+        etcd.processes[leader] = None;
+        let took = first_success(|seq| {
+            let mut conn = survivors[(seq as usize) % survivors.len()].clone();
+            let key = format!("f{round:03}{seq:012}");
+            Box::pin(async move {
+                conn.put(key, vec![b'x'; 256], None)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .await;
+        println!(
+            "etcd   leader kill {}: first accepted write after {:.0} ms",
+            round + 1,
+            took.as_secs_f64() * 1000.0
+        );
+        etcd_failover.push(took);
+        etcd.processes[leader] = Some(etcd.spawn(leader)?);
+    }
+    drop(etcd);
+
+    let ratio = |h: f64, e: f64| if e > 0.0 { h / e } else { f64::NAN };
+    let (hf, ef) = (median(hansa_failover), median(etcd_failover));
+    println!();
+    println!("summary (hansa / etcd):");
+    println!(
+        "  1 client:   {:.0} / {:.0} ops/s = {:.2}x   p50 {:.2} / {:.2} ms   p99 {:.2} / {:.2} ms",
+        h1.per_second(),
+        e1.per_second(),
+        ratio(h1.per_second(), e1.per_second()),
+        h1.percentile(0.5).as_secs_f64() * 1000.0,
+        e1.percentile(0.5).as_secs_f64() * 1000.0,
+        h1.percentile(0.99).as_secs_f64() * 1000.0,
+        e1.percentile(0.99).as_secs_f64() * 1000.0,
+    );
+    println!(
+        "  64 clients: {:.0} / {:.0} ops/s = {:.2}x   p50 {:.2} / {:.2} ms   p99 {:.2} / {:.2} ms",
+        h64.per_second(),
+        e64.per_second(),
+        ratio(h64.per_second(), e64.per_second()),
+        h64.percentile(0.5).as_secs_f64() * 1000.0,
+        e64.percentile(0.5).as_secs_f64() * 1000.0,
+        h64.percentile(0.99).as_secs_f64() * 1000.0,
+        e64.percentile(0.99).as_secs_f64() * 1000.0,
+    );
+    println!(
+        "  leader failover (median, kill -9 to first accepted write): {:.0} / {:.0} ms",
+        hf.as_secs_f64() * 1000.0,
+        ef.as_secs_f64() * 1000.0
+    );
+    Ok(())
+}
