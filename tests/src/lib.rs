@@ -154,6 +154,15 @@ pub fn http_get(address: &str, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// A federator started by [`Federation::start_hub`].
+pub struct Hub {
+    pub process: Process,
+    /// `127.0.0.1:<port>` of its API.
+    pub api: String,
+    /// Its configuration file, to restart it with.
+    pub config: PathBuf,
+}
+
 /// A test federation's files: PKI, CLI context, data dirs, logs.
 pub struct Federation {
     pub dir: tempfile::TempDir,
@@ -333,6 +342,24 @@ impl Federation {
             .stdin(Stdio::null())
             .output()
             .expect("run hansa")
+    }
+
+    /// A one-federator hub: starts federator `name` on a free loopback port, writes the CLI
+    /// context for user `admin`, and waits until the API answers.
+    pub fn start_hub(&self, name: &str) -> Hub {
+        let api_port = free_port("127.0.0.1");
+        let api = format!("127.0.0.1:{api_port}");
+        let config = self.federator_config(name, api_port);
+        let process = self.start_federator(name, &config);
+        self.write_cli_context(&api);
+        wait_for("the federator API", Duration::from_secs(60), || {
+            self.hansa(&["info"]).status.success().then_some(())
+        });
+        Hub {
+            process,
+            api,
+            config,
+        }
     }
 
     pub fn start_federator(&self, name: &str, config: &Path) -> Process {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hansa_tests::{free_port, wait_for, Federation};
+use hansa_tests::{wait_for, Federation};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -20,13 +20,7 @@ fn workload_names(fed: &Federation) -> Vec<String> {
 #[test]
 fn bad_manifests_are_refused_with_their_file_doc_and_field() {
     let fed = Federation::new();
-    let api_port = free_port("127.0.0.1");
-    let fconfig = fed.federator_config("fed-1", api_port);
-    let _federator = fed.start_federator("fed-1", &fconfig);
-    fed.write_cli_context(&format!("127.0.0.1:{api_port}"));
-    wait_for("the federator API", LIMIT, || {
-        fed.hansa(&["info"]).status.success().then_some(())
-    });
+    let _hub = fed.start_hub("fed-1");
 
     let good = "apiVersion: hansa.dev/v1\nkind: Workload\nmetadata: {name: good}\nspec:\n  replicas: 1\n  template: {command: [sleep, '1000']}\n";
     let cases: &[(&str, String, &[&str])] = &[
@@ -67,14 +61,8 @@ fn bad_manifests_are_refused_with_their_file_doc_and_field() {
 #[test]
 fn a_workload_nothing_fits_is_pending_until_a_cluster_can_take_it() {
     let fed = Federation::new();
-    let api_port = free_port("127.0.0.1");
-    let api = format!("127.0.0.1:{api_port}");
-    let fconfig = fed.federator_config("fed-1", api_port);
-    let _federator = fed.start_federator("fed-1", &fconfig);
-    fed.write_cli_context(&api);
-    wait_for("the federator API", LIMIT, || {
-        fed.hansa(&["info"]).status.success().then_some(())
-    });
+    let hub = fed.start_hub("fed-1");
+    let api = hub.api.clone();
     let small = fed.issue("cluster", "small-1");
     let small_config = fed.agent_config("small-1", "eu", "127.0.20.1", &api, (&small.0, &small.1));
     let _small = fed.start_agent("small-1", &small_config);

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use hansa_tests::{free_port, http_get, wait_for, Federation};
+use hansa_tests::{http_get, wait_for, Federation};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -277,14 +277,8 @@ fn docker_replicas_serve_heal_log_and_are_adopted() {
     let (eu, us) = cluster_names();
     let image = TestImage::build(fed.dir.path(), &[&eu, &us]);
 
-    let api_port = free_port("127.0.0.1");
-    let api = format!("127.0.0.1:{api_port}");
-    let fconfig = fed.federator_config("fed-1", api_port);
-    let _federator = fed.start_federator("fed-1", &fconfig);
-    fed.write_cli_context(&api);
-    wait_for("the federator API", LIMIT, || {
-        fed.hansa(&["info"]).status.success().then_some(())
-    });
+    let hub = fed.start_hub("fed-1");
+    let api = hub.api.clone();
     let eu_config = docker_agent_config(&fed, &eu, "127.0.20.1", &api);
     let us_config = docker_agent_config(&fed, &us, "127.0.21.1", &api);
     let mut eu_agent = fed.start_agent(&eu, &eu_config);

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use hansa_tests::{alive, free_port, http_get, processes_with_env, signal, wait_for, Federation};
+use hansa_tests::{alive, http_get, processes_with_env, signal, wait_for, Federation};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -79,14 +79,8 @@ fn placement(fed: &Federation) -> Option<Value> {
 #[test]
 fn apply_run_heal_restart_adopt_delete() {
     let fed = Federation::new();
-    let api_port = free_port("127.0.0.1");
-    let api = format!("127.0.0.1:{api_port}");
-    let fconfig = fed.federator_config("fed-1", api_port);
-    let mut federator = fed.start_federator("fed-1", &fconfig);
-    fed.write_cli_context(&api);
-    wait_for("the federator API", LIMIT, || {
-        fed.hansa(&["info"]).status.success().then_some(())
-    });
+    let hub = fed.start_hub("fed-1");
+    let (mut federator, api, fconfig) = (hub.process, hub.api, hub.config);
 
     let eu = fed.issue("cluster", "eu-1");
     let us = fed.issue("cluster", "us-1");

@@ -2,21 +2,15 @@
 
 use std::time::Duration;
 
-use hansa_tests::{free_port, wait_for, Federation};
+use hansa_tests::{wait_for, Federation};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn an_agent_with_a_certificate_from_another_ca_is_refused() {
     let fed = Federation::new();
-    let api_port = free_port("127.0.0.1");
-    let api = format!("127.0.0.1:{api_port}");
-    let fconfig = fed.federator_config("fed-1", api_port);
-    let _federator = fed.start_federator("fed-1", &fconfig);
-    fed.write_cli_context(&api);
-    wait_for("the federator API", LIMIT, || {
-        fed.hansa(&["info"]).status.success().then_some(())
-    });
+    let hub = fed.start_hub("fed-1");
+    let api = hub.api.clone();
 
     // A second federation's CA issues a perfectly shaped certificate for eu-1.
     let other = Federation::new();
