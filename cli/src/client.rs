@@ -64,7 +64,7 @@ impl Failover {
             let endpoint = self.tls.endpoint(&address)?;
             match endpoint.connect().await {
                 Ok(channel) => return Ok(channel),
-                Err(e) => self.failed(&address, &chain(&e)),
+                Err(e) => self.failed(&address, &hansa_federator::telemetry::error_chain(&e)),
             }
             self.pause_after_round().await?;
         }
@@ -140,15 +140,4 @@ pub fn status_error(status: tonic::Status) -> anyhow::Error {
         message,
         text,
     })
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

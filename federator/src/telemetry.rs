@@ -41,3 +41,16 @@ pub async fn shutdown_on_signals(shutdown: tokio_util::sync::CancellationToken) 
     tracing::warn!("second signal: exiting now");
     std::process::exit(130);
 }
+
+/// An error with its causes on one line (`connect: tls: invalid peer certificate`): transport
+/// errors keep the useful part in their sources.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

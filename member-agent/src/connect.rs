@@ -91,7 +91,7 @@ impl Connection {
             .map_err(|e| transport(&e))?
             .connect()
             .await
-            .map_err(|e| transport(&error_chain(&e)))?;
+            .map_err(|e| transport(&hansa_federator::telemetry::error_chain(&e)))?;
         let mut client = AgentSyncClient::new(channel);
         let (tx, rx) = mpsc::channel::<AgentMessage>(8);
         let register = AgentMessage {
@@ -198,16 +198,4 @@ fn refused_or_transport(address: &str, status: tonic::Status) -> ConnectError {
             detail: format!("{}: {}", status.code(), status.message()),
         },
     }
-}
-
-/// A transport error with its causes, which carry the useful part (e.g. a TLS failure).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
