@@ -421,18 +421,25 @@ impl Federation {
 
     /// Kills every replica any agent of this federation recorded (test cleanup).
     pub fn kill_all_replicas(&self) {
-        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
-            return;
-        };
-        for entry in entries.filter_map(|e| e.ok()) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(cluster) = name
-                .strip_prefix("agent-")
-                .and_then(|n| n.strip_suffix("-data"))
-            {
-                for pid in self.replica_pids(cluster) {
-                    // Each replica leads its own process group.
-                    signal(-(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        // Agent data dirs sit at any depth (`agent-<cluster>-data`, `hansa dev`'s
+        // `<data>/clusters/<cluster>`): every dir holding `replicas/` is one.
+        let mut dirs = vec![self.dir.path().to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.filter_map(|e| e.ok()) {
+                let path = entry.path();
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                if entry.file_name() == "replicas" {
+                    for pid in recorded_pids(&dir) {
+                        // Each replica leads its own process group.
+                        signal(-(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                    }
+                } else {
+                    dirs.push(path);
                 }
             }
         }
