@@ -419,6 +419,27 @@ impl Federation {
         recorded_pids(&self.agent_data(cluster))
     }
 
+    /// Healthy endpoints of `workload` as `hansa describe` lists them:
+    /// (cluster, replica, `address:port`). Empty while the workload is unknown.
+    pub fn endpoints(&self, workload: &str) -> Vec<(String, String, String)> {
+        let Ok(d) = self.hansa_json(&["describe", "workload", workload]) else {
+            return Vec::new();
+        };
+        let field =
+            |e: &serde_json::Value, key: &str| e[key].as_str().unwrap_or_default().to_string();
+        d["endpoints"]
+            .as_array()
+            .map(|eps| {
+                eps.iter()
+                    .map(|e| {
+                        let address = format!("{}:{}", field(e, "address"), e["port"]);
+                        (field(e, "cluster"), field(e, "replica"), address)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Kills every replica any agent of this federation recorded (test cleanup).
     pub fn kill_all_replicas(&self) {
         // Agent data dirs sit at any depth (`agent-<cluster>-data`, `hansa dev`'s

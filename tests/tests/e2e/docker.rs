@@ -169,31 +169,6 @@ spec:
     )
 }
 
-/// Healthy endpoints of a workload as `describe` lists them: (cluster, replica, address).
-fn endpoints(fed: &Federation, workload: &str) -> Vec<(String, String, String)> {
-    let Ok(d) = fed.hansa_json(&["describe", "workload", workload]) else {
-        return Vec::new();
-    };
-    d["endpoints"]
-        .as_array()
-        .map(|eps| {
-            eps.iter()
-                .map(|e| {
-                    (
-                        e["cluster"].as_str().unwrap_or_default().to_string(),
-                        e["replica"].as_str().unwrap_or_default().to_string(),
-                        format!(
-                            "{}:{}",
-                            e["address"].as_str().unwrap_or_default(),
-                            e["port"]
-                        ),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn serves(replica: &str, cluster: &str, address: &str) -> bool {
     matches!(http_get(address, "/"), Ok((200, body)) if body.contains(replica) && body.contains(cluster))
 }
@@ -299,7 +274,7 @@ fn docker_replicas_serve_heal_log_and_are_adopted() {
 
     // One httpd container per cluster serves on its published endpoint.
     let eps = wait_for("2 healthy endpoints that serve HTTP", LIMIT, || {
-        let eps = endpoints(&fed, "bbweb");
+        let eps = fed.endpoints("bbweb");
         (eps.len() == 2 && eps.iter().all(|(c, r, a)| serves(r, c, a))).then_some(eps)
     });
     let clusters: Vec<&str> = eps.iter().map(|e| e.0.as_str()).collect();
@@ -371,7 +346,7 @@ fn docker_replicas_serve_heal_log_and_are_adopted() {
         || {
             let log = eu_agent.log_text();
             let adopted = log.contains("adopted a replica started by a previous agent");
-            let healthy = endpoints(&fed, "bbweb").iter().any(|e| e.0 == eu);
+            let healthy = fed.endpoints("bbweb").iter().any(|e| e.0 == eu);
             (adopted && healthy).then_some(())
         },
     );

@@ -36,31 +36,6 @@ spec:
     )
 }
 
-/// Healthy endpoints of `web` as `describe` lists them: (cluster, replica, address).
-fn endpoints(fed: &Federation) -> Vec<(String, String, String)> {
-    let Ok(d) = fed.hansa_json(&["describe", "workload", "web"]) else {
-        return Vec::new();
-    };
-    d["endpoints"]
-        .as_array()
-        .map(|eps| {
-            eps.iter()
-                .map(|e| {
-                    (
-                        e["cluster"].as_str().unwrap_or_default().to_string(),
-                        e["replica"].as_str().unwrap_or_default().to_string(),
-                        format!(
-                            "{}:{}",
-                            e["address"].as_str().unwrap_or_default(),
-                            e["port"]
-                        ),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn all_serve(eps: &[(String, String, String)]) -> bool {
     eps.iter().all(|(cluster, replica, address)| {
         matches!(http_get(address, "/"), Ok((200, body)) if body.contains(replica.as_str()) && body.contains(cluster.as_str()))
@@ -110,7 +85,7 @@ fn apply_run_heal_restart_adopt_delete() {
 
     // Four replica processes answer HTTP on the endpoints describe lists.
     let eps = wait_for("4 healthy endpoints that serve", LIMIT, || {
-        let eps = endpoints(&fed);
+        let eps = fed.endpoints("web");
         (eps.len() == 4 && all_serve(&eps)).then_some(eps)
     });
     let per_cluster = |c: &str| eps.iter().filter(|e| e.0 == c).count();
@@ -132,7 +107,7 @@ fn apply_run_heal_restart_adopt_delete() {
             .iter()
             .flat_map(|c| c["replicas"].as_array().cloned().unwrap_or_default())
             .any(|r| r["restarts"].as_u64() >= Some(1));
-        let eps = endpoints(&fed);
+        let eps = fed.endpoints("web");
         (restarted && eps.len() == 4 && all_serve(&eps)).then_some(())
     });
     assert!(!alive(victim));
@@ -151,7 +126,7 @@ fn apply_run_heal_restart_adopt_delete() {
     wait_for(
         "agents to reconnect and report 4 healthy replicas",
         LIMIT,
-        || (endpoints(&fed).len() == 4).then_some(()),
+        || (fed.endpoints("web").len() == 4).then_some(()),
     );
     let after: BTreeSet<u32> = processes_with_env("E2E_RUN", &marker).into_iter().collect();
     assert_eq!(
@@ -169,7 +144,7 @@ fn apply_run_heal_restart_adopt_delete() {
             .iter()
             .find(|c| c["name"] == "eu-1")?
             .clone();
-        (eu["connected"] == true && endpoints(&fed).len() == 4).then_some(())
+        (eu["connected"] == true && fed.endpoints("web").len() == 4).then_some(())
     });
     // Give a duplicate every chance to appear before counting.
     std::thread::sleep(Duration::from_secs(2));
