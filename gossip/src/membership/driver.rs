@@ -1,0 +1,289 @@
+//! The task that owns foca: sockets, timers and the member table.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU8, NonZeroUsize};
+use std::sync::Arc;
+
+use foca::{
+    AccumulatingRuntime, Foca, OwnedNotification, PeriodicParams, PostcardCodec, State, Timer,
+};
+use rand::rngs::StdRng;
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::gossip::RecordGossip;
+use super::{
+    lock, Command, Member, MemberState, MembershipConfig, MembershipEvent, Metrics, PeerId, Shared,
+    MAX_DATAGRAM,
+};
+use crate::crypto::{Sealer, OVERHEAD};
+
+/// Fewest times each update or record is passed on by each peer.
+const MIN_TRANSMISSIONS: NonZeroU8 = NonZeroU8::new(6).expect("non-zero");
+
+type Swim = Foca<PeerId, PostcardCodec, StdRng, RecordGossip>;
+
+pub(super) struct Driver {
+    foca: Swim,
+    runtime: AccumulatingRuntime<PeerId>,
+    socket: UdpSocket,
+    sealer: Sealer,
+    /// foca's timers, earliest first; equal deadlines keep foca's required order.
+    timers: BinaryHeap<Reverse<(Instant, Timer<PeerId>)>>,
+    join: Vec<SocketAddr>,
+    rejoin: Interval,
+    shared: Arc<Shared>,
+    events: broadcast::Sender<MembershipEvent>,
+}
+
+fn foca_config(config: &MembershipConfig) -> foca::Config {
+    let mut foca = foca::Config::new_lan(
+        NonZeroU32::new(config.expected_peers.max(1)).unwrap_or(NonZeroU32::MIN),
+    );
+    // foca derives retransmissions as floor(4 * log10(n + 1)): 3 for a pool of 8,
+    // too few for an update to reach everyone reliably. Bandwidth is no concern here.
+    foca.max_transmissions = foca.max_transmissions.max(MIN_TRANSMISSIONS);
+    foca.probe_period = config.probe_period;
+    foca.probe_rtt = config.probe_rtt;
+    foca.suspect_to_down_after = config.suspicion_timeout;
+    foca.num_indirect_probes =
+        NonZeroUsize::new(config.indirect_probes).unwrap_or(NonZeroUsize::MIN);
+    foca.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - OVERHEAD).unwrap_or(NonZeroUsize::MIN);
+    foca.periodic_gossip = Some(PeriodicParams {
+        frequency: config.gossip_interval,
+        num_members: NonZeroUsize::new(config.gossip_fanout).unwrap_or(NonZeroUsize::MIN),
+    });
+    foca
+}
+
+impl Driver {
+    pub(super) fn new(
+        config: &MembershipConfig,
+        identity: PeerId,
+        socket: UdpSocket,
+        sealer: Sealer,
+        gossip: RecordGossip,
+        shared: Arc<Shared>,
+        events: broadcast::Sender<MembershipEvent>,
+    ) -> Self {
+        let foca = Foca::with_custom_broadcast(
+            identity,
+            foca_config(config),
+            rand::make_rng(),
+            PostcardCodec,
+            gossip,
+        );
+        let mut rejoin = tokio::time::interval(config.rejoin_interval);
+        rejoin.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self {
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            socket,
+            sealer,
+            timers: BinaryHeap::new(),
+            join: config.join.clone(),
+            rejoin,
+            shared,
+            events,
+        }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        stop: CancellationToken,
+    ) {
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        loop {
+            let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => {
+                    let result = self.foca.leave_cluster(&mut self.runtime);
+                    self.settle(result).await;
+                    tracing::info!("left the gossip pool");
+                    return;
+                }
+                Some(command) = commands.recv() => {
+                    let result = match command {
+                        Command::Broadcast(data) => self
+                            .foca
+                            .add_broadcast(&data)
+                            .and_then(|_| self.foca.broadcast(&mut self.runtime)),
+                        Command::Announce(addrs) => {
+                            self.announce(&addrs);
+                            Ok(())
+                        }
+                    };
+                    self.settle(result).await;
+                }
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => {
+                        let result = self.receive(&buf[..len], from);
+                        self.settle(result).await;
+                    }
+                    // Unconnected UDP only fails transiently (e.g. ICMP errors).
+                    Err(error) => tracing::debug!(%error, "gossip recv failed"),
+                },
+                () = sleep_until(next_timer) => {
+                    let now = Instant::now();
+                    while let Some(Reverse((at, _))) = self.timers.peek() {
+                        if *at > now {
+                            break;
+                        }
+                        let Some(Reverse((_, timer))) = self.timers.pop() else { break };
+                        let result = self.foca.handle_timer(timer, &mut self.runtime);
+                        self.settle(result).await;
+                    }
+                }
+                _ = self.rejoin.tick() => {
+                    // Also covers the first join: the first tick is immediate.
+                    if self.foca.num_members() == 0 && !self.join.is_empty() {
+                        let join = self.join.clone();
+                        self.announce(&join);
+                        self.settle(Ok(())).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn announce(&mut self, addrs: &[SocketAddr]) {
+        let own = self.foca.identity().addr;
+        for addr in addrs.iter().filter(|addr| **addr != own) {
+            // foca accepts an announce addressed to any identity at its address.
+            let target = PeerId {
+                name: String::new(),
+                cluster: String::new(),
+                addr: *addr,
+                epoch: 0,
+            };
+            if let Err(error) = self.foca.announce(target, &mut self.runtime) {
+                tracing::debug!(%addr, %error, "announce failed");
+            }
+        }
+    }
+
+    fn receive(&mut self, datagram: &[u8], from: SocketAddr) -> Result<(), foca::Error> {
+        Metrics::bump(&self.metrics().datagrams_received);
+        let plaintext = match self.sealer.open(datagram) {
+            Ok(plaintext) => plaintext,
+            Err(error) => {
+                Metrics::bump(&self.metrics().datagrams_unauthenticated);
+                tracing::debug!(%from, %error, "dropped gossip datagram");
+                return Ok(());
+            }
+        };
+        if let Ok(header) = foca::Codec::<PeerId>::decode_header(&mut PostcardCodec, &plaintext[..])
+        {
+            if let Some(member) = lock(&self.shared.members).get_mut(&header.src.addr) {
+                member.last_heard = Some(Instant::now());
+            }
+        }
+        let result = self.foca.handle_data(&plaintext, &mut self.runtime);
+        if result.is_err() {
+            Metrics::bump(&self.metrics().datagrams_invalid);
+        }
+        result
+    }
+
+    /// Logs a foca error, then carries out what foca asked for: sends, timers and
+    /// notifications, and refreshes the member table.
+    async fn settle(&mut self, result: Result<(), foca::Error>) {
+        if let Err(error) = result {
+            tracing::debug!(%error, "foca refused input");
+        }
+        while let Some((to, data)) = self.runtime.to_send() {
+            let sealed = self.sealer.seal(&data);
+            match self.socket.send_to(&sealed, to.addr).await {
+                Ok(_) => Metrics::bump(&self.metrics().datagrams_sent),
+                Err(error) => tracing::debug!(to = %to.addr, %error, "gossip send failed"),
+            }
+        }
+        let now = Instant::now();
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.timers.push(Reverse((now + after, timer)));
+        }
+        while let Some(notification) = self.runtime.to_notify() {
+            match notification {
+                OwnedNotification::Rejoin(identity) => {
+                    tracing::warn!(
+                        epoch = identity.epoch,
+                        "declared down by the pool; rejoined"
+                    );
+                    *lock(&self.shared.identity) = identity;
+                }
+                OwnedNotification::Defunct => tracing::warn!("declared down by the pool"),
+                OwnedNotification::Idle => tracing::info!("no live gossip peers left"),
+                OwnedNotification::Active => tracing::debug!("joined the gossip pool"),
+                _ => {}
+            }
+        }
+        self.refresh_members();
+    }
+
+    /// Brings the shared member table in line with foca's view and emits an event for
+    /// each change.
+    fn refresh_members(&mut self) {
+        let mut table = lock(&self.shared.members);
+        let mut seen = BTreeMap::new();
+        for member in self.foca.iter_membership_state() {
+            let id = member.id();
+            let state = match member.state() {
+                State::Alive => MemberState::Alive,
+                State::Suspect => MemberState::Suspect,
+                State::Down => MemberState::Down,
+            };
+            seen.insert(id.addr, ());
+            let entry = table.entry(id.addr).or_insert_with(|| Member {
+                name: id.name.clone(),
+                cluster: id.cluster.clone(),
+                addr: id.addr,
+                epoch: id.epoch,
+                state: MemberState::Down,
+                last_heard: None,
+            });
+            let renamed = entry.epoch != id.epoch || entry.name != id.name;
+            if !renamed && entry.state == state {
+                continue;
+            }
+            let was = entry.state;
+            entry.name.clone_from(&id.name);
+            entry.cluster.clone_from(&id.cluster);
+            entry.epoch = id.epoch;
+            entry.state = state;
+            let event = match state {
+                MemberState::Alive if was != MemberState::Alive || renamed => {
+                    MembershipEvent::Up(entry.clone())
+                }
+                MemberState::Suspect if was == MemberState::Down => {
+                    MembershipEvent::Up(entry.clone())
+                }
+                MemberState::Suspect => MembershipEvent::Suspect(entry.clone()),
+                MemberState::Down if was != MemberState::Down => {
+                    MembershipEvent::Down(entry.clone())
+                }
+                _ => continue,
+            };
+            tracing::debug!(?event, "membership changed");
+            // No subscribers is fine.
+            let _ = self.events.send(event);
+        }
+        table.retain(|addr, _| seen.contains_key(addr));
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
