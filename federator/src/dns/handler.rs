@@ -1,22 +1,29 @@
-//! hickory-server's request handler over the zone view: one lock-free view load per query,
-//! answers ordered by the querier's locality, negative answers with the SOA, forwarding.
+//! One DNS message in, one response out, over the zone view: one lock-free view load per
+//! query, answers ordered by the querier's locality, negative answers with the SOA.
+//!
+//! Sans-IO: `handle` answers names in the zone synchronously, so the UDP loop never leaves
+//! its thread for them; only names outside the zone go through the async `forward`.
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, Record, RecordType};
-use hickory_server::net::runtime::Time;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
-use tracing::debug;
+use hickory_server::server::{Request, ResponseInfo};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
+use tracing::{debug, error};
 
+use prometheus_client::metrics::counter::Counter;
+
+use super::cache::AnswerCache;
 use super::forward::Forwarder;
 use super::metrics::QueryLabels;
 use super::view::Answer;
-use super::{DnsMetrics, Views};
+use super::{DnsMetrics, Views, ZoneView};
 
 /// The largest UDP payload this server sends, whatever the client advertises (the DNS flag
 /// day 2020 value: no fragmentation on common paths).
@@ -28,6 +35,56 @@ pub struct DnsHandler {
     metrics: DnsMetrics,
 }
 
+/// What to do with one received message.
+pub(super) enum Handled {
+    /// Send nothing: not a DNS query one may answer (shorter than a header, a response, a
+    /// source address replies cannot go to).
+    Silent,
+    /// Send this response.
+    Reply(Vec<u8>),
+    /// A name outside the zone: `DnsHandler::forward` answers it.
+    Forward(Box<Pending>),
+}
+
+/// What to do with one datagram.
+pub(super) enum UdpHandled {
+    Silent,
+    /// Send the reply `handle_udp` wrote.
+    Reply,
+    Forward(Box<Pending>),
+}
+
+/// A query waiting for upstream.
+pub(super) struct Pending {
+    request: Request,
+    metadata: Metadata,
+    edns: Option<Edns>,
+    qtype: RecordType,
+    started: Instant,
+}
+
+/// A message answered, but not yet counted in the metrics.
+enum Answered {
+    Silent,
+    Done(Done),
+    /// A malformed message's FORMERR, which the metrics do not count.
+    Unrecorded(Vec<u8>),
+    Forward(Box<Pending>),
+}
+
+struct Done {
+    info: ResponseInfo,
+    bytes: Vec<u8>,
+    qtype: Option<RecordType>,
+    started: Instant,
+}
+
+/// The first step of a query: done, or to forward.
+enum Step {
+    Done(ResponseInfo, Vec<u8>, Option<RecordType>),
+    Forward(Metadata, Option<Edns>, RecordType),
+}
+
 impl DnsHandler {
     pub(super) fn new(views: Views, forwarder: Forwarder, metrics: DnsMetrics) -> DnsHandler {
         DnsHandler {
@@ -37,11 +94,105 @@ impl DnsHandler {
         }
     }
 
-    async fn respond<R: ResponseHandler>(
+    /// Answers one message received over `protocol` from `src`.
+    pub(super) fn handle(&self, raw: Vec<u8>, src: SocketAddr, protocol: Protocol) -> Handled {
+        let view = self.views.load_full();
+        match self.answer(raw, src, protocol, &view) {
+            Answered::Silent => Handled::Silent,
+            Answered::Done(done) => {
+                self.record(done.started, &done.info, done.qtype, protocol);
+                Handled::Reply(done.bytes)
+            }
+            Answered::Unrecorded(bytes) => Handled::Reply(bytes),
+            Answered::Forward(pending) => Handled::Forward(pending),
+        }
+    }
+
+    /// Answers one datagram into `out`, from `cache` when the same question came from the
+    /// same locality since the view last changed.
+    pub(super) fn handle_udp(
         &self,
-        request: &Request,
-        handle: &mut R,
-    ) -> (ResponseInfo, Option<RecordType>) {
+        raw: &[u8],
+        src: SocketAddr,
+        cache: &mut AnswerCache,
+        out: &mut Vec<u8>,
+    ) -> UdpHandled {
+        let started = Instant::now();
+        let view = self.views.load_full();
+        let (querier, _) = view.locate(None, src.ip());
+        cache.prepare(&view, raw, querier);
+        if let (Some(id), true) = (raw.get(..2), answerable(src)) {
+            if let Some(cached) = cache.hit([id[0], id[1]]) {
+                out.clear();
+                out.extend_from_slice(cached.response());
+                self.metrics
+                    .latency
+                    .observe(started.elapsed().as_secs_f64());
+                if cached.truncated {
+                    self.metrics.truncated.inc();
+                }
+                cached.counter.inc();
+                return UdpHandled::Reply;
+            }
+        }
+        match self.answer(raw.to_vec(), src, Protocol::Udp, &view) {
+            Answered::Silent => UdpHandled::Silent,
+            Answered::Done(done) => {
+                let counter = self.record(done.started, &done.info, done.qtype, Protocol::Udp);
+                cache.insert(&done.bytes, counter, done.info.truncation);
+                *out = done.bytes;
+                UdpHandled::Reply
+            }
+            Answered::Unrecorded(bytes) => {
+                *out = bytes;
+                UdpHandled::Reply
+            }
+            Answered::Forward(pending) => UdpHandled::Forward(pending),
+        }
+    }
+
+    fn answer(
+        &self,
+        raw: Vec<u8>,
+        src: SocketAddr,
+        protocol: Protocol,
+        view: &ZoneView,
+    ) -> Answered {
+        if !answerable(src) {
+            debug!(%src, "DNS message from an address replies cannot go to");
+            return Answered::Silent;
+        }
+        let Ok(header) = Header::read(&mut BinDecoder::new(&raw)) else {
+            return Answered::Silent;
+        };
+        // No answer to responses: no reflection.
+        if header.metadata.message_type == MessageType::Response {
+            return Answered::Silent;
+        }
+        let request = match Request::from_bytes(raw, src, protocol) {
+            Ok(request) => request,
+            Err(e) => return malformed(&header, protocol, &e),
+        };
+        let started = Instant::now();
+        match self.respond(&request, view) {
+            Step::Done(info, bytes, qtype) => Answered::Done(Done {
+                info,
+                bytes,
+                qtype,
+                started,
+            }),
+            Step::Forward(metadata, edns, qtype) => Answered::Forward(Box::new(Pending {
+                request,
+                metadata,
+                edns,
+                qtype,
+                started,
+            })),
+        }
+    }
+
+    fn respond(&self, request: &Request, view: &ZoneView) -> Step {
+        let protocol = request.protocol();
         let mut metadata = Metadata::response_from_request(&request.metadata);
         let mut edns = request.edns.as_ref().map(|asked| {
             let mut edns = Edns::new();
@@ -59,13 +210,15 @@ impl DnsHandler {
             || request.metadata.op_code != OpCode::Query
         {
             metadata.response_code = ResponseCode::NotImp;
-            let response = builder(request, &None).build_no_records(metadata);
-            return (send(handle, response, metadata).await, None);
+            let (info, bytes) =
+                encode(builder(request, &None).build_no_records(metadata), protocol);
+            return Step::Done(info, bytes, None);
         }
         let Ok(info) = request.request_info() else {
             metadata.response_code = ResponseCode::FormErr;
-            let response = builder(request, &None).build_no_records(metadata);
-            return (send(handle, response, metadata).await, None);
+            let (info, bytes) =
+                encode(builder(request, &None).build_no_records(metadata), protocol);
+            return Step::Done(info, bytes, None);
         };
         let query = info.query;
         let qtype = query.query_type();
@@ -77,24 +230,22 @@ impl DnsHandler {
                 if let Some(edns) = edns.as_mut() {
                     edns.set_rcode_high(code.high());
                 }
-                let response = builder(request, &edns).build_no_records(metadata);
-                return (send(handle, response, metadata).await, Some(qtype));
+                let (info, bytes) =
+                    encode(builder(request, &edns).build_no_records(metadata), protocol);
+                return Step::Done(info, bytes, Some(qtype));
             }
         }
 
-        let view = self.views.load_full();
         let name = query.name();
         if !view.contains(name) {
-            return (
-                self.forward(request, handle, metadata, edns).await,
-                Some(qtype),
-            );
+            return Step::Forward(metadata, edns, qtype);
         }
         metadata.authoritative = true;
         if query.query_class() != DNSClass::IN && query.query_class() != DNSClass::ANY {
             metadata.response_code = ResponseCode::Refused;
-            let response = builder(request, &edns).build_no_records(metadata);
-            return (send(handle, response, metadata).await, Some(qtype));
+            let (info, bytes) =
+                encode(builder(request, &edns).build_no_records(metadata), protocol);
+            return Step::Done(info, bytes, Some(qtype));
         }
 
         let ecs = request
@@ -123,52 +274,60 @@ impl DnsHandler {
         );
         let soa = [view.negative_soa()];
         let none: [&Record; 0] = [];
-        let info = match view.lookup(name, qtype, querier) {
+        let (info, bytes) = match view.lookup(name, qtype, querier) {
             Answer::Records {
                 answers,
                 additionals,
-            } => {
-                let response =
-                    builder(request, &edns).build(metadata, answers, none, none, additionals);
-                send(handle, response, metadata).await
-            }
-            Answer::NoData | Answer::NotInZone => {
-                let response = builder(request, &edns).build(metadata, none, none, soa, none);
-                send(handle, response, metadata).await
-            }
+            } => encode(
+                builder(request, &edns).build(metadata, answers, none, none, additionals),
+                protocol,
+            ),
+            Answer::NoData | Answer::NotInZone => encode(
+                builder(request, &edns).build(metadata, none, none, soa, none),
+                protocol,
+            ),
             Answer::NxDomain => {
                 metadata.response_code = ResponseCode::NXDomain;
-                let response = builder(request, &edns).build(metadata, none, none, soa, none);
-                send(handle, response, metadata).await
+                encode(
+                    builder(request, &edns).build(metadata, none, none, soa, none),
+                    protocol,
+                )
             }
         };
-        (info, Some(qtype))
+        Step::Done(info, bytes, Some(qtype))
     }
 
-    async fn forward<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        handle: &mut R,
-        mut metadata: Metadata,
-        edns: Option<Edns>,
-    ) -> ResponseInfo {
+    /// Answers a name outside the zone from upstream, or refuses it.
+    pub(super) async fn forward(&self, pending: Pending) -> Vec<u8> {
+        let Pending {
+            request,
+            mut metadata,
+            edns,
+            qtype,
+            started,
+        } = pending;
+        let protocol = request.protocol();
         let mut builder = MessageResponseBuilder::new(&request.queries, None);
         if let Some(edns) = &edns {
             builder.edns(edns);
         }
-        let Ok(info) = request.request_info() else {
-            metadata.response_code = ResponseCode::FormErr;
-            return send(handle, builder.build_no_records(metadata), metadata).await;
+        let forwarded = match request.request_info() {
+            Ok(info) => {
+                self.forwarder
+                    .forward(info.query.name(), info.query.query_type())
+                    .await
+            }
+            Err(_) => {
+                metadata.response_code = ResponseCode::FormErr;
+                None
+            }
         };
-        let query = info.query;
-        match self
-            .forwarder
-            .forward(query.name(), query.query_type())
-            .await
-        {
+        let (info, bytes) = match forwarded {
             None => {
-                metadata.response_code = ResponseCode::Refused;
-                send(handle, builder.build_no_records(metadata), metadata).await
+                if metadata.response_code != ResponseCode::FormErr {
+                    metadata.response_code = ResponseCode::Refused;
+                }
+                encode(builder.build_no_records(metadata), protocol)
             }
             Some(forwarded) => {
                 metadata.recursion_available = true;
@@ -181,47 +340,20 @@ impl DnsHandler {
                     none,
                     none,
                 );
-                send(handle, response, metadata).await
+                encode(response, protocol)
             }
-        }
+        };
+        self.record(started, &info, Some(qtype), protocol);
+        bytes
     }
-}
 
-async fn send<'a, R: ResponseHandler>(
-    handle: &mut R,
-    response: hickory_server::zone_handler::MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
-    metadata: Metadata,
-) -> ResponseInfo {
-    match handle.send_response(response).await {
-        Ok(info) => info,
-        Err(e) => {
-            debug!(error = %e, "DNS response not sent");
-            let mut failed = metadata;
-            failed.response_code = ResponseCode::ServFail;
-            ResponseInfo::from(Header {
-                metadata: failed,
-                counts: HeaderCounts::default(),
-            })
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for DnsHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
+    fn record(
         &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        let started = Instant::now();
-        let (info, qtype) = self.respond(request, &mut response_handle).await;
+        started: Instant,
+        info: &ResponseInfo,
+        qtype: Option<RecordType>,
+        protocol: Protocol,
+    ) -> Counter {
         self.metrics
             .latency
             .observe(started.elapsed().as_secs_f64());
@@ -233,15 +365,74 @@ impl RequestHandler for DnsHandler {
                 .map(|t| Cow::Borrowed(<&'static str>::from(t)))
                 .unwrap_or(Cow::Borrowed("none")),
             rcode: Cow::Borrowed(rcode_name(info.response_code)),
-            transport: if request.protocol() == Protocol::Udp {
+            transport: if protocol == Protocol::Udp {
                 "udp"
             } else {
                 "tcp"
             },
         };
-        self.metrics.queries.get_or_create(&labels).inc();
-        info
+        let counter = self.metrics.queries.get_or_create(&labels).clone();
+        counter.inc();
+        counter
     }
+}
+
+/// Replies may not go to port 0, an unspecified or the broadcast address.
+fn answerable(src: SocketAddr) -> bool {
+    src.port() != 0
+        && !src.ip().is_unspecified()
+        && !matches!(src.ip(), std::net::IpAddr::V4(v4) if v4.is_broadcast())
+}
+
+/// A query with a header that does not parse further: FORMERR.
+fn malformed(header: &Header, protocol: Protocol, error: &dyn std::fmt::Display) -> Answered {
+    debug!(id = header.metadata.id, %error, "malformed DNS message");
+    let Ok(queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
+        return Answered::Silent;
+    };
+    let response = MessageResponseBuilder::new(&queries, None)
+        .error_msg(&header.metadata, ResponseCode::FormErr);
+    Answered::Unrecorded(encode(response, protocol).1)
+}
+
+/// Serializes a response: over UDP within the client's payload size (512 without EDNS),
+/// truncated with the TC bit when it does not fit; SERVFAIL if it cannot be encoded.
+fn encode<'a>(
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    protocol: Protocol,
+) -> (ResponseInfo, Vec<u8>) {
+    let id = response.metadata().id;
+    let max_size = match protocol {
+        Protocol::Udp => response.edns().map_or(512, |edns| edns.max_payload()),
+        _ => u16::MAX,
+    };
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(max_size);
+    let failed = match response.destructive_emit(&mut encoder) {
+        Ok(info) => return (info, bytes),
+        Err(e) => e,
+    };
+    error!(error = %failed, "cannot encode a DNS response");
+    bytes.clear();
+    let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
+    metadata.response_code = ResponseCode::ServFail;
+    let header = Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    };
+    let mut encoder = BinEncoder::new(&mut bytes);
+    if header.emit(&mut encoder).is_err() {
+        bytes.clear();
+    }
+    (ResponseInfo::from(header), bytes)
 }
 
 fn rcode_name(code: ResponseCode) -> &'static str {

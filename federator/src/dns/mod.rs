@@ -1,18 +1,23 @@
 //! Cross-cluster DNS (DESIGN.md §7): every federator serves the federation's zone from its
-//! own state, with hickory-server, on UDP and TCP.
+//! own state, on UDP and TCP, with hickory-proto's messages and hickory-server's response
+//! encoding.
 //!
 //! - `view`: the zone as an immutable snapshot (`ZoneView`), rebuilt when the store or the
 //!   soft state changes and swapped whole; queries read it without locks.
-//! - `handler`: hickory-server's `RequestHandler` over the view, plus forwarding.
+//! - `handler`: one message in, one response out (sans-IO), plus forwarding.
+//! - `udp`, `tcp`: the transports, on a thread and single-threaded runtime of their own.
 //! - `locality`: which cluster a querier is in, from its address or EDNS Client Subnet.
 //! - `metrics`: queries by type and response code, latency.
 
+mod cache;
 mod config;
 mod forward;
 mod handler;
 pub mod locality;
 pub mod metrics;
 pub mod synthetic;
+mod tcp;
+mod udp;
 pub mod view;
 
 use std::collections::HashMap;
@@ -22,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -57,10 +61,12 @@ pub enum DnsError {
     Serve(String),
 }
 
-/// A bound DNS server: its address (UDP and TCP share the port) and the future that serves it.
+/// A bound DNS server: its address (UDP and TCP share the port), and what `run` serves.
 pub struct DnsServer {
     pub addr: SocketAddr,
-    server: Server<DnsHandler>,
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    handler: Arc<DnsHandler>,
     shutdown: CancellationToken,
 }
 
@@ -71,48 +77,86 @@ impl DnsServer {
         handler: DnsHandler,
         shutdown: CancellationToken,
     ) -> Result<DnsServer, DnsError> {
-        let (udp, tcp) = bind_pair(listen).await?;
+        let (udp, tcp) = bind_pair(listen)?;
         let addr = udp.local_addr().unwrap_or(listen);
-        let mut server = Server::new(handler);
-        server.register_socket(udp);
-        server.register_listener(tcp, TCP_IDLE, 64 * 1024);
         Ok(DnsServer {
             addr,
-            server,
+            udp,
+            tcp,
+            handler: Arc::new(handler),
             shutdown,
         })
     }
 
-    /// Serves until `shutdown` is cancelled, then stops gracefully.
+    /// Serves until `shutdown` is cancelled, then stops.
+    ///
+    /// The server runs on a thread of its own with a single-threaded runtime: queries in the
+    /// zone are answered without leaving it, whatever else the process's runtime is doing.
     pub async fn run(mut self) -> Result<(), DnsError> {
-        tokio::select! {
-            _ = self.shutdown.cancelled() => {
-                self.server
-                    .shutdown_gracefully()
-                    .await
-                    .map_err(|e| DnsError::Serve(e.to_string()))
+        // Dropping this future stops the server too, as it would stop tasks on this runtime.
+        self.shutdown = self.shutdown.child_token();
+        let _stop_when_dropped = self.shutdown.clone().drop_guard();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("hansa-dns".into())
+            .spawn(move || {
+                let _ = done.send(self.serve());
+            })
+            .map_err(|e| DnsError::Serve(format!("start the DNS thread: {e}")))?;
+        finished
+            .await
+            .unwrap_or_else(|_| Err(DnsError::Serve("the DNS thread panicked".into())))
+    }
+
+    fn serve(self) -> Result<(), DnsError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DnsError::Serve(format!("start the DNS runtime: {e}")))?;
+        let DnsServer {
+            udp,
+            tcp,
+            handler,
+            shutdown,
+            ..
+        } = self;
+        runtime.block_on(async move {
+            let udp = UdpSocket::from_std(udp).map_err(|e| DnsError::Serve(e.to_string()))?;
+            let tcp = TcpListener::from_std(tcp).map_err(|e| DnsError::Serve(e.to_string()))?;
+            let tcp = tokio::spawn(tcp::serve(tcp, handler.clone(), TCP_IDLE, shutdown.clone()));
+            let served = udp::serve(udp, handler, shutdown.clone()).await;
+            if served.is_err() {
+                shutdown.cancel();
             }
-            done = self.server.block_until_done() => {
-                done.map_err(|e| DnsError::Serve(e.to_string()))?;
-                Err(DnsError::Serve("stopped unexpectedly".into()))
+            let _ = tcp.await;
+            match served {
+                Ok(()) => Ok(()),
+                Err(e) => Err(DnsError::Serve(format!("UDP: {e}"))),
             }
-        }
+        })
     }
 }
 
-async fn bind_pair(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsError> {
+fn bind_pair(listen: SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpListener), DnsError> {
     let mut attempts = 0;
     loop {
-        let udp = UdpSocket::bind(listen)
-            .await
-            .map_err(|source| DnsError::Bind {
-                transport: "UDP",
-                address: listen,
-                source,
-            })?;
+        let udp = std::net::UdpSocket::bind(listen).map_err(|source| DnsError::Bind {
+            transport: "UDP",
+            address: listen,
+            source,
+        })?;
         let bound = udp.local_addr().unwrap_or(listen);
-        match TcpListener::bind(bound).await {
-            Ok(tcp) => return Ok((udp, tcp)),
+        match std::net::TcpListener::bind(bound) {
+            Ok(tcp) => {
+                let nonblocking = |e| DnsError::Bind {
+                    transport: "UDP and TCP",
+                    address: bound,
+                    source: e,
+                };
+                udp.set_nonblocking(true).map_err(nonblocking)?;
+                tcp.set_nonblocking(true).map_err(nonblocking)?;
+                return Ok((udp, tcp));
+            }
             // With port 0, the UDP port may be taken on TCP: try another.
             Err(_) if listen.port() == 0 && attempts < 10 => attempts += 1,
             Err(source) => {

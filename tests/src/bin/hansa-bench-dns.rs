@@ -91,7 +91,8 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// One core, one thread: the runtime is current-thread so the pinned core does all the work.
+/// As a federator serves: the DNS server runs on a thread of its own; this current-thread
+/// runtime only waits on it. `taskset` keeps both on the server's core.
 fn serve(args: &Args, port: u16) -> anyhow::Result<()> {
     let view = view(args);
     let runtime = tokio::runtime::Builder::new_current_thread()
