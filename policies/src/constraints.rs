@@ -31,6 +31,18 @@ impl Attr {
         }
     }
 
+    /// `Attr::parse(field).value(cluster)` without building the `Attr`.
+    pub fn field_value<'c>(field: &str, cluster: &'c Cluster) -> Option<&'c str> {
+        let v = match field.trim_start_matches('@') {
+            "hostname" | "cluster" | "name" => cluster.name.as_str(),
+            "region" => cluster.region.as_str(),
+            "zone" => cluster.zone.as_str(),
+            "provider" => cluster.provider.as_str(),
+            _ => return cluster.labels.get(field).map(String::as_str),
+        };
+        (!v.is_empty()).then_some(v)
+    }
+
     pub fn of_spread(key: &SpreadKey) -> Attr {
         match key {
             SpreadKey::Region => Attr::Region,
@@ -58,6 +70,8 @@ impl Attr {
 #[derive(Debug)]
 pub(crate) enum Test {
     Equals(String),
+    /// UNLIKE a pattern without special characters.
+    NotEquals(String),
     Matches(Regex),
     NotMatches(Regex),
     /// The pattern did not compile: no cluster passes, and the reason says so.
@@ -79,6 +93,8 @@ impl ClusterTest {
         let found = self.attr.value(cluster);
         let ok = match (&self.test, found) {
             (Test::Equals(v), Some(f)) => v == f,
+            (Test::NotEquals(_), None) => true,
+            (Test::NotEquals(v), Some(f)) => v != f,
             (Test::Matches(r), Some(f)) => r.is_match(f),
             // Marathon: UNLIKE passes agents without the attribute.
             (Test::NotMatches(_), None) => true,
@@ -143,8 +159,17 @@ pub(crate) fn compile(constraints: &[Vec<String>]) -> Compiled {
             written: format!("constraint {text}"),
         };
         let regex = |pattern: &str| Regex::new(&format!("^(?:{pattern})$"));
+        // A pattern of letters, digits, `-` and `_` matches only itself: no regex to build.
+        let literal = |pattern: &str| {
+            !pattern.is_empty()
+                && pattern
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
         let test = match (op, value) {
             ("CLUSTER", Some(v)) | ("IS", Some(v)) => Test::Equals(v.to_string()),
+            ("LIKE", Some(p)) if literal(p) => Test::Equals(p.to_string()),
+            ("UNLIKE", Some(p)) if literal(p) => Test::NotEquals(p.to_string()),
             ("LIKE", Some(p)) => {
                 regex(p).map_or_else(|e| Test::Invalid(e.to_string()), Test::Matches)
             }
@@ -205,6 +230,23 @@ mod tests {
         assert_eq!(compiled.tests[2].check(&us), Err(Some("us-1")));
         eu.labels.insert("tier".into(), "bronze".into());
         assert_eq!(compiled.tests[1].check(&eu), Err(Some("bronze")));
+    }
+
+    #[test]
+    fn literal_patterns_match_as_their_regex_would() {
+        let compiled = compile(&[
+            strings(&["region", "LIKE", "eu-west"]),
+            strings(&["provider", "UNLIKE", "onprem"]),
+        ]);
+        let mut c = cluster("a");
+        c.region = "eu-west".into();
+        c.provider = "onprem".into();
+        assert!(compiled.tests[0].check(&c).is_ok());
+        assert_eq!(compiled.tests[1].check(&c), Err(Some("onprem")));
+        c.region = "eu-west-2".into();
+        c.provider = String::new();
+        assert_eq!(compiled.tests[0].check(&c), Err(Some("eu-west-2")));
+        assert!(compiled.tests[1].check(&c).is_ok());
     }
 
     #[test]

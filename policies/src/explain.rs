@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use hansa_core::{ClusterDecision, DecisionOutcome, Explanation, ReplicaScheduling, Workload};
 
 use crate::quantity::{format_bytes, format_cpu};
-use crate::{Considered, Detail, Filter, ResourceKind, Verdict};
+use crate::verdict::{Considered, FilterRef, Plain, Verdict};
+use crate::{Detail, ResourceKind};
 
 /// Long lists of clusters are cut after this many names (`..., and 12 more`).
 const LIST_LIMIT: usize = 8;
@@ -109,10 +110,13 @@ pub(crate) fn explain(
 
 fn decision(considered: &Considered<'_>) -> ClusterDecision {
     let outcome = match &considered.verdict {
-        Verdict::Filtered(filter) => DecisionOutcome::Filtered {
-            rule: filter.rule().to_string(),
-            reason: filter.to_string(),
-        },
+        Verdict::Filtered(filter) => {
+            let filter = filter.to_filter();
+            DecisionOutcome::Filtered {
+                rule: filter.rule().to_string(),
+                reason: filter.to_string(),
+            }
+        }
         Verdict::Selected {
             share,
             replicas,
@@ -122,7 +126,7 @@ fn decision(considered: &Considered<'_>) -> ClusterDecision {
             replicas: *replicas,
             score: share.weight,
             fits: share.fits,
-            note: note.clone(),
+            note: note.to_string(),
         },
     };
     ClusterDecision {
@@ -161,44 +165,77 @@ fn nothing_fits(considered: &[Considered<'_>]) -> String {
 }
 
 /// A filtered cluster's name, and what it has free when capacity filtered it.
-type Member = (String, Option<String>);
+type Member<'a> = (&'a str, Option<(ResourceKind, u64)>);
 
 /// Filtered clusters grouped by rule and reason, largest group first (then in pipeline
 /// order): `2 untolerated taint dedicated=gpu:NoSchedule (eu-1, eu-2)`. Capacity groups name
 /// what is free where: `2 insufficient memory: need 512Mi, free 256Mi on us-1, 128Mi on us-2`.
 fn filter_groups(considered: &[Considered<'_>]) -> String {
-    let mut groups: BTreeMap<(u8, String), Vec<Member>> = BTreeMap::new();
-    for c in considered {
+    // Clusters whose reasons certainly read alike first, without rendering anything...
+    let mut alike: Vec<(&FilterRef<'_>, Vec<(usize, Member<'_>)>)> = Vec::new();
+    for (i, c) in considered.iter().enumerate() {
         if let Verdict::Filtered(filter) = &c.verdict {
             let free = match filter {
-                Filter::Insufficient { resource, free, .. } => Some(match resource {
-                    ResourceKind::Cpu => format_cpu(*free),
-                    _ => format_bytes(*free),
-                }),
+                FilterRef::Plain(Plain::Insufficient { resource, free, .. }) => {
+                    Some((*resource, *free))
+                }
                 _ => None,
             };
-            groups
-                .entry((filter.order(), filter.group_label()))
-                .or_default()
-                .push((c.cluster.name.clone(), free));
+            let member = (i, (c.cluster.name.as_str(), free));
+            match alike.iter_mut().rev().find(|(f, _)| f.same_group(filter)) {
+                Some((_, members)) => members.push(member),
+                None => alike.push((filter, vec![member])),
+            }
         }
     }
-    let mut groups: Vec<_> = groups.into_iter().collect();
+    // ...then one label per such set; sets with equal labels merge, in cluster order.
+    let mut groups: BTreeMap<(u8, String), Vec<(usize, Member<'_>)>> = BTreeMap::new();
+    for (filter, members) in alike {
+        let filter = filter.to_filter();
+        let group = groups
+            .entry((filter.order(), filter.group_label()))
+            .or_default();
+        let merged = !group.is_empty();
+        group.extend(members);
+        if merged {
+            group.sort_unstable_by_key(|m| m.0);
+        }
+    }
+    let mut groups: Vec<_> = groups
+        .into_iter()
+        .map(|(key, members)| (key, members.into_iter().map(|m| m.1).collect::<Vec<_>>()))
+        .collect();
     groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
     let groups = groups.into_iter().map(|((_, label), members)| {
         let n = members.len();
+        let shown = members.iter().take(LIST_LIMIT);
         if members.iter().all(|(_, free)| free.is_some()) {
-            let frees: Vec<String> = members
-                .into_iter()
-                .map(|(name, free)| format!("{} on {name}", free.unwrap_or_default()))
-                .collect();
-            format!("{n} {label}, free {}", list(frees))
+            let frees = shown.map(|(name, free)| {
+                let free = match free {
+                    Some((ResourceKind::Cpu, free)) => format_cpu(*free),
+                    Some((_, free)) => format_bytes(*free),
+                    None => String::new(),
+                };
+                format!("{free} on {name}")
+            });
+            format!("{n} {label}, free {}", cut(n, frees))
         } else {
-            let names = members.into_iter().map(|(name, _)| name).collect();
-            format!("{n} {label} ({})", list(names))
+            format!(
+                "{n} {label} ({})",
+                cut(n, shown.map(|(name, _)| name.to_string()))
+            )
         }
     });
     groups.collect::<Vec<_>>().join("; ")
+}
+
+/// The first [`LIST_LIMIT`] of `n` items, then how many more: `a, b, and 3 more`.
+fn cut(n: usize, first: impl Iterator<Item = String>) -> String {
+    let shown: Vec<String> = first.take(LIST_LIMIT).collect();
+    if n <= LIST_LIMIT {
+        return shown.join(", ");
+    }
+    format!("{}, and {} more", shown.join(", "), n - LIST_LIMIT)
 }
 
 fn list(items: Vec<String>) -> String {

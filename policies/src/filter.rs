@@ -2,11 +2,12 @@
 //! order and the first that fails is the one reported, so an operator sees one reason per cluster.
 
 use hansa_core::{
-    Cluster, ClusterAffinity, ClusterHealth, Resources, RuntimeKind, TaintEffect, Workload,
+    Cluster, ClusterAffinity, ClusterHealth, Resources, RuntimeKind, Taint, TaintEffect, Workload,
 };
 
 use crate::constraints::{self, Compiled};
 pub use crate::reason::{rules, Filter, ResourceKind};
+use crate::verdict::{Because, FilterRef, Note, Plain};
 
 /// What a workload needs from every cluster, worked out once per `place`.
 pub(crate) struct Needs<'w> {
@@ -28,38 +29,44 @@ impl<'w> Needs<'w> {
 }
 
 /// A cluster that passed the filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Eligible {
+#[derive(Debug, Clone)]
+pub(crate) struct Eligible<'a> {
     /// Replicas it fits (at least 1; `u32::MAX` when the workload requests nothing), capped
     /// by `maxPerCluster` and, for a cordoned or NoSchedule-tainted cluster, by what it runs.
     pub fits: u32,
     /// An untolerated PreferNoSchedule taint (this one): used only when the others cannot
     /// take it all.
-    pub avoid: Option<String>,
-    pub note: String,
+    pub avoid: Option<&'a Taint>,
+    pub note: Note<'a>,
     /// Set when the cluster only keeps what it runs: the filter that applies once it runs none.
-    pub keeps_only: Option<Filter>,
+    pub keeps_only: Option<FilterRef<'a>>,
 }
 
 /// Whether `affinity` selects `cluster`: all given parts must match (an empty affinity selects
 /// every cluster). Used for a workload's clusterAffinity and for static weight selectors.
 pub fn selects(affinity: &ClusterAffinity, cluster: &Cluster) -> Result<(), Filter> {
+    selection(affinity, cluster).map_err(|f| f.to_filter())
+}
+
+/// [`selects`], with a reason that borrows instead of copying.
+pub(crate) fn selection<'a>(
+    affinity: &'a ClusterAffinity,
+    cluster: &'a Cluster,
+) -> Result<(), FilterRef<'a>> {
     if !affinity.cluster_names.is_empty() && !affinity.cluster_names.contains(&cluster.name) {
-        return Err(Filter::NotInClusterNames {
-            names: affinity.cluster_names.clone(),
-        });
+        return Err(FilterRef::NotInClusterNames(&affinity.cluster_names));
     }
     if affinity.exclude.contains(&cluster.name) {
-        return Err(Filter::Excluded);
+        return Err(Plain::Excluded.into());
     }
     for (key, required) in &affinity.match_labels {
         match cluster.labels.get(key) {
             Some(value) if value == required => {}
             found => {
-                return Err(Filter::LabelMismatch {
-                    key: key.clone(),
-                    required: required.clone(),
-                    found: found.cloned(),
+                return Err(FilterRef::LabelMismatch {
+                    key,
+                    required,
+                    found: found.map(String::as_str),
                 })
             }
         }
@@ -67,20 +74,20 @@ pub fn selects(affinity: &ClusterAffinity, cluster: &Cluster) -> Result<(), Filt
     for r in &affinity.match_expressions {
         let found = cluster.labels.get(&r.key).map(String::as_str);
         if !r.matches(found) {
-            return Err(Filter::Requirement {
-                requirement: r.clone(),
+            return Err(FilterRef::Requirement {
+                requirement: r,
                 field: false,
-                found: found.map(str::to_string),
+                found,
             });
         }
     }
     for r in &affinity.field_selector {
-        let found = constraints::Attr::parse(&r.key).value(cluster);
+        let found = constraints::Attr::field_value(&r.key, cluster);
         if !r.matches(found) {
-            return Err(Filter::Requirement {
-                requirement: r.clone(),
+            return Err(FilterRef::Requirement {
+                requirement: r,
                 field: true,
-                found: found.map(str::to_string),
+                found,
             });
         }
     }
@@ -90,38 +97,42 @@ pub fn selects(affinity: &ClusterAffinity, cluster: &Cluster) -> Result<(), Filt
 /// Runs every filter rule for one cluster, with nothing running there yet. On success returns
 /// how many replicas the cluster fits (at least 1; `u32::MAX` when the workload requests nothing).
 pub fn filter_cluster(workload: &Workload, cluster: &Cluster) -> Result<u32, Filter> {
-    check(&Needs::new(workload, 0), cluster, &cluster.available, 0).map(|e| e.fits)
+    let needs = Needs::new(workload, 0);
+    let checked = check(&needs, cluster, &cluster.available, 0);
+    checked.map(|e| e.fits).map_err(|f| f.to_filter())
 }
 
 /// Every rule, in order. `running` is how many replicas of the workload the cluster runs now:
 /// a cordoned or NoSchedule-tainted cluster keeps those and takes nothing new.
-pub(crate) fn check(
-    needs: &Needs<'_>,
-    cluster: &Cluster,
+pub(crate) fn check<'a>(
+    needs: &'a Needs<'_>,
+    cluster: &'a Cluster,
     available: &Resources,
     running: u32,
-) -> Result<Eligible, Filter> {
+) -> Result<Eligible<'a>, FilterRef<'a>> {
     let placement = &needs.workload.placement;
     if let Some(affinity) = &placement.cluster_affinity {
-        selects(affinity, cluster)?;
+        selection(affinity, cluster)?;
     }
     if cluster.health != ClusterHealth::Ready {
-        return Err(Filter::Unhealthy {
-            health: cluster.health,
-        });
+        return Err(Plain::Unhealthy(cluster.health).into());
     }
     let mut keep_only = None;
-    let mut keeps_only = None;
-    let mut note = String::new();
+    let mut keeps_only: Option<FilterRef<'a>> = None;
+    let mut because = Because::Nothing;
     if cluster.cordoned {
         if running == 0 {
-            return Err(Filter::Cordoned);
+            return Err(Plain::Cordoned.into());
         }
         keep_only = Some(running);
-        keeps_only = Some(Filter::Cordoned);
-        note = "cordoned: keeps what it runs, takes no more".to_string();
+        keeps_only = Some(Plain::Cordoned.into());
+        because = Because::Cordoned;
     }
     let mut avoid = None;
+    let untolerated = |taint| FilterRef::Untolerated {
+        taint,
+        expired_after: None,
+    };
     for taint in &cluster.taints {
         let toleration = placement.tolerations.iter().find(|t| t.tolerates(taint));
         match (taint.effect, toleration) {
@@ -129,78 +140,53 @@ pub(crate) fn check(
                 if let Some(seconds) = t.toleration_seconds {
                     let until = taint.added_ms.saturating_add(seconds.saturating_mul(1000));
                     if needs.now_ms >= until {
-                        return Err(keeps_only.unwrap_or(Filter::Untolerated {
-                            taint: taint.clone(),
+                        return Err(keeps_only.unwrap_or(FilterRef::Untolerated {
+                            taint,
                             expired_after: Some(seconds),
                         }));
                     }
                     // Tolerated for a while: keep what runs there, start nothing new.
                     if running == 0 {
-                        return Err(Filter::Untolerated {
-                            taint: taint.clone(),
-                            expired_after: None,
-                        });
+                        return Err(untolerated(taint));
                     }
                     keep_only = Some(keep_only.unwrap_or(running).min(running));
-                    keeps_only.get_or_insert(Filter::Untolerated {
-                        taint: taint.clone(),
-                        expired_after: None,
-                    });
-                    note = format!("taint {taint} tolerated for {seconds}s: keeps what it runs");
+                    keeps_only.get_or_insert(untolerated(taint));
+                    because = Because::ToleratedFor(taint, seconds);
                 }
             }
             (_, Some(_)) => {}
             (TaintEffect::NoExecute, None) => {
-                return Err(keeps_only.unwrap_or(Filter::Untolerated {
-                    taint: taint.clone(),
-                    expired_after: None,
-                }))
+                return Err(keeps_only.unwrap_or(untolerated(taint)));
             }
             (TaintEffect::NoSchedule, None) => {
                 if running == 0 {
-                    return Err(Filter::Untolerated {
-                        taint: taint.clone(),
-                        expired_after: None,
-                    });
+                    return Err(untolerated(taint));
                 }
                 keep_only = Some(keep_only.unwrap_or(running).min(running));
-                keeps_only.get_or_insert(Filter::Untolerated {
-                    taint: taint.clone(),
-                    expired_after: None,
-                });
-                note = format!("taint {taint}: keeps what it runs, takes no more");
+                keeps_only.get_or_insert(untolerated(taint));
+                because = Because::KeepsFor(taint);
             }
             (TaintEffect::PreferNoSchedule, None) => {
-                avoid.get_or_insert(taint.to_string());
-                if note.is_empty() {
-                    note = format!("taint {taint}: used only when the others are full");
+                avoid.get_or_insert(taint);
+                if matches!(because, Because::Nothing) {
+                    because = Because::Avoids(taint);
                 }
             }
         }
     }
     // A rule further down fails: with nothing running, the first rule above would have.
-    let first = |later: Filter| keeps_only.clone().unwrap_or(later);
+    let first = |later: FilterRef<'a>| keeps_only.clone().unwrap_or(later);
     if !cluster.runtimes.contains(&needs.runtime) {
-        return Err(first(Filter::MissingRuntime {
-            needed: needs.runtime,
-        }));
+        return Err(first(Plain::MissingRuntime(needs.runtime).into()));
     }
     for test in &needs.constraints.tests {
         if let Err(found) = test.check(cluster) {
-            return Err(first(Filter::Constraint {
-                constraint: match &test.test {
-                    constraints::Test::Invalid(e) => {
-                        format!("{} (invalid pattern: {e})", test.written)
-                    }
-                    _ => test.written.clone(),
-                },
-                found: found.map(str::to_string),
-            }));
+            return Err(first(FilterRef::Constraint { test, found }));
         }
     }
     let requests = &needs.workload.template.resources;
     let mut fits = match available.fits(requests) {
-        0 => return Err(first(shortage(requests, available))),
+        0 => return Err(first(shortage(requests, available).into())),
         fits => fits,
     };
     if let Some(keep) = keep_only {
@@ -212,13 +198,16 @@ pub(crate) fn check(
     Ok(Eligible {
         fits,
         avoid,
-        note,
+        note: Note {
+            because,
+            group: None,
+        },
         keeps_only,
     })
 }
 
 /// The first resource of which `available` has less than one replica's `requests`.
-fn shortage(requests: &Resources, available: &Resources) -> Filter {
+fn shortage(requests: &Resources, available: &Resources) -> Plain {
     let dimensions = [
         (ResourceKind::Cpu, requests.cpu_millis, available.cpu_millis),
         (
@@ -236,7 +225,7 @@ fn shortage(requests: &Resources, available: &Resources) -> Filter {
         .into_iter()
         .find(|(_, need, free)| free < need)
         .unwrap_or(dimensions[0]);
-    Filter::Insufficient {
+    Plain::Insufficient {
         resource,
         need,
         free,

@@ -13,6 +13,7 @@ mod priority;
 mod quantity;
 mod reason;
 mod select;
+mod verdict;
 mod weigh;
 
 #[cfg(test)]
@@ -33,6 +34,7 @@ pub use quantity::{format_bytes, format_cpu};
 
 use divide::Share;
 use filter::Needs;
+use verdict::{Considered, Verdict};
 
 /// Everything a decision depends on.
 #[derive(Debug, Clone, Copy)]
@@ -76,25 +78,6 @@ impl<'a> Problem<'a> {
     }
 }
 
-/// One cluster on its way through the phases.
-pub(crate) struct Considered<'c> {
-    pub cluster: &'c Cluster,
-    pub verdict: Verdict,
-}
-
-pub(crate) enum Verdict {
-    Filtered(Filter),
-    Selected {
-        share: Share,
-        replicas: u32,
-        note: String,
-        /// The cluster only keeps what it runs; if it ends with none, it is filtered by this.
-        keeps_only: Option<Filter>,
-        /// The untolerated PreferNoSchedule taint, if any.
-        avoided: Option<String>,
-    },
-}
-
 /// Places `problem.workload` on `problem.clusters`.
 ///
 /// `previous` is the placement currently in force for this workload, if any (one for another
@@ -108,10 +91,20 @@ pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
     let needs = Needs::new(workload, problem.now_ms);
     let clusters = problem.clusters;
 
-    // Name order; callers that pass sorted clusters (place_all) skip the sort.
+    // Name order; callers that pass sorted clusters (place_all) skip the sort, and with
+    // strictly increasing names no two share one.
     let mut order: Vec<usize> = (0..clusters.len()).collect();
-    if !clusters.windows(2).all(|w| w[0].name <= w[1].name) {
+    let unique_sorted = clusters.windows(2).all(|w| w[0].name < w[1].name);
+    if !unique_sorted {
         order.sort_by(|&a, &b| clusters[a].name.cmp(&clusters[b].name).then(a.cmp(&b)));
+    }
+    // What the previous placement runs, per input cluster (the first of a name).
+    let mut ran = vec![0u32; clusters.len()];
+    for (name, &n) in previous.iter().flat_map(|p| &p.clusters) {
+        let at = order.partition_point(|&i| clusters[i].name < *name);
+        if let Some(&i) = order.get(at).filter(|&&i| clusters[i].name == *name) {
+            ran[i] = n;
+        }
     }
     // A cluster that could only keep its replicas (cordoned, NoSchedule) and ends with none
     // must not have shaped the decision (group counts, PreferNoSchedule fallbacks): solving
@@ -123,20 +116,14 @@ pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
         let mut last: Option<&str> = None;
         for &i in &order {
             let cluster = &clusters[i];
-            let verdict = if last == Some(cluster.name.as_str()) {
-                Verdict::Filtered(Filter::DuplicateName)
+            let verdict = if !unique_sorted && last == Some(cluster.name.as_str()) {
+                Verdict::Filtered(verdict::Plain::DuplicateName.into())
             } else {
                 let available = problem
                     .available
                     .and_then(|a| a.get(i))
                     .unwrap_or(&cluster.available);
-                let running = if forget[i] {
-                    0
-                } else {
-                    previous
-                        .and_then(|p| p.clusters.get(&cluster.name).copied())
-                        .unwrap_or(0)
-                };
+                let running = if forget[i] { 0 } else { ran[i] };
                 match filter::check(&needs, cluster, available, running) {
                     Ok(e) => Verdict::Selected {
                         share: Share {
@@ -184,7 +171,8 @@ pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
     };
     // A cluster that could only keep its replicas and ends with none reads as filtered, so
     // that solving again (where it runs none) gives the same explanation.
-    // One that keeps fewer than it ran fits only those from now on.
+    // One that keeps fewer than it ran fits only those from now on, and weighs as such
+    // (AvailableCapacity weighs by fit).
     for c in &mut considered {
         if let Verdict::Selected {
             replicas,
@@ -195,7 +183,10 @@ pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
         {
             match keeps_only.take() {
                 Some(filter) if *replicas == 0 => c.verdict = Verdict::Filtered(filter),
-                Some(_) => share.fits = *replicas,
+                Some(_) => {
+                    share.fits = *replicas;
+                    share.weight = weigh::weigh(workload, c.cluster, *replicas);
+                }
                 None => {}
             }
         }

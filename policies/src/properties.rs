@@ -44,7 +44,7 @@ fn resources() -> impl Strategy<Value = Resources> {
 }
 
 /// 1..20 clusters named `c00`.. in a random input order.
-fn clusters() -> impl Strategy<Value = Vec<Cluster>> {
+pub(crate) fn clusters() -> impl Strategy<Value = Vec<Cluster>> {
     let one = (
         health(),
         any::<bool>(),
@@ -131,7 +131,7 @@ fn scheduling() -> impl Strategy<Value = ReplicaScheduling> {
 
 /// Every placement feature at once: spread constraints, tolerations, Marathon constraints,
 /// ordered groups with or without overflow, Aggregated, min/max per cluster.
-fn featured_workloads() -> impl Strategy<Value = Workload> {
+pub(crate) fn featured_workloads() -> impl Strategy<Value = Workload> {
     let scheduling = prop_oneof![
         3 => scheduling(),
         1 => Just(ReplicaScheduling::Aggregated),

@@ -3,22 +3,23 @@
 //! the replica division of the workload's scheduling mode.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use hansa_core::{ReplicaScheduling, Workload};
 
 use crate::constraints::{Attr, GroupRule};
 use crate::divide::{self, Grouping, Share};
-use crate::filter::{Filter, Needs};
-use crate::{Considered, Verdict};
+use crate::filter::{selection, Filter, Needs};
+use crate::verdict::{Considered, FilterRef, Verdict};
 
 /// What one candidate set decided: replicas per considered index, clusters left out.
 #[derive(Default)]
-struct SetResult {
+struct SetResult<'a> {
     counts: Vec<(usize, u32)>,
-    dropped: Vec<(usize, Filter)>,
+    dropped: Vec<(usize, FilterRef<'a>)>,
 }
 
-impl SetResult {
+impl SetResult<'_> {
     fn placed(&self) -> u64 {
         self.counts.iter().map(|(_, n)| u64::from(*n)).sum()
     }
@@ -26,7 +27,7 @@ impl SetResult {
 
 /// Runs selection and division; turns `Selected` verdicts into counts (or into `Filtered`
 /// when a group or spread rule leaves a cluster out).
-pub(crate) fn run(needs: &Needs<'_>, considered: &mut [Considered<'_>]) {
+pub(crate) fn run<'a>(needs: &'a Needs<'_>, considered: &mut [Considered<'a>]) {
     let workload = needs.workload;
     let eligible: Vec<usize> = (0..considered.len())
         .filter(|&i| matches!(considered[i].verdict, Verdict::Selected { .. }))
@@ -43,7 +44,7 @@ pub(crate) fn run(needs: &Needs<'_>, considered: &mut [Considered<'_>]) {
                 eligible
                     .iter()
                     .copied()
-                    .filter(|&i| crate::filter::selects(&g.affinity, considered[i].cluster).is_ok())
+                    .filter(|&i| selection(&g.affinity, considered[i].cluster).is_ok())
                     .collect()
             })
             .collect();
@@ -96,25 +97,30 @@ pub(crate) fn run(needs: &Needs<'_>, considered: &mut [Considered<'_>]) {
             used.push(chosen);
             results.extend(tried.into_iter().nth(chosen));
         }
-        // Clusters outside the groups in use.
+        // Clusters outside the groups in use; one reason per group, shared by its clusters.
         let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
         let in_use: Vec<&str> = used.iter().map(|&g| names[g]).collect();
+        let mut reasons: Vec<Option<Rc<Filter>>> = vec![None; groups.len() + 1];
         for &i in &eligible {
             if let Some(g) = used.iter().find(|&&g| member_of[g][i]).copied() {
                 if let Verdict::Selected { note, .. } = &mut considered[i].verdict {
-                    push_note(note, &format!("clusterAffinities group {}", names[g]));
+                    note.group = Some(&groups[g].name);
                 }
                 continue;
             }
-            let reason = match member_of.iter().position(|m| m[i]) {
-                Some(g) => format!(
-                    "in clusterAffinities group {}, not used: {} takes the workload",
-                    names[g],
-                    in_use.join(" + ")
-                ),
-                None => format!("in no clusterAffinities group ({})", names.join(", ")),
-            };
-            drop(&mut considered[i], Filter::AffinityGroup { reason });
+            let group = member_of.iter().position(|m| m[i]);
+            let reason = reasons[group.map_or(groups.len(), |g| g)].get_or_insert_with(|| {
+                let reason = match group {
+                    Some(g) => format!(
+                        "in clusterAffinities group {}, not used: {} takes the workload",
+                        names[g],
+                        in_use.join(" + ")
+                    ),
+                    None => format!("in no clusterAffinities group ({})", names.join(", ")),
+                };
+                Rc::new(Filter::AffinityGroup { reason })
+            });
+            drop(&mut considered[i], FilterRef::Shared(Rc::clone(reason)));
         }
     }
     for r in results {
@@ -131,7 +137,7 @@ pub(crate) fn run(needs: &Needs<'_>, considered: &mut [Considered<'_>]) {
 
 /// Leaves a cluster out. One that could only keep what it runs reports that rule instead:
 /// with nothing running it would have been filtered there, and solving again must agree.
-fn drop(considered: &mut Considered<'_>, filter: Filter) {
+fn drop<'a>(considered: &mut Considered<'a>, filter: FilterRef<'a>) {
     let filter = match &considered.verdict {
         Verdict::Selected {
             keeps_only: Some(first),
@@ -140,13 +146,6 @@ fn drop(considered: &mut Considered<'_>, filter: Filter) {
         _ => filter,
     };
     considered.verdict = Verdict::Filtered(filter);
-}
-
-fn push_note(note: &mut String, more: &str) {
-    if !note.is_empty() {
-        note.push_str("; ");
-    }
-    note.push_str(more);
 }
 
 fn unplaced(workload: &Workload, r: &SetResult, members: usize) -> u64 {
@@ -167,12 +166,12 @@ fn share(considered: &Considered<'_>) -> (Share, bool) {
 }
 
 /// Spread rules, then division, over `members` (indices into `considered`, name order).
-fn solve_set(
+fn solve_set<'a>(
     needs: &Needs<'_>,
-    considered: &[Considered<'_>],
+    considered: &[Considered<'a>],
     members: &[usize],
     total: u32,
-) -> SetResult {
+) -> SetResult<'a> {
     let workload = needs.workload;
     let placement = &workload.placement;
     let mut rules: Vec<GroupRule> = placement
@@ -210,8 +209,7 @@ fn solve_set(
                         ..
                     } = &considered[i].verdict
                     {
-                        let taint = taint.clone();
-                        result.dropped.push((i, Filter::Avoided { taint }));
+                        result.dropped.push((i, FilterRef::Avoided(taint)));
                     }
                 }
                 members = kept;
@@ -307,27 +305,30 @@ fn grouping(rule: &GroupRule, considered: &[Considered<'_>], members: &[usize]) 
 }
 
 /// Applies a rule's min/max groups: which members stay, and why the others are left out.
-fn select_groups(
+fn select_groups<'a>(
     rule: &GroupRule,
-    considered: &[Considered<'_>],
+    considered: &[Considered<'a>],
     members: &[usize],
     total: u32,
-) -> (Vec<usize>, Vec<(usize, Filter)>) {
+) -> (Vec<usize>, Vec<(usize, FilterRef<'a>)>) {
     let mut dropped = Vec::new();
     let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut without: Option<Rc<Filter>> = None;
     for &i in members {
         match rule.attr.value(considered[i].cluster) {
             Some(v) => groups.entry(v).or_default().push(i),
-            None => dropped.push((
-                i,
-                Filter::Spread {
-                    reason: format!(
-                        "has no {}, which {} spreads by",
-                        attr_name(&rule.attr),
-                        rule.written
-                    ),
-                },
-            )),
+            None => {
+                let reason = without.get_or_insert_with(|| {
+                    Rc::new(Filter::Spread {
+                        reason: format!(
+                            "has no {}, which {} spreads by",
+                            attr_name(&rule.attr),
+                            rule.written
+                        ),
+                    })
+                });
+                dropped.push((i, FilterRef::Shared(Rc::clone(reason))));
+            }
         }
     }
     let found = u32::try_from(groups.len()).unwrap_or(u32::MAX);
@@ -340,13 +341,9 @@ fn select_groups(
             attr_name(&rule.attr),
             available.join(", ")
         );
+        let reason = Rc::new(Filter::Spread { reason });
         for i in groups.into_values().flatten() {
-            dropped.push((
-                i,
-                Filter::Spread {
-                    reason: reason.clone(),
-                },
-            ));
+            dropped.push((i, FilterRef::Shared(Rc::clone(&reason))));
         }
         return (Vec::new(), dropped);
     }
@@ -388,14 +385,11 @@ fn select_groups(
                 rule.written,
                 keep.join(", ")
             );
-            dropped.extend(is.into_iter().map(|i| {
-                (
-                    i,
-                    Filter::Spread {
-                        reason: reason.clone(),
-                    },
-                )
-            }));
+            let reason = Rc::new(Filter::Spread { reason });
+            dropped.extend(
+                is.into_iter()
+                    .map(|i| (i, FilterRef::Shared(Rc::clone(&reason)))),
+            );
         }
     }
     kept.sort_unstable();

@@ -2,7 +2,7 @@
 
 use hansa_core::{Cluster, ReplicaScheduling, Weighting, Workload};
 
-use crate::filter::selects;
+use crate::filter::selection;
 
 /// The weight of one eligible cluster that fits `fits` replicas.
 ///
@@ -21,7 +21,7 @@ pub(crate) fn weigh(workload: &Workload, cluster: &Cluster, fits: u32) -> u64 {
         Weighting::Static { weights } if weights.is_empty() => 1,
         Weighting::Static { weights } => weights
             .iter()
-            .find(|entry| selects(&entry.clusters, cluster).is_ok())
+            .find(|entry| selection(&entry.clusters, cluster).is_ok())
             .map_or(0, |entry| u64::from(entry.weight)),
         Weighting::AvailableCapacity if fits == u32::MAX => u64::from(workload.replicas),
         Weighting::AvailableCapacity => u64::from(fits),
