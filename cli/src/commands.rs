@@ -4,10 +4,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+use hansa_federator::api::policies::PolicyView;
 use hansa_federator::api::views::{ClusterView, PlacementView, WorkloadDescription, WorkloadView};
 use hansa_policies::{format_bytes, format_cpu};
 use hansa_proto::v1::{
     ApplyRequest, DeleteRequest, DescribeRequest, GetRequest, InfoRequest, ManifestFile,
+    UpdateClusterRequest,
 };
 
 use crate::client::{status_error, Client};
@@ -135,6 +137,9 @@ pub enum Kind {
     Clusters,
     #[value(alias = "placement")]
     Placements,
+    /// Placement and override policies.
+    #[value(alias = "policy")]
+    Policies,
 }
 
 impl Kind {
@@ -143,6 +148,7 @@ impl Kind {
             Kind::Workloads => "workloads",
             Kind::Clusters => "clusters",
             Kind::Placements => "placements",
+            Kind::Policies => "policies",
         }
     }
 }
@@ -178,7 +184,106 @@ pub async fn get(
             let items: Vec<PlacementView> = decode(&response.items_json)?;
             print(format, &items, || placements_table(&items))
         }
+        Kind::Policies => {
+            let items: Vec<PolicyView> = decode(&response.items_json)?;
+            print(format, &items, || policies_table(&items))
+        }
     }
+}
+
+fn policies_table(items: &[PolicyView]) -> String {
+    let mut t = Table::new(&["KIND", "NAMESPACE", "NAME", "PRIORITY", "WORKLOADS"]);
+    for p in items {
+        t.row(vec![
+            p.kind.clone(),
+            dash(&p.namespace),
+            p.name.clone(),
+            p.priority.to_string(),
+            if p.workloads.is_empty() {
+                "-".into()
+            } else {
+                p.workloads.join(",")
+            },
+        ]);
+    }
+    t.render()
+}
+
+/// What `hansa delete` removes.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DeleteKind {
+    #[value(alias = "workloads", alias = "wl")]
+    Workload,
+    #[value(name = "placementpolicy")]
+    PlacementPolicy,
+    #[value(name = "propagationpolicy", alias = "pp")]
+    PropagationPolicy,
+    #[value(name = "clusterpropagationpolicy", alias = "cpp")]
+    ClusterPropagationPolicy,
+    #[value(name = "overridepolicy", alias = "op")]
+    OverridePolicy,
+    #[value(name = "clusteroverridepolicy", alias = "cop")]
+    ClusterOverridePolicy,
+}
+
+impl DeleteKind {
+    fn wire(self) -> &'static str {
+        match self {
+            DeleteKind::Workload => "workload",
+            DeleteKind::PlacementPolicy => "PlacementPolicy",
+            DeleteKind::PropagationPolicy => "PropagationPolicy",
+            DeleteKind::ClusterPropagationPolicy => "ClusterPropagationPolicy",
+            DeleteKind::OverridePolicy => "OverridePolicy",
+            DeleteKind::ClusterOverridePolicy => "ClusterOverridePolicy",
+        }
+    }
+}
+
+/// `hansa cordon|uncordon|taint CLUSTER`: taints as `kubectl taint` writes them, `key-`,
+/// `key:Effect-` or `key=value:Effect-` to remove.
+pub async fn update_cluster(
+    client: &mut Client,
+    name: String,
+    cordoned: Option<bool>,
+    taints: &[String],
+) -> anyhow::Result<()> {
+    let (remove, add): (Vec<&String>, Vec<&String>) = taints.iter().partition(|t| t.ends_with('-'));
+    let view = client
+        .update_cluster(UpdateClusterRequest {
+            name: name.clone(),
+            cordoned,
+            add_taints: add.into_iter().cloned().collect(),
+            remove_taints: remove
+                .into_iter()
+                .map(|t| t.trim_end_matches('-').to_string())
+                .collect(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let view: ClusterView =
+        serde_json::from_str(&view.cluster_json).context("decode the federator's answer")?;
+    match cordoned {
+        Some(true) => println!("cluster/{name} cordoned"),
+        Some(false) => println!("cluster/{name} uncordoned"),
+        None => {
+            let taints: Vec<String> = view
+                .cluster
+                .taints
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            println!(
+                "cluster/{name} tainted: {}",
+                if taints.is_empty() {
+                    "no taints".to_string()
+                } else {
+                    taints.join(", ")
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(items: &[String]) -> anyhow::Result<Vec<T>> {
@@ -236,6 +341,7 @@ fn clusters_table(items: &[ClusterView]) -> String {
         "CPU FREE",
         "MEMORY FREE",
         "REPLICAS",
+        "TAINTS",
         "LAST SEEN",
     ]);
     for c in items {
@@ -273,6 +379,16 @@ fn clusters_table(items: &[ClusterView]) -> String {
                 format_bytes(total.memory_bytes)
             ),
             c.replicas.to_string(),
+            if c.cluster.taints.is_empty() {
+                "-".into()
+            } else {
+                c.cluster
+                    .taints
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
             c.last_seen_ms
                 .map_or_else(|| "never".into(), |ms| format!("{} ago", duration(ms))),
         ]);
@@ -504,23 +620,30 @@ fn explain_text(d: &WorkloadDescription, e: &hansa_core::Explanation) -> String 
     for decision in &e.clusters {
         let _ = writeln!(out, "  {}", hansa_policies::describe_decision(decision));
     }
+    if !d.overrides.is_empty() {
+        let _ = writeln!(out, "Overrides:");
+        for (cluster, rules) in &d.overrides {
+            let _ = writeln!(out, "  {cluster}: {}", rules.join(", "));
+        }
+    }
     out
 }
 
 pub async fn delete(
     client: &mut Client,
+    kind: DeleteKind,
     name: String,
     namespace: Option<String>,
 ) -> anyhow::Result<()> {
     client
         .delete(DeleteRequest {
-            kind: "workload".into(),
+            kind: kind.wire().into(),
             namespace: namespace.clone().unwrap_or_default(),
             name: name.clone(),
         })
         .await
         .map_err(status_error)?;
-    println!("workload/{name} deleted");
+    println!("{}/{name} deleted", kind.wire().to_ascii_lowercase());
     Ok(())
 }
 

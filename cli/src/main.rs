@@ -95,12 +95,24 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
-    /// Delete a workload; its replicas are stopped in every cluster.
+    /// Delete a workload (its replicas are stopped in every cluster) or a policy (the workloads
+    /// it governed are placed again without it).
     Delete {
-        kind: DescribeKind,
+        kind: commands::DeleteKind,
         name: String,
         #[arg(short, long)]
         namespace: Option<String>,
+    },
+    /// Place nothing new on a cluster; what runs there stays.
+    Cordon { cluster: String },
+    /// Let a cordoned cluster take new replicas again.
+    Uncordon { cluster: String },
+    /// Add taints to a cluster (`key=value:Effect`, `key:Effect`) or remove them with a
+    /// trailing `-` (`key-`, `key:Effect-`), as `kubectl taint` does.
+    Taint {
+        cluster: String,
+        #[arg(required = true)]
+        taints: Vec<String>,
     },
     /// A replica's output (stdout and stderr), from its cluster's agent.
     Logs(logs::LogsArgs),
@@ -322,8 +334,19 @@ async fn dispatch(channel: tonic::transport::Channel, command: &Command) -> anyh
             ..
         } => commands::explain(&mut client, name.clone(), namespace.clone(), *output).await,
         Command::Delete {
-            name, namespace, ..
-        } => commands::delete(&mut client, name.clone(), namespace.clone()).await,
+            kind,
+            name,
+            namespace,
+        } => commands::delete(&mut client, *kind, name.clone(), namespace.clone()).await,
+        Command::Cordon { cluster } => {
+            commands::update_cluster(&mut client, cluster.clone(), Some(true), &[]).await
+        }
+        Command::Uncordon { cluster } => {
+            commands::update_cluster(&mut client, cluster.clone(), Some(false), &[]).await
+        }
+        Command::Taint { cluster, taints } => {
+            commands::update_cluster(&mut client, cluster.clone(), None, taints).await
+        }
         Command::Info { output } => commands::info(&mut client, *output).await,
         Command::Logs(args) => logs::logs(channel, args).await,
         Command::Federators { command } => match command {

@@ -2,10 +2,12 @@
 
 pub mod manifest;
 pub mod model;
+pub mod overrides;
 pub mod policy;
 pub mod validate;
 
 pub use manifest::{parse_manifests, ManifestError, ManifestErrors, ManifestFile, Parsed};
 pub use model::*;
+pub use overrides::{OverrideObject, OverrideRule, Overrider};
 pub use policy::*;
 pub use validate::{is_dns_label, validate_workload};

@@ -64,6 +64,9 @@ pub struct Workload {
     pub placement: PlacementSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceSpec>,
+    /// How a new revision replaces the old one within each cluster.
+    #[serde(default, skip_serializing_if = "UpdateStrategy::is_default")]
+    pub update: UpdateStrategy,
 }
 
 impl Workload {
@@ -98,6 +101,9 @@ pub struct TaskTemplate {
     /// When the docker runtime pulls `image` (ignored without an image).
     #[serde(default, skip_serializing_if = "ImagePullPolicy::is_default")]
     pub image_pull_policy: ImagePullPolicy,
+    /// Labels the runtime puts on each replica (container labels), from override policies.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// When a container runtime pulls a template's image (Kubernetes' `imagePullPolicy`).
@@ -586,6 +592,137 @@ pub struct Assignment {
     pub revision: u64,
     pub replicas: u32,
     pub template: TaskTemplate,
+    /// How replicas of another revision are replaced.
+    #[serde(default)]
+    pub update: UpdateStrategy,
+}
+
+/// A count of replicas, or a percentage of the desired count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Value", into = "serde_json::Value")]
+pub enum Amount {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Amount {
+    /// Reads `3` or `"25%"`.
+    pub fn parse(v: &serde_json::Value) -> Result<Amount, String> {
+        match v {
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Amount::Count)
+                .ok_or_else(|| format!("expected a non-negative count or a percentage, got {n}")),
+            serde_json::Value::String(s) => {
+                let pct = s
+                    .strip_suffix('%')
+                    .and_then(|p| p.trim().parse::<u32>().ok())
+                    .filter(|p| *p <= 100);
+                match (pct, s.trim().parse::<u32>()) {
+                    (Some(p), _) => Ok(Amount::Percent(p)),
+                    (None, Ok(n)) => Ok(Amount::Count(n)),
+                    _ => Err(format!(
+                        "expected a count or a percentage from 0% to 100%, got {s:?}"
+                    )),
+                }
+            }
+            other => Err(format!("expected a count or a percentage, got {other}")),
+        }
+    }
+
+    /// The count for `desired` replicas, percentages rounded up or down.
+    pub fn of(self, desired: u32, round_up: bool) -> u32 {
+        match self {
+            Amount::Count(n) => n,
+            Amount::Percent(p) => {
+                let scaled = u64::from(desired) * u64::from(p);
+                let n = if round_up {
+                    scaled.div_ceil(100)
+                } else {
+                    scaled / 100
+                };
+                u32::try_from(n).unwrap_or(u32::MAX)
+            }
+        }
+    }
+
+    pub fn is_zero(self) -> bool {
+        matches!(self, Amount::Count(0) | Amount::Percent(0))
+    }
+}
+
+impl TryFrom<serde_json::Value> for Amount {
+    type Error = String;
+    fn try_from(v: serde_json::Value) -> Result<Amount, String> {
+        Amount::parse(&v)
+    }
+}
+
+impl From<Amount> for serde_json::Value {
+    fn from(a: Amount) -> serde_json::Value {
+        match a {
+            Amount::Count(n) => n.into(),
+            Amount::Percent(p) => format!("{p}%").into(),
+        }
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Amount::Count(n) => write!(f, "{n}"),
+            Amount::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// How replicas of a new revision replace the old ones within a cluster, with Kubernetes'
+/// Deployment semantics: at most `max_surge` replicas above the desired count (percentages
+/// rounded up) and at most `max_unavailable` below it not ready (rounded down). When both come
+/// to 0, one replica may be unavailable, as in Kubernetes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateStrategy {
+    pub max_surge: Amount,
+    pub max_unavailable: Amount,
+}
+
+impl Default for UpdateStrategy {
+    /// Kubernetes' defaults: 25% and 25%.
+    fn default() -> Self {
+        UpdateStrategy {
+            max_surge: Amount::Percent(25),
+            max_unavailable: Amount::Percent(25),
+        }
+    }
+}
+
+impl UpdateStrategy {
+    /// Marathon's `upgradeStrategy`: `minimumHealthCapacity` and `maximumOverCapacity`, both
+    /// fractions of the instance count (Marathon's defaults are 1 and 1).
+    pub fn marathon(minimum_health_capacity: f64, maximum_over_capacity: f64) -> UpdateStrategy {
+        let pct = |f: f64| (f.clamp(0.0, 1.0) * 100.0).round() as u32;
+        UpdateStrategy {
+            max_surge: Amount::Percent(pct(maximum_over_capacity)),
+            max_unavailable: Amount::Percent(100 - pct(minimum_health_capacity)),
+        }
+    }
+
+    /// (surge, unavailable) for `desired` replicas.
+    pub fn resolve(&self, desired: u32) -> (u32, u32) {
+        let surge = self.max_surge.of(desired, true);
+        let unavailable = self.max_unavailable.of(desired, false);
+        if surge == 0 && unavailable == 0 {
+            (0, 1)
+        } else {
+            (surge, unavailable)
+        }
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == UpdateStrategy::default()
+    }
 }
 
 /// The state of one replica, as its agent reports it.

@@ -121,6 +121,55 @@ impl fmt::Display for Taint {
     }
 }
 
+impl Taint {
+    /// Reads `key=value:Effect` or `key:Effect`, as `kubectl taint` writes them.
+    pub fn parse(s: &str) -> Result<Taint, String> {
+        let (kv, effect) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("taint {s:?}: expected key=value:Effect or key:Effect"))?;
+        let effect = TaintEffect::parse(effect).map_err(|e| format!("taint {s:?}: {e}"))?;
+        let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+        if key.is_empty() {
+            return Err(format!("taint {s:?}: the key is empty"));
+        }
+        crate::validate::check_label_key(key).map_err(|e| format!("taint {s:?}: {e}"))?;
+        Ok(Taint {
+            key: key.to_string(),
+            value: value.to_string(),
+            effect,
+            added_ms: 0,
+        })
+    }
+
+    /// Whether `pattern` (`key`, `key:Effect` or `key=value:Effect`) names this taint.
+    pub fn matches(&self, pattern: &str) -> bool {
+        let (kv, effect) = match pattern.rsplit_once(':') {
+            Some((kv, effect)) => (kv, Some(effect)),
+            None => (pattern, None),
+        };
+        let (key, value) = match kv.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (kv, None),
+        };
+        self.key == key
+            && value.is_none_or(|v| v == self.value)
+            && effect.is_none_or(|e| e == self.effect.to_string())
+    }
+}
+
+impl TaintEffect {
+    pub fn parse(s: &str) -> Result<TaintEffect, String> {
+        match s {
+            "NoSchedule" => Ok(TaintEffect::NoSchedule),
+            "PreferNoSchedule" => Ok(TaintEffect::PreferNoSchedule),
+            "NoExecute" => Ok(TaintEffect::NoExecute),
+            other => Err(format!(
+                "the effect must be NoSchedule, PreferNoSchedule or NoExecute (got {other:?})"
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum TolerationOperator {
     #[default]

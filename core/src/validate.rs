@@ -456,6 +456,7 @@ mod tests {
                     protocol: Protocol::Tcp,
                 }],
             }),
+            update: UpdateStrategy::default(),
         }
     }
 

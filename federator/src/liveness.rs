@@ -167,6 +167,15 @@ impl Liveness {
         self.bump();
     }
 
+    /// Every cluster this federator knows about, its own agents' and relayed ones.
+    pub fn reports(&self) -> Vec<(String, ClusterLive)> {
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        names
+            .into_iter()
+            .filter_map(|name| Some((name.clone(), self.get(&name)?)))
+            .collect()
+    }
+
     /// The clusters whose agents stream to this federator (not relayed ones).
     pub fn local_reports(&self) -> Vec<(String, ClusterLive)> {
         self.lock()

@@ -1,8 +1,11 @@
 //! Agent soft state relayed to the leader (DESIGN.md §2). An agent streams to whichever
 //! federator it reached; the leader's controllers (cluster health, placement) need to hear
 //! about it too. Each follower sends what its own agents reported to the leader twice a
-//! second, over the peer port; nothing of it is written to the Raft log.
+//! second, over the peer port, and gets the leader's view of all the other clusters back, so
+//! that every federator's views (`hansa get clusters`, workload health) show every agent.
+//! Nothing of it is written to the Raft log.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::liveness::Liveness;
+use crate::liveness::{ClusterLive, Liveness};
 use crate::store::{RelayHandler, Store};
 use crate::FederatorError;
 
@@ -32,24 +35,47 @@ pub struct RelayedCluster {
     pub replicas: Vec<ReplicaStatus>,
 }
 
-/// The leader's side: relayed reports go into its `Liveness`.
+/// The leader's side: relayed reports go into its `Liveness`; the answer is what it knows of
+/// every other cluster.
 pub fn handler(live: Arc<Liveness>) -> RelayHandler {
-    Arc::new(
-        move |from, report| match serde_json::from_value::<Vec<RelayedCluster>>(report) {
-            Ok(clusters) => {
-                for c in clusters {
-                    live.relayed(
-                        &c.name,
-                        c.connected,
-                        Duration::from_millis(c.silence_ms),
-                        c.available,
-                        c.replicas,
-                    );
-                }
-            }
-            Err(e) => warn!(from, error = %e, "ignoring a malformed relayed report"),
-        },
-    )
+    Arc::new(move |from, report| {
+        let clusters = serde_json::from_value::<Vec<RelayedCluster>>(report).unwrap_or_else(|e| {
+            warn!(from, error = %e, "ignoring a malformed relayed report");
+            Vec::new()
+        });
+        let theirs: HashSet<String> = clusters.iter().map(|c| c.name.clone()).collect();
+        take(&live, clusters);
+        let view: Vec<RelayedCluster> = live
+            .reports()
+            .into_iter()
+            .filter(|(name, _)| !theirs.contains(name))
+            .map(|(name, l)| relayed(name, l))
+            .collect();
+        serde_json::to_value(view).unwrap_or_default()
+    })
+}
+
+fn relayed(name: String, live: ClusterLive) -> RelayedCluster {
+    RelayedCluster {
+        name,
+        connected: live.connected,
+        silence_ms: u64::try_from(live.last_seen.elapsed().as_millis()).unwrap_or(u64::MAX),
+        available: live.available,
+        replicas: live.replicas,
+    }
+}
+
+/// Records relayed reports; those of agents streaming to this federator itself are ignored.
+fn take(live: &Liveness, clusters: Vec<RelayedCluster>) {
+    for c in clusters {
+        live.relayed(
+            &c.name,
+            c.connected,
+            Duration::from_millis(c.silence_ms),
+            c.available,
+            c.replicas,
+        );
+    }
 }
 
 /// The follower's side: relays the clusters streaming to this federator while it does not lead.
@@ -69,20 +95,12 @@ pub async fn run(
         if *leadership.borrow() {
             continue;
         }
+        // Sent even when empty: the answer is the leader's view of everyone else's agents.
         let clusters: Vec<RelayedCluster> = live
             .local_reports()
             .into_iter()
-            .map(|(name, l)| RelayedCluster {
-                name,
-                connected: l.connected,
-                silence_ms: u64::try_from(l.last_seen.elapsed().as_millis()).unwrap_or(u64::MAX),
-                available: l.available,
-                replicas: l.replicas,
-            })
+            .map(|(name, l)| relayed(name, l))
             .collect();
-        if clusters.is_empty() {
-            continue;
-        }
         let report = match serde_json::to_value(&clusters) {
             Ok(report) => report,
             Err(e) => {
@@ -90,8 +108,13 @@ pub async fn run(
                 continue;
             }
         };
-        if let Err(e) = store.relay(report, RELAY_TIMEOUT).await {
-            debug!(error = %e, "could not relay agent reports to the leader");
+        match store.relay(report, RELAY_TIMEOUT).await {
+            Ok(view) if view.is_null() => {}
+            Ok(view) => match serde_json::from_value::<Vec<RelayedCluster>>(view) {
+                Ok(clusters) => take(&live, clusters),
+                Err(e) => debug!(error = %e, "ignoring the leader's malformed view"),
+            },
+            Err(e) => debug!(error = %e, "could not relay agent reports to the leader"),
         }
     }
 }

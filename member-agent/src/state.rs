@@ -256,6 +256,7 @@ mod tests {
                 command: vec!["sleep".to_string(), "1000".to_string()],
                 ..TaskTemplate::default()
             },
+            update: Default::default(),
         }
     }
 

@@ -59,6 +59,7 @@ pub(crate) fn workload(replicas: u32, scheduling: ReplicaScheduling) -> Workload
             ..Default::default()
         },
         service: None,
+        update: Default::default(),
     }
 }
 
@@ -125,6 +126,7 @@ pub(crate) fn web() -> Workload {
                 protocol: Default::default(),
             }],
         }),
+        update: Default::default(),
     }
 }
 

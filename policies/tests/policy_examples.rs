@@ -1,10 +1,10 @@
 //! The feature examples in `policies/examples/`: each file is parsed with hansa-core's reader
-//! (policies bound to their workloads as `hansa apply` binds them) and placed on a small
+//! (policies bound to their workloads as the federation binds them) and placed on a small
 //! federation; the placement and the explanation are what each file's comment promises.
 
 use std::path::Path;
 
-use hansa_core::manifest::{parse_manifests, ManifestFile, Parsed};
+use hansa_core::manifest::{bind, parse_manifests, ManifestFile, Parsed};
 use hansa_core::{
     Cluster, ClusterHealth, DecisionOutcome, Placement, Resources, RuntimeKind, Taint, TaintEffect,
     Workload,
@@ -23,7 +23,9 @@ fn parse(file: &str) -> Parsed {
         name: file,
         content: &content,
     }];
-    parse_manifests(&files).unwrap_or_else(|e| panic!("{file}:\n{e}"))
+    let mut parsed = parse_manifests(&files).unwrap_or_else(|e| panic!("{file}:\n{e}"));
+    bind(&mut parsed.workloads, &parsed.policies);
+    parsed
 }
 
 fn only_workload(file: &str) -> Workload {
@@ -255,6 +257,27 @@ fn nothing_fits_reads_as_an_operator_needs_it() {
     );
 }
 
+/// Karmada's override example: the PropagationPolicy places the Deployment Duplicated on
+/// member1 and member2 (the override's rendering is tested with the assignments, in
+/// federator/src/controllers/assignments.rs).
+#[test]
+fn karmada_override_example_is_placed_by_its_propagation_policy() {
+    let parsed = parse("karmada-override.yaml");
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    assert_eq!(parsed.overrides.len(), 1);
+    let clusters = vec![
+        cluster("member1", "eu", "eu-a", "onprem"),
+        cluster("member2", "eu", "eu-b", "onprem"),
+        cluster("member3", "us", "us-a", "onprem"),
+    ];
+    let p = solve(&parsed.workloads[0], &clusters);
+    assert_eq!(counts(&p), [("member1", 2), ("member2", 2)]);
+    assert_eq!(
+        p.explanation.policy,
+        "PropagationPolicy default/nginx-propagation"
+    );
+}
+
 /// Every example file is covered by a test here or in examples.rs.
 #[test]
 fn every_example_is_tested() {
@@ -270,6 +293,7 @@ fn every_example_is_tested() {
             "fallback-overflow.yaml",
             "karmada-dynamic-weight.yaml",
             "karmada-fallback-spread.yaml",
+            "karmada-override.yaml",
             "marathon-constraints.yaml",
             "web-capacity.yaml",
             "web-duplicated.yaml",

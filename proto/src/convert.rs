@@ -213,6 +213,7 @@ impl TryFrom<&core::Assignment> for v1::Assignment {
             revision: a.revision,
             replicas: a.replicas,
             template_json: serde_json::to_string(&a.template)?,
+            update_json: serde_json::to_string(&a.update)?,
         })
     }
 }
@@ -226,6 +227,13 @@ impl TryFrom<v1::Assignment> for core::Assignment {
             workload: core::WorkloadKey::new(a.namespace, a.workload),
             revision: a.revision,
             replicas: a.replicas,
+            // Absent from an older federator: the default strategy.
+            update: if a.update_json.is_empty() {
+                core::UpdateStrategy::default()
+            } else {
+                serde_json::from_str(&a.update_json)
+                    .map_err(|e| bad("assignment.update_json", e.to_string()))?
+            },
         })
     }
 }

@@ -419,6 +419,19 @@ impl Federation {
         recorded_pids(&self.agent_data(cluster))
     }
 
+    /// Waits until `n` clusters are registered and Ready.
+    pub fn wait_clusters_ready(&self, n: usize, limit: Duration) {
+        wait_for(&format!("{n} clusters Ready"), limit, || {
+            let clusters = self.hansa_json(&["get", "clusters"]).ok()?;
+            let ready = clusters
+                .as_array()?
+                .iter()
+                .filter(|c| c["health"] == "Ready")
+                .count();
+            (ready == n).then_some(())
+        });
+    }
+
     /// Healthy endpoints of `workload` as `hansa describe` lists them:
     /// (cluster, replica, `address:port`). Empty while the workload is unknown.
     pub fn endpoints(&self, workload: &str) -> Vec<(String, String, String)> {

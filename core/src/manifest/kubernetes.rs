@@ -14,8 +14,8 @@ use super::quantity;
 use super::walk::{describe, Diag, Obj};
 use super::Origin;
 use crate::model::{
-    EnvConvention, HealthCheck, ManifestFormat, PlacementSpec, PortSpec, Probe, Protocol,
-    Resources, TaskTemplate, Workload, DEFAULT_NAMESPACE,
+    Amount, EnvConvention, HealthCheck, ManifestFormat, PlacementSpec, PortSpec, Probe, Protocol,
+    Resources, TaskTemplate, UpdateStrategy, Workload, DEFAULT_NAMESPACE,
 };
 use crate::validate::{
     check_dns_label, check_env_name, check_label_key, check_label_value, check_port_name,
@@ -119,6 +119,10 @@ pub(super) fn read_deployment(value: &Value, d: &mut Diag) -> Option<Deployment>
         template.finish(d);
     }
     check_selector(selector, &template_labels, d);
+    let update = match spec.obj(d, "strategy") {
+        Some(st) => strategy(st, d),
+        None => UpdateStrategy::default(),
+    };
     spec.finish(d);
     root.finish(d);
 
@@ -141,10 +145,53 @@ pub(super) fn read_deployment(value: &Value, d: &mut Diag) -> Option<Deployment>
             template,
             placement: PlacementSpec::default(),
             service: None,
+            update,
         },
         template_labels,
         joined: None,
     })
+}
+
+/// A Deployment's `strategy`: `RollingUpdate` with `maxSurge`/`maxUnavailable` (Kubernetes'
+/// defaults, 25% each), or `Recreate` (every old replica stops before new ones start).
+fn strategy(mut st: Obj<'_>, d: &mut Diag) -> UpdateStrategy {
+    let mut out = UpdateStrategy::default();
+    match st.str(d, "type") {
+        None | Some("RollingUpdate") => {
+            if let Some(mut r) = st.obj(d, "rollingUpdate") {
+                for (key, slot) in [
+                    ("maxSurge", &mut out.max_surge),
+                    ("maxUnavailable", &mut out.max_unavailable),
+                ] {
+                    if let Some(v) = r.get(key) {
+                        match Amount::parse(v) {
+                            Ok(a) => *slot = a,
+                            Err(e) => d.error(r.path_of(key), e),
+                        }
+                    }
+                }
+                if out.max_surge.is_zero() && out.max_unavailable.is_zero() {
+                    d.error(
+                        r.path_of("maxUnavailable"),
+                        "may not be 0 when maxSurge is 0",
+                    );
+                }
+                r.finish(d);
+            }
+        }
+        Some("Recreate") => {
+            out = UpdateStrategy {
+                max_surge: Amount::Count(0),
+                max_unavailable: Amount::Percent(100),
+            };
+        }
+        Some(other) => d.error(
+            st.path_of("type"),
+            format!("must be RollingUpdate or Recreate (got {other:?})"),
+        ),
+    }
+    st.finish(d);
+    out
 }
 
 type Selector<'v> = (BTreeMap<String, String>, Vec<(String, &'v Value)>);
@@ -278,6 +325,7 @@ fn container(c: &mut Obj<'_>, d: &mut Diag) -> Option<TaskTemplate> {
         health_check,
         env_convention: EnvConvention::Hansa,
         image_pull_policy: Default::default(),
+        labels: Default::default(),
     })
 }
 

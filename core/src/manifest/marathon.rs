@@ -11,7 +11,7 @@ use super::walk::{Diag, Obj};
 use super::Read;
 use crate::model::{
     EnvConvention, HealthCheck, ManifestFormat, PlacementSpec, PortSpec, Probe, Protocol,
-    Resources, ServicePort, ServiceSpec, TaskTemplate, Workload, DEFAULT_NAMESPACE,
+    Resources, ServicePort, ServiceSpec, TaskTemplate, UpdateStrategy, Workload, DEFAULT_NAMESPACE,
 };
 use crate::validate::{
     check_constraint, check_dns_label, check_env_name, check_label_key, check_label_value,
@@ -201,6 +201,29 @@ fn app(mut a: Obj<'_>, parent: &str, d: &mut Diag) -> Option<Workload> {
         constraints.push(parts);
     }
     let labels = labels(&mut a, d);
+    let update = match a.obj(d, "upgradeStrategy") {
+        Some(mut u) => {
+            let mut fraction = |key: &str| match u.get(key) {
+                None => 1.0,
+                Some(v) => match v.as_f64().filter(|f| (0.0..=1.0).contains(f)) {
+                    Some(f) => f,
+                    None => {
+                        d.error(
+                            u.path_of(key),
+                            format!("expected a number from 0 to 1, got {v}"),
+                        );
+                        1.0
+                    }
+                },
+            };
+            let health = fraction("minimumHealthCapacity");
+            let over = fraction("maximumOverCapacity");
+            u.finish(d);
+            UpdateStrategy::marathon(health, over)
+        }
+        // Marathon's defaults: start every new instance before stopping any old one.
+        None => UpdateStrategy::marathon(1.0, 1.0),
+    };
     a.finish(d);
 
     let ((namespace, name, app_id), replicas) = (key?, replicas?);
@@ -224,6 +247,7 @@ fn app(mut a: Obj<'_>, parent: &str, d: &mut Diag) -> Option<Workload> {
             health_check,
             env_convention: EnvConvention::Marathon { app_id },
             image_pull_policy: Default::default(),
+            labels: Default::default(),
         },
         placement: PlacementSpec {
             constraints,
@@ -233,6 +257,7 @@ fn app(mut a: Obj<'_>, parent: &str, d: &mut Diag) -> Option<Workload> {
             name,
             ports: service_ports,
         }),
+        update,
     })
 }
 

@@ -7,6 +7,7 @@
 mod kubernetes;
 mod marathon;
 mod native;
+mod overrides;
 mod policies;
 pub mod quantity;
 mod walk;
@@ -18,8 +19,9 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::model::{ManifestFormat, Workload};
+use crate::overrides::OverrideObject;
 use crate::validate::validate_workload;
-pub use policies::{PolicyObject, ResourceSelector};
+pub use policies::{bind, bound, governing, PolicyObject, ResourceSelector};
 use walk::Diag;
 
 /// One manifest file as the user handed it over.
@@ -33,11 +35,13 @@ pub struct ManifestFile<'a> {
 /// Everything the files declare, and what the user should know about how it was read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
-    /// In the order the files and documents declare them, with the placement of the policy
-    /// that selects them when they have none inline.
+    /// In the order the files and documents declare them, placement as written (policies are
+    /// bound when the federation solves: see [`bind`]).
     pub workloads: Vec<Workload>,
     /// Placement policy objects (native and Karmada), in declaration order.
     pub policies: Vec<PolicyObject>,
+    /// Override policy objects (native and Karmada), in declaration order.
+    pub overrides: Vec<OverrideObject>,
     /// `file doc N: path: message`, e.g. fields of foreign formats that Hansa ignores.
     pub warnings: Vec<String>,
 }
@@ -84,6 +88,7 @@ pub fn parse_manifests(files: &[ManifestFile<'_>]) -> Result<Parsed, ManifestErr
     let mut entries: Vec<(Origin, Entry)> = Vec::new();
     let mut services: Vec<(Origin, kubernetes::Service)> = Vec::new();
     let mut policies: Vec<(Origin, PolicyObject)> = Vec::new();
+    let mut overrides: Vec<(Origin, OverrideObject)> = Vec::new();
 
     for file in files {
         for (i, doc) in documents(file).into_iter().enumerate() {
@@ -106,6 +111,7 @@ pub fn parse_manifests(files: &[ManifestFile<'_>]) -> Result<Parsed, ManifestErr
                     Read::Deployment(dep) => entries.push((origin.clone(), Entry::Deployment(dep))),
                     Read::Service(svc) => services.push((origin.clone(), svc)),
                     Read::Policy(p) => policies.push((origin.clone(), p)),
+                    Read::Override(o) => overrides.push((origin.clone(), o)),
                 }
             }
             report.absorb(&origin, d);
@@ -138,21 +144,35 @@ pub fn parse_manifests(files: &[ManifestFile<'_>]) -> Result<Parsed, ManifestErr
             );
         }
     }
+    for (i, (origin, o)) in overrides.iter().enumerate() {
+        if let Some((first, _)) = overrides[..i]
+            .iter()
+            .find(|(_, q)| q.kind == o.kind && q.name == o.name && q.namespace == o.namespace)
+        {
+            report.error(
+                origin,
+                "",
+                format!(
+                    "{} is already defined in {} doc {}",
+                    o.display_name(),
+                    first.file,
+                    first.doc
+                ),
+            );
+        }
+    }
     let policy_objects: Vec<PolicyObject> = policies.iter().map(|(_, p)| p.clone()).collect();
-    let mut bound: Vec<Workload> = entries
+    let made: Vec<Workload> = entries
         .iter()
         .map(|(_, entry)| match entry {
             Entry::Ready(w) => w.clone(),
             Entry::Deployment(dep) => dep.workload.clone(),
         })
         .collect();
-    for warning in policies::bind(&mut bound, &policy_objects) {
-        report.warnings.push(warning);
-    }
 
     let mut workloads: Vec<Workload> = Vec::with_capacity(entries.len());
     let mut seen: Vec<(&Origin, crate::model::WorkloadKey)> = Vec::new();
-    for ((origin, _), w) in entries.iter().zip(&bound) {
+    for ((origin, _), w) in entries.iter().zip(&made) {
         let key = w.key();
         if let Some((first, _)) = seen.iter().find(|(_, k)| *k == key) {
             report.error(
@@ -183,6 +203,7 @@ pub fn parse_manifests(files: &[ManifestFile<'_>]) -> Result<Parsed, ManifestErr
         Ok(Parsed {
             workloads,
             policies: policy_objects,
+            overrides: overrides.into_iter().map(|(_, o)| o).collect(),
             warnings: report.warnings,
         })
     } else {
@@ -244,11 +265,13 @@ pub(crate) enum Read {
     Deployment(kubernetes::Deployment),
     Service(kubernetes::Service),
     Policy(PolicyObject),
+    Override(OverrideObject),
 }
 
-const KNOWN_KINDS: &str = "Hansa reads hansa.dev/v1 Workload and PlacementPolicy, apps/v1 \
-     Deployment, v1 Service, policy.karmada.io/v1alpha1 PropagationPolicy and \
-     ClusterPropagationPolicy, and Marathon app JSON";
+const KNOWN_KINDS: &str = "Hansa reads hansa.dev/v1 Workload, PlacementPolicy and \
+     OverridePolicy, apps/v1 Deployment, v1 Service, policy.karmada.io/v1alpha1 \
+     PropagationPolicy, ClusterPropagationPolicy, OverridePolicy and ClusterOverridePolicy, and \
+     Marathon app JSON";
 
 /// Recognises a document's format and reads it.
 fn read_document(value: &Value, d: &mut Diag) -> Vec<Read> {
@@ -301,13 +324,21 @@ fn read_document(value: &Value, d: &mut Diag) -> Vec<Read> {
                     .into_iter()
                     .collect()
             }
-            ("policy.karmada.io/v1alpha1", "OverridePolicy" | "ClusterOverridePolicy")
-            | ("hansa.dev/v1", "OverridePolicy") => {
-                d.warn(
-                    "",
-                    format!("{kind} is not supported yet: per-cluster overrides are not applied (ignored)"),
-                );
-                Vec::new()
+            ("hansa.dev/v1", "OverridePolicy") => overrides::read_native(value, d)
+                .map(Read::Override)
+                .into_iter()
+                .collect(),
+            ("policy.karmada.io/v1alpha1", "OverridePolicy") => {
+                overrides::read_karmada(value, d, false)
+                    .map(Read::Override)
+                    .into_iter()
+                    .collect()
+            }
+            ("policy.karmada.io/v1alpha1", "ClusterOverridePolicy") => {
+                overrides::read_karmada(value, d, true)
+                    .map(Read::Override)
+                    .into_iter()
+                    .collect()
             }
             _ => {
                 d.error(

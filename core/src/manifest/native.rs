@@ -11,9 +11,9 @@ use serde_json::Value;
 use super::quantity;
 use super::walk::Diag;
 use crate::model::{
-    ClusterAffinity, EnvConvention, HealthCheck, ManifestFormat, PlacementSpec, PortSpec, Probe,
-    Protocol, ReplicaScheduling, Resources, ServicePort, ServiceSpec, StaticWeight, TaskTemplate,
-    Weighting, Workload, DEFAULT_NAMESPACE,
+    Amount, ClusterAffinity, EnvConvention, HealthCheck, ManifestFormat, PlacementSpec, PortSpec,
+    Probe, Protocol, ReplicaScheduling, Resources, ServicePort, ServiceSpec, StaticWeight,
+    TaskTemplate, UpdateStrategy, Weighting, Workload, DEFAULT_NAMESPACE,
 };
 use crate::policy::{AffinityGroup, Requirement, SpreadConstraint, SpreadKey, Toleration};
 
@@ -46,6 +46,15 @@ struct Spec {
     template: Template,
     placement: Option<Placement>,
     service: Option<Service>,
+    update: Option<Update>,
+}
+
+/// `spec.update`: Kubernetes' rolling-update bounds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Update {
+    max_surge: Option<Value>,
+    max_unavailable: Option<Value>,
 }
 
 fn one() -> i64 {
@@ -303,6 +312,7 @@ pub(super) fn read(value: &Value, d: &mut Diag) -> Option<Workload> {
     let service = spec
         .service
         .map(|s| service(d, s, &metadata.name, &template.ports));
+    let update = spec.update.map(|u| update(d, u)).unwrap_or_default();
     (d.errors.len() == errors_before).then(|| Workload {
         name: metadata.name,
         namespace: metadata
@@ -314,7 +324,34 @@ pub(super) fn read(value: &Value, d: &mut Diag) -> Option<Workload> {
         template,
         placement,
         service,
+        update,
     })
+}
+
+fn update(d: &mut Diag, u: Update) -> UpdateStrategy {
+    let mut out = UpdateStrategy::default();
+    for (key, value, slot) in [
+        ("maxSurge", u.max_surge, &mut out.max_surge),
+        (
+            "maxUnavailable",
+            u.max_unavailable,
+            &mut out.max_unavailable,
+        ),
+    ] {
+        if let Some(v) = value {
+            match Amount::parse(&v) {
+                Ok(a) => *slot = a,
+                Err(e) => d.error(format!("spec.update.{key}"), e),
+            }
+        }
+    }
+    if out.max_surge.is_zero() && out.max_unavailable.is_zero() {
+        d.error(
+            "spec.update.maxUnavailable",
+            "may not be 0 when maxSurge is 0",
+        );
+    }
+    out
 }
 
 /// `value` as a `T` within `min..=max`, or an error at `path`.
@@ -378,6 +415,7 @@ fn template(d: &mut Diag, t: Template) -> TaskTemplate {
         health_check: t.health_check.and_then(|h| health_check(d, h)),
         env_convention: EnvConvention::Hansa,
         image_pull_policy: t.image_pull_policy,
+        labels: Default::default(),
     }
 }
 

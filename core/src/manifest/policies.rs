@@ -5,9 +5,10 @@
 //! Karmada fields Hansa does not support become warnings naming the field; Karmada's defaults
 //! hold (no `replicaScheduling` means Duplicated, as in Karmada).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::native;
@@ -23,12 +24,14 @@ use crate::policy::{
 use crate::validate::{check_dns_label, check_requirement};
 
 /// A policy object as read from a manifest.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PolicyObject {
     /// `PlacementPolicy`, `PropagationPolicy` or `ClusterPropagationPolicy`.
     pub kind: String,
     pub name: String,
     /// None: cluster-scoped (selects workloads in every namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     pub selectors: Vec<ResourceSelector>,
     /// Higher wins when several policies select a workload.
@@ -56,18 +59,25 @@ impl PolicyObject {
 }
 
 /// Karmada's resourceSelector (and Hansa's workload selector).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ResourceSelector {
     /// `Deployment` (Kubernetes workloads) or `Workload` (native ones); None: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub match_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_expressions: Vec<Requirement>,
 }
 
 impl ResourceSelector {
-    fn selects(&self, w: &Workload) -> Option<u8> {
+    /// How specifically this selects `w` (None: not at all): by name 2, by labels 1, else 0.
+    pub fn selects(&self, w: &Workload) -> Option<u8> {
         let kind_ok = match self.kind.as_deref() {
             None => true,
             Some("Deployment") => w.format == ManifestFormat::Kubernetes,
@@ -95,49 +105,56 @@ impl ResourceSelector {
     }
 }
 
-/// Gives every workload without an inline placement the placement of the policy that selects
-/// it best: higher priority, then namespaced over cluster-scoped, then the more specific
-/// selector (name over labels over kind), then the policy's name. Returns a warning for each
-/// policy that selects nothing.
-pub(crate) fn bind(workloads: &mut [Workload], policies: &[PolicyObject]) -> Vec<String> {
-    let mut used = vec![false; policies.len()];
-    for w in workloads.iter_mut() {
-        if w.placement != PlacementSpec::default() {
-            // Inline placement takes precedence; mark policies that would have applied.
-            for (i, p) in policies.iter().enumerate() {
-                used[i] |= p.selects(w).is_some();
-            }
-            continue;
-        }
-        let best = policies
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| Some((i, p, p.selects(w)?)))
-            .max_by(|(_, a, sa), (_, b, sb)| {
-                a.priority
-                    .cmp(&b.priority)
-                    .then(a.namespace.is_some().cmp(&b.namespace.is_some()))
-                    .then(sa.cmp(sb))
-                    .then(b.name.cmp(&a.name))
-            });
-        if let Some((i, p, _)) = best {
-            used[i] = true;
-            w.placement = p.placement.clone();
-            w.placement.policy = p.display_name();
-        }
+/// The placement policy that governs `w`: none when `w` has an inline placement (it takes
+/// precedence); otherwise the policy that selects it best: higher priority, then namespaced
+/// over cluster-scoped, then the more specific selector (name over labels over kind), then the
+/// policy's name.
+pub fn governing<'p>(
+    w: &Workload,
+    policies: impl IntoIterator<Item = &'p PolicyObject>,
+) -> Option<&'p PolicyObject> {
+    if w.placement != PlacementSpec::default() {
+        return None;
     }
     policies
-        .iter()
-        .zip(used)
-        .filter(|(_, used)| !used)
-        .map(|(p, _)| {
-            format!(
-                "{} selects no workload in these files: policies bind to the workloads \
-                 applied with them",
-                p.display_name()
-            )
+        .into_iter()
+        .filter_map(|p| Some((p, p.selects(w)?)))
+        .max_by(|(a, sa), (b, sb)| {
+            a.priority
+                .cmp(&b.priority)
+                .then(a.namespace.is_some().cmp(&b.namespace.is_some()))
+                .then(sa.cmp(sb))
+                .then(b.name.cmp(&a.name))
+                .then(b.kind.cmp(&a.kind))
         })
-        .collect()
+        .map(|(p, _)| p)
+}
+
+/// `w` with the placement of its governing policy (see [`governing`]), named in
+/// `placement.policy`; `w` itself when no policy governs it.
+pub fn bound<'w, 'p>(
+    w: &'w Workload,
+    policies: impl IntoIterator<Item = &'p PolicyObject>,
+) -> Cow<'w, Workload> {
+    match governing(w, policies) {
+        None => Cow::Borrowed(w),
+        Some(p) => {
+            let mut w = w.clone();
+            w.placement = p.placement.clone();
+            w.placement.policy = p.display_name();
+            Cow::Owned(w)
+        }
+    }
+}
+
+/// Binds every workload to its governing policy in place, as the federation does when it
+/// solves (stored workloads keep their placement as written).
+pub fn bind(workloads: &mut [Workload], policies: &[PolicyObject]) {
+    for w in workloads.iter_mut() {
+        if let Cow::Owned(b) = bound(w, policies) {
+            *w = b;
+        }
+    }
 }
 
 // ---- hansa.dev/v1 PlacementPolicy ----
@@ -245,65 +262,10 @@ pub(super) fn read_karmada(
     let mut root = Obj::new(value, "", d)?;
     root.skip("apiVersion");
     root.skip("kind");
-    let mut meta = root.required_obj(d, "metadata")?;
-    let name = meta.string(d, "name");
-    if name.is_none() && !meta.has("name") {
-        d.error("metadata.name", "missing");
-    }
-    if let Some(name) = &name {
-        d.check("metadata.name", check_dns_label(name));
-    }
-    let namespace = if cluster_scoped {
-        if meta.has("namespace") {
-            d.warn(
-                "metadata.namespace",
-                "a ClusterPropagationPolicy is cluster-scoped; the namespace is ignored",
-            );
-            meta.skip("namespace");
-        }
-        None
-    } else {
-        let ns = meta
-            .string(d, "namespace")
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-        d.check("metadata.namespace", check_dns_label(&ns));
-        Some(ns)
-    };
-    meta.skip("labels");
-    meta.skip("annotations");
-    meta.finish(d);
-
+    let (name, namespace) =
+        karmada_metadata(&mut root, d, cluster_scoped, "ClusterPropagationPolicy")?;
     let mut spec = root.required_obj(d, "spec")?;
-    let mut selectors = Vec::new();
-    for (path, item) in spec.list(d, "resourceSelectors") {
-        let Some(mut s) = Obj::new(item, path, d) else {
-            continue;
-        };
-        s.skip("apiVersion");
-        let kind = s.string(d, "kind");
-        if let Some(kind) = &kind {
-            if kind != "Deployment" && kind != "Workload" {
-                d.warn(
-                    s.path_of("kind"),
-                    format!("{kind} is not a workload Hansa places (Deployment, Workload); this selector selects nothing"),
-                );
-            }
-        }
-        let name = s.string(d, "name");
-        let namespace = s.string(d, "namespace");
-        let (match_labels, match_expressions) = match s.obj(d, "labelSelector") {
-            Some(l) => label_selector(l, d),
-            None => (BTreeMap::new(), Vec::new()),
-        };
-        s.finish(d);
-        selectors.push(ResourceSelector {
-            kind,
-            name,
-            namespace,
-            match_labels,
-            match_expressions,
-        });
-    }
+    let selectors = karmada_selectors(&mut spec, d);
     if selectors.is_empty() {
         d.error(
             "spec.resourceSelectors",
@@ -340,7 +302,81 @@ pub(super) fn read_karmada(
     })
 }
 
-fn requirements(d: &mut Diag, o: &mut Obj<'_>, key: &str) -> Vec<Requirement> {
+/// Karmada policy metadata: `(name, namespace)`; the namespace is None for cluster-scoped kinds
+/// (`kind` names the kind in the warning when one is given anyway). `name` is None (with an
+/// error) when it is missing or invalid.
+pub(super) fn karmada_metadata(
+    root: &mut Obj<'_>,
+    d: &mut Diag,
+    cluster_scoped: bool,
+    kind: &str,
+) -> Option<(Option<String>, Option<String>)> {
+    let mut meta = root.required_obj(d, "metadata")?;
+    let name = meta.string(d, "name");
+    if name.is_none() && !meta.has("name") {
+        d.error("metadata.name", "missing");
+    }
+    if let Some(name) = &name {
+        d.check("metadata.name", check_dns_label(name));
+    }
+    let namespace = if cluster_scoped {
+        if meta.has("namespace") {
+            d.warn(
+                "metadata.namespace",
+                format!("a {kind} is cluster-scoped; the namespace is ignored"),
+            );
+            meta.skip("namespace");
+        }
+        None
+    } else {
+        let ns = meta
+            .string(d, "namespace")
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        d.check("metadata.namespace", check_dns_label(&ns));
+        Some(ns)
+    };
+    meta.skip("labels");
+    meta.skip("annotations");
+    meta.finish(d);
+    Some((name, namespace))
+}
+
+/// Karmada's `resourceSelectors`; a kind Hansa does not place is a warning.
+pub(super) fn karmada_selectors(spec: &mut Obj<'_>, d: &mut Diag) -> Vec<ResourceSelector> {
+    let mut selectors = Vec::new();
+    for (path, item) in spec.list(d, "resourceSelectors") {
+        let Some(mut s) = Obj::new(item, path, d) else {
+            continue;
+        };
+        s.skip("apiVersion");
+        let kind = s.string(d, "kind");
+        if let Some(kind) = &kind {
+            if kind != "Deployment" && kind != "Workload" {
+                d.warn(
+                    s.path_of("kind"),
+                    format!("{kind} is not a workload Hansa places (Deployment, Workload); this selector selects nothing"),
+                );
+            }
+        }
+        let name = s.string(d, "name");
+        let namespace = s.string(d, "namespace");
+        let (match_labels, match_expressions) = match s.obj(d, "labelSelector") {
+            Some(l) => label_selector(l, d),
+            None => (BTreeMap::new(), Vec::new()),
+        };
+        s.finish(d);
+        selectors.push(ResourceSelector {
+            kind,
+            name,
+            namespace,
+            match_labels,
+            match_expressions,
+        });
+    }
+    selectors
+}
+
+pub(super) fn requirements_list(d: &mut Diag, o: &mut Obj<'_>, key: &str) -> Vec<Requirement> {
     let mut out = Vec::new();
     for (path, item) in o.list(d, key) {
         let Some(mut r) = Obj::new(item, path.clone(), d) else {
@@ -373,24 +409,57 @@ fn requirements(d: &mut Diag, o: &mut Obj<'_>, key: &str) -> Vec<Requirement> {
     out
 }
 
-fn label_selector(mut l: Obj<'_>, d: &mut Diag) -> (BTreeMap<String, String>, Vec<Requirement>) {
+pub(super) fn label_selector(
+    mut l: Obj<'_>,
+    d: &mut Diag,
+) -> (BTreeMap<String, String>, Vec<Requirement>) {
     let labels = l.string_map(d, "matchLabels");
-    let expressions = requirements(d, &mut l, "matchExpressions");
+    let expressions = requirements_list(d, &mut l, "matchExpressions");
     l.finish(d);
     (labels, expressions)
 }
 
 /// Karmada's ClusterAffinity: clusterNames, exclude, labelSelector, fieldSelector.
 fn affinity(o: &mut Obj<'_>, d: &mut Diag) -> ClusterAffinity {
+    read_affinity(o, d, true)
+}
+
+/// A cluster affinity: Karmada's form (`labelSelector: {matchLabels, matchExpressions}`,
+/// `fieldSelector: {matchExpressions}`) or Hansa's (`matchLabels`, `matchExpressions` and a
+/// `fieldSelector` list inline).
+pub(super) fn read_affinity(o: &mut Obj<'_>, d: &mut Diag, karmada: bool) -> ClusterAffinity {
     let cluster_names = o.string_list(d, "clusterNames");
     let exclude = o.string_list(d, "exclude");
+    if !karmada {
+        let match_labels = o.string_map(d, "matchLabels");
+        let match_expressions = requirements_list(d, o, "matchExpressions");
+        let field_selector = requirements_list(d, o, "fieldSelector");
+        for (i, req) in field_selector.iter().enumerate() {
+            if !crate::validate::CLUSTER_FIELDS.contains(&req.key.as_str()) {
+                d.error(
+                    format!("{}[{i}].key", o.path_of("fieldSelector")),
+                    format!(
+                        "field selectors take provider, region or zone (got {:?})",
+                        req.key
+                    ),
+                );
+            }
+        }
+        return ClusterAffinity {
+            cluster_names,
+            exclude,
+            match_labels,
+            match_expressions,
+            field_selector,
+        };
+    }
     let (match_labels, match_expressions) = match o.obj(d, "labelSelector") {
         Some(l) => label_selector(l, d),
         None => (BTreeMap::new(), Vec::new()),
     };
     let field_selector = match o.obj(d, "fieldSelector") {
         Some(mut f) => {
-            let r = requirements(d, &mut f, "matchExpressions");
+            let r = requirements_list(d, &mut f, "matchExpressions");
             for (i, req) in r.iter().enumerate() {
                 if !crate::validate::CLUSTER_FIELDS.contains(&req.key.as_str()) {
                     d.error(

@@ -1,6 +1,7 @@
 //! The user-facing gRPC API (`hansa.v1.Federation`) and the agent Sync service.
 
 pub mod admin;
+pub mod policies;
 pub mod sync;
 pub mod views;
 
@@ -13,15 +14,18 @@ use hansa_core::{Placement, Workload, WorkloadKey};
 use hansa_proto::v1::{
     federation_server::Federation, ApplyRequest, ApplyResponse, ApplyResult, DeleteRequest,
     DeleteResponse, DescribeRequest, DescribeResponse, GetRequest, GetResponse, InfoRequest,
-    InfoResponse,
+    InfoResponse, UpdateClusterRequest, UpdateClusterResponse,
 };
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use crate::controllers::placement::solve;
+use crate::controllers::placement::{bound, solve};
 use crate::liveness::Liveness;
 use crate::security::{caller, Role};
-use crate::store::{Command, CommandResponse, FederationState, PutOutcome, Store, StoreError};
+use crate::store::{
+    policy_key, Command, CommandResponse, FederationState, PutOutcome, Store, StoreError,
+};
+use policies::Effective;
 
 use views::{
     ClusterEndpoint, ClusterReplicas, ClusterView, PlacementView, WorkloadDescription,
@@ -125,32 +129,12 @@ impl Federation for FederationService {
             .collect();
         let parsed =
             parse_manifests(&files).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-        let policy_results: Vec<ApplyResult> = parsed
-            .policies
-            .iter()
-            .map(|p| {
-                let bound: Vec<String> = parsed
-                    .workloads
-                    .iter()
-                    .filter(|w| w.placement.policy == p.display_name())
-                    .map(|w| w.name.clone())
-                    .collect();
-                ApplyResult {
-                    kind: p.kind.clone(),
-                    namespace: p.namespace.clone().unwrap_or_default(),
-                    name: p.name.clone(),
-                    action: "bound".into(),
-                    pending: false,
-                    placement: if bound.is_empty() {
-                        "selects no workload in this apply".into()
-                    } else {
-                        format!("placement of {}", bound.join(", "))
-                    },
-                }
-            })
-            .collect();
-        if parsed.workloads.is_empty() {
-            return Err(ApiError::InvalidArgument("the files hold no workloads".into()).into());
+        if parsed.workloads.is_empty() && parsed.policies.is_empty() && parsed.overrides.is_empty()
+        {
+            return Err(ApiError::InvalidArgument(
+                "the files hold no workloads or policies".into(),
+            )
+            .into());
         }
         let keys: Vec<WorkloadKey> = parsed.workloads.iter().map(Workload::key).collect();
         if let Some(dup) = first_duplicate(&keys) {
@@ -159,26 +143,103 @@ impl Federation for FederationService {
             ))
             .into());
         }
-        // What the placement controller will decide: the same pure function on the same state,
-        // and, for a dry run, how that differs from what is in force.
-        let previews: Vec<(Placement, String, &'static str)> = self.store.read(|state| {
-            parsed
+        let dry_run = request.dry_run;
+        // What the placement controller will decide: the same pure function on the same state
+        // with this apply's policies in force, and, for a dry run, how that differs from what
+        // is in force; what the apply does to each policy.
+        let (previews, policy_results) = self.store.read(|state| {
+            let effective = Effective::new(
+                state,
+                &parsed.workloads,
+                &parsed.policies,
+                &parsed.overrides,
+            );
+            effective
+                .check_overrides(&parsed.overrides)
+                .map_err(ApiError::InvalidArgument)?;
+            let previews: Vec<(Placement, String, String)> = parsed
                 .workloads
                 .iter()
                 .map(|w| {
                     let key = w.key();
-                    let action = match state.workloads.get(&key) {
-                        None => "would be created (dry run)",
-                        Some(r) if r.workload == *w => "unchanged (dry run)",
-                        Some(_) => "would be configured (dry run)",
-                    };
-                    let preview = solve(state, &self.live, w, 0);
+                    let action = policies::action(
+                        state.workloads.get(&key).map(|r| &r.workload),
+                        w,
+                        dry_run,
+                    );
+                    let bound = hansa_core::manifest::bound(w, effective.placement.iter().copied());
+                    let preview = solve(state, &self.live, &bound, 0);
                     let change = placement_change(state.placements.get(&key), &preview);
                     (preview, change, action)
                 })
-                .collect()
-        });
-        let outcomes = if request.dry_run {
+                .collect();
+            // In a dry run, a policy shows how the placement of each workload it governs would
+            // change; the workloads of this apply show their own.
+            let governs = |ws: Vec<&Workload>| {
+                if ws.is_empty() {
+                    return "governs no workload".to_string();
+                }
+                let names: Vec<String> = ws
+                    .iter()
+                    .map(|w| {
+                        if !dry_run || keys.contains(&w.key()) {
+                            return w.name.clone();
+                        }
+                        let bound =
+                            hansa_core::manifest::bound(w, effective.placement.iter().copied());
+                        let preview = solve(state, &self.live, &bound, 0);
+                        let change = placement_change(state.placements.get(&w.key()), &preview);
+                        format!("{} [{change}]", w.name)
+                    })
+                    .collect();
+                format!("governs {}", names.join(", "))
+            };
+            let mut results: Vec<ApplyResult> = parsed
+                .policies
+                .iter()
+                .map(|p| ApplyResult {
+                    kind: p.kind.clone(),
+                    namespace: p.namespace.clone().unwrap_or_default(),
+                    name: p.name.clone(),
+                    action: policies::action(
+                        state
+                            .policies
+                            .get(&policy_key(&p.kind, p.namespace.as_deref(), &p.name))
+                            .map(|r| &r.policy),
+                        p,
+                        dry_run,
+                    ),
+                    pending: false,
+                    placement: governs(effective.governed_by(p)),
+                })
+                .collect();
+            results.extend(parsed.overrides.iter().map(|o| {
+                let selected: Vec<&Workload> =
+                    effective.workloads().filter(|w| o.selects(w)).collect();
+                ApplyResult {
+                    kind: o.kind.clone(),
+                    namespace: o.namespace.clone().unwrap_or_default(),
+                    name: o.name.clone(),
+                    action: policies::action(
+                        state
+                            .overrides
+                            .get(&policy_key(&o.kind, o.namespace.as_deref(), &o.name))
+                            .map(|r| &r.policy),
+                        o,
+                        dry_run,
+                    ),
+                    pending: false,
+                    placement: if selected.is_empty() {
+                        "overrides no workload".into()
+                    } else {
+                        let names: Vec<String> = selected.iter().map(|w| w.name.clone()).collect();
+                        format!("overrides {}", names.join(", "))
+                    },
+                }
+            }));
+            Ok::<_, ApiError>((previews, results))
+        })?;
+        let outcomes = if dry_run {
             vec![None; parsed.workloads.len()]
         } else {
             let response = self
@@ -186,6 +247,8 @@ impl Federation for FederationService {
                 .propose(Command::PutWorkloads {
                     workloads: parsed.workloads.clone(),
                     now_ms: now_ms(),
+                    policies: parsed.policies.clone(),
+                    overrides: parsed.overrides.clone(),
                 })
                 .await?;
             let CommandResponse::Workloads(outcomes) = response else {
@@ -194,7 +257,12 @@ impl Federation for FederationService {
                 ))
                 .into());
             };
-            info!(caller = %who, workloads = keys.len(), "applied");
+            info!(
+                caller = %who,
+                workloads = keys.len(),
+                policies = parsed.policies.len() + parsed.overrides.len(),
+                "applied"
+            );
             outcomes.into_iter().map(Some).collect()
         };
         let mut results: Vec<ApplyResult> = parsed
@@ -208,13 +276,13 @@ impl Federation for FederationService {
                     namespace: workload.namespace.clone(),
                     name: workload.name.clone(),
                     action: match outcome {
-                        None => dry.into(),
+                        None => dry,
                         Some(PutOutcome::Created { .. }) => "created".into(),
                         Some(PutOutcome::Configured { .. }) => "configured".into(),
                         Some(PutOutcome::Unchanged { .. }) => "unchanged".into(),
                     },
                     pending: preview.total() == 0,
-                    placement: if request.dry_run {
+                    placement: if dry_run {
                         format!("{} [{change}]", describe_placement(&preview))
                     } else {
                         describe_placement(&preview)
@@ -264,6 +332,15 @@ impl Federation for FederationService {
                         })
                     })
                     .collect::<Result<_, _>>()?,
+                Kind::Policy(kind) => policies::views(state)
+                    .into_iter()
+                    .filter(|p| kind.is_none_or(|k| k == p.kind))
+                    .filter(|p| {
+                        keep(&p.namespace, &p.name)
+                            || (p.namespace.is_empty() && (name.is_empty() || *name == p.name))
+                    })
+                    .map(|p| json(&p))
+                    .collect::<Result<_, _>>()?,
             };
             if items.is_empty() && !name.is_empty() {
                 return Err(ApiError::NotFound(format!(
@@ -305,12 +382,37 @@ impl Federation for FederationService {
     ) -> Result<Response<DeleteResponse>, Status> {
         let who = caller(&request, &self.trust_domain, API_ROLES)?;
         let request = request.into_inner();
-        if normalize_kind(&request.kind)? != Kind::Workload {
-            return Err(ApiError::InvalidArgument(format!(
-                "only workloads can be deleted (got kind {:?})",
-                request.kind
-            ))
-            .into());
+        match normalize_kind(&request.kind)? {
+            Kind::Workload => {}
+            Kind::Policy(Some(kind)) => {
+                let namespace = (!policies::cluster_scoped(kind))
+                    .then(|| namespace_or_default(&request.namespace));
+                let key = policy_key(kind, namespace, &request.name);
+                let response = self
+                    .store
+                    .propose(Command::DeletePolicy { key: key.clone() })
+                    .await?;
+                if !matches!(response, CommandResponse::Deleted(true)) {
+                    return Err(ApiError::NotFound(format!(
+                        "{kind} {} not found",
+                        match namespace {
+                            Some(ns) => format!("{ns}/{}", request.name),
+                            None => request.name.clone(),
+                        }
+                    ))
+                    .into());
+                }
+                info!(caller = %who, policy = %key, "deleted");
+                return Ok(Response::new(DeleteResponse { deleted: true }));
+            }
+            _ => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "only workloads and policies (by kind: propagationpolicy, overridepolicy, \
+                     ...) can be deleted (got kind {:?})",
+                    request.kind
+                ))
+                .into())
+            }
         }
         let key = WorkloadKey::new(namespace_or_default(&request.namespace), &request.name);
         let response = self
@@ -323,6 +425,88 @@ impl Federation for FederationService {
         }
         info!(caller = %who, workload = %key, "deleted");
         Ok(Response::new(DeleteResponse { deleted }))
+    }
+
+    async fn update_cluster(
+        &self,
+        request: Request<UpdateClusterRequest>,
+    ) -> Result<Response<UpdateClusterResponse>, Status> {
+        let who = caller(&request, &self.trust_domain, API_ROLES)?;
+        let request = request.into_inner();
+        let name = request.name.clone();
+        let (exists, agent_taints, operator_taints) = self.store.read(|state| {
+            let operator = state
+                .operator_taints
+                .get(&name)
+                .cloned()
+                .unwrap_or_default();
+            let agent: Vec<hansa_core::Taint> = state
+                .clusters
+                .get(&name)
+                .map(|c| {
+                    c.taints
+                        .iter()
+                        .filter(|t| !operator.contains(t))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            (state.clusters.contains_key(&name), agent, operator)
+        });
+        if !exists {
+            return Err(ApiError::NotFound(format!("cluster {name} is not registered")).into());
+        }
+        let now = now_ms();
+        let mut add = Vec::new();
+        for text in &request.add_taints {
+            let mut taint = hansa_core::Taint::parse(text).map_err(ApiError::InvalidArgument)?;
+            taint.added_ms = now;
+            add.push(taint);
+        }
+        for pattern in &request.remove_taints {
+            if operator_taints.iter().any(|t| t.matches(pattern)) {
+                continue;
+            }
+            let why = if agent_taints.iter().any(|t| t.matches(pattern)) {
+                format!(
+                    "taint {pattern} on cluster {name} comes from its agent's configuration; \
+                     remove it there"
+                )
+            } else {
+                format!("cluster {name} has no taint {pattern}")
+            };
+            return Err(ApiError::NotFound(why).into());
+        }
+        if !add.is_empty() || !request.remove_taints.is_empty() {
+            self.store
+                .propose(Command::SetClusterTaints {
+                    name: name.clone(),
+                    add,
+                    remove: request.remove_taints.clone(),
+                })
+                .await?;
+            info!(caller = %who, cluster = %name, add = ?request.add_taints, remove = ?request.remove_taints, "taints changed");
+        }
+        if let Some(cordoned) = request.cordoned {
+            self.store
+                .propose(Command::SetClusterCordon {
+                    name: name.clone(),
+                    cordoned,
+                })
+                .await?;
+            info!(caller = %who, cluster = %name, cordoned, "cordon changed");
+        }
+        let view = self.store.read(|state| {
+            state
+                .clusters
+                .get(&name)
+                .map(|c| cluster_view(state, &self.live, c))
+        });
+        let view =
+            view.ok_or_else(|| ApiError::NotFound(format!("cluster {name} is not registered")))?;
+        Ok(Response::new(UpdateClusterResponse {
+            cluster_json: json(&view)?,
+        }))
     }
 
     async fn info(&self, request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
@@ -360,6 +544,8 @@ enum Kind {
     Workload,
     Cluster,
     Placement,
+    /// Placement and override policies; `Some(kind)` for one policy kind.
+    Policy(Option<&'static str>),
 }
 
 fn normalize_kind(kind: &str) -> Result<Kind, ApiError> {
@@ -367,9 +553,15 @@ fn normalize_kind(kind: &str) -> Result<Kind, ApiError> {
         "workload" | "workloads" | "wl" => Ok(Kind::Workload),
         "cluster" | "clusters" => Ok(Kind::Cluster),
         "placement" | "placements" => Ok(Kind::Placement),
-        other => Err(ApiError::InvalidArgument(format!(
-            "unknown kind {other:?}: expected workloads, clusters or placements"
-        ))),
+        "policy" | "policies" => Ok(Kind::Policy(None)),
+        other => match policies::policy_kind(other) {
+            Some(kind) => Ok(Kind::Policy(Some(kind))),
+            None => Err(ApiError::InvalidArgument(format!(
+                "unknown kind {other:?}: expected workloads, clusters, placements, policies, or \
+                 one policy kind (placementpolicy, propagationpolicy, \
+                 clusterpropagationpolicy, overridepolicy, clusteroverridepolicy)"
+            ))),
+        },
     }
 }
 
@@ -504,7 +696,12 @@ fn describe_workload(
     let summary = workload_view(state, live, key)?;
     let record = state.workloads.get(key)?;
     let placement = state.placements.get(key);
-    let fresh = solve(state, live, &record.workload, record.generation);
+    let fresh = solve(
+        state,
+        live,
+        &bound(state, &record.workload),
+        record.generation,
+    );
     let mut clusters = Vec::new();
     let mut endpoints = Vec::new();
     let assigned: BTreeMap<String, u32> = placement.map(|p| p.clusters.clone()).unwrap_or_default();
@@ -536,6 +733,7 @@ fn describe_workload(
             replicas,
         });
     }
+    let overrides = crate::controllers::assignments::override_rules(state, &record.workload);
     Some(WorkloadDescription {
         summary,
         workload: record.workload.clone(),
@@ -544,6 +742,7 @@ fn describe_workload(
         detailed_clusters: fresh.clusters,
         clusters,
         endpoints,
+        overrides,
     })
 }
 

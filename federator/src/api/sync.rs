@@ -99,10 +99,35 @@ impl AgentSync for SyncService {
 }
 
 /// Writes the cluster's registration when it differs from the store (a new cluster, changed
-/// labels or capacity, or a return from Unreachable).
+/// labels, taints or capacity, or a return from Unreachable). Agent taints are stamped with the
+/// time they first appeared, so `tolerationSeconds` count from then.
 async fn register_cluster(store: &Store, cluster: &Cluster) -> Result<(), Status> {
-    let stored = store.read(|s| s.clusters.get(&cluster.name).cloned());
+    let (stored, operator) = store.read(|s| {
+        (
+            s.clusters.get(&cluster.name).cloned(),
+            s.operator_taints
+                .get(&cluster.name)
+                .cloned()
+                .unwrap_or_default(),
+        )
+    });
+    let mut cluster = cluster.clone();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let same = |a: &hansa_core::Taint, b: &hansa_core::Taint| {
+        a.key == b.key && a.value == b.value && a.effect == b.effect
+    };
+    for taint in &mut cluster.taints {
+        taint.added_ms = stored
+            .as_ref()
+            .and_then(|s| s.taints.iter().find(|t| same(t, taint)))
+            .map_or(now, |t| t.added_ms);
+    }
     let unchanged = stored.as_ref().is_some_and(|s| {
+        let agent_taints: Vec<&hansa_core::Taint> =
+            s.taints.iter().filter(|t| !operator.contains(t)).collect();
         s.health == ClusterHealth::Ready
             && s.labels == cluster.labels
             && s.region == cluster.region
@@ -111,6 +136,11 @@ async fn register_cluster(store: &Store, cluster: &Cluster) -> Result<(), Status
             && s.runtimes == cluster.runtimes
             && s.addresses == cluster.addresses
             && s.allocatable == cluster.allocatable
+            && agent_taints.len() == cluster.taints.len()
+            && agent_taints
+                .iter()
+                .zip(&cluster.taints)
+                .all(|(a, b)| *a == b)
     });
     if !unchanged {
         store

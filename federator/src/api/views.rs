@@ -89,6 +89,10 @@ pub struct WorkloadDescription {
     pub clusters: Vec<ClusterReplicas>,
     /// Healthy endpoints, cluster by cluster.
     pub endpoints: Vec<ClusterEndpoint>,
+    /// The override rules that change what each cluster runs, in the order they apply
+    /// (`OverridePolicy default/eu-mirror rule 1`); clusters without any are absent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub overrides: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

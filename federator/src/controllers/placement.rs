@@ -8,6 +8,7 @@
 //! requeue re-solves the unplaced ones and, every few rounds, everything (lost wake-ups).
 //! Workloads solved in one pass share capacity and go by priority (`place_all`).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,6 +21,8 @@ use tracing::{debug, info, warn};
 use crate::liveness::Liveness;
 use crate::store::{Command, FederationState, Store};
 
+/// Placements stored in one log entry.
+const PROPOSE_AT_ONCE: usize = 64;
 /// Coalesces bursts of changes (an apply of many workloads, agents registering) into one pass.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Re-solve even when nothing was signalled: a lost wake-up must not leave a stale placement.
@@ -53,6 +56,7 @@ fn live_clusters(state: &FederationState, live: &Liveness) -> Vec<Cluster> {
 /// Decides the placement of `workload` on the current state, as the controller would if it
 /// solved this workload alone: its own running replicas count as free. Used for previews and
 /// `hansa explain`, with one decision per cluster (the store keeps only the chosen ones).
+/// `workload` must already be bound to its placement policy (see [`bound`]).
 pub fn solve(
     state: &FederationState,
     live: &Liveness,
@@ -68,6 +72,12 @@ pub fn solve(
     place_all(&clusters, &[item], now_ms(), Detail::Full)
         .pop()
         .unwrap_or_default()
+}
+
+/// `workload` with the placement of the stored policy that governs it (an inline placement
+/// takes precedence).
+pub fn bound<'w>(state: &FederationState, workload: &'w Workload) -> Cow<'w, Workload> {
+    hansa_core::manifest::bound(workload, state.placement_policies())
 }
 
 /// What placement reads from a cluster, apart from free capacity.
@@ -87,6 +97,8 @@ impl Facts {
 struct Seen {
     clusters: BTreeMap<String, Facts>,
     free: BTreeMap<String, hansa_core::Resources>,
+    /// Placement policies and their generations.
+    policies: BTreeMap<String, u64>,
 }
 
 /// Why a pass runs.
@@ -112,10 +124,17 @@ fn affected(
         .iter()
         .map(|c| (c.name.clone(), c.available))
         .collect();
-    let facts_changed = facts != seen.clusters;
+    let policies: BTreeMap<String, u64> = state
+        .policies
+        .iter()
+        .map(|(k, r)| (k.clone(), r.generation))
+        .collect();
+    // A policy change may re-bind any workload without an inline placement.
+    let facts_changed = facts != seen.clusters || policies != seen.policies;
     let free_changed = free != seen.free;
     seen.clusters = facts;
     seen.free = free;
+    seen.policies = policies;
     let all = facts_changed || trigger == Trigger::Requeue { full: true };
     state
         .workloads
@@ -137,11 +156,15 @@ fn pass(
     clusters: &[Cluster],
     keys: &BTreeSet<WorkloadKey>,
 ) -> Vec<Placement> {
-    let items: Vec<Item<'_>> = keys
+    let records: Vec<_> = keys
         .iter()
         .filter_map(|key| state.workloads.get(key))
-        .map(|record| Item {
-            workload: &record.workload,
+        .map(|record| (record, bound(state, &record.workload)))
+        .collect();
+    let items: Vec<Item<'_>> = records
+        .iter()
+        .map(|(record, workload)| Item {
+            workload,
             generation: record.generation,
             previous: state.placements.get(&record.workload.key()),
         })
@@ -169,11 +192,20 @@ pub async fn run(store: Store, live: Arc<Liveness>, stop: CancellationToken) {
             debug!(workloads = keys.len(), ?trigger, "placement pass");
             pass(state, &clusters, &keys)
         });
-        for placement in updates {
-            let workload = format!("{}/{}", placement.namespace, placement.workload);
-            info!(%workload, clusters = ?placement.clusters, summary = %placement.explanation.summary, "placing");
-            if let Err(e) = store.propose(Command::SetPlacement { placement }).await {
-                warn!(%workload, error = %e, "could not store a placement; retrying");
+        // One log entry per chunk of placements, not one per workload.
+        for chunk in updates.chunks(PROPOSE_AT_ONCE) {
+            for placement in chunk {
+                let workload = format!("{}/{}", placement.namespace, placement.workload);
+                info!(%workload, clusters = ?placement.clusters, summary = %placement.explanation.summary, "placing");
+            }
+            let commands = chunk
+                .iter()
+                .map(|placement| Command::SetPlacement {
+                    placement: placement.clone(),
+                })
+                .collect();
+            if let Err(e) = store.propose(Command::Batch { commands }).await {
+                warn!(placements = chunk.len(), error = %e, "could not store placements; retrying");
             }
             if stop.is_cancelled() {
                 break;
@@ -239,6 +271,7 @@ mod tests {
             },
             placement: PlacementSpec::default(),
             service: None,
+            update: Default::default(),
         }
     }
 
@@ -260,10 +293,10 @@ mod tests {
                 cluster: cluster(name),
             });
         }
-        state.apply(&Command::PutWorkloads {
-            workloads: vec![workload("a"), workload("b")],
-            now_ms: 1,
-        });
+        state.apply(&Command::put_workloads(
+            vec![workload("a"), workload("b")],
+            1,
+        ));
         let mut seen = Seen::default();
         assert_eq!(settle(&mut state, &mut seen, Trigger::Change), 2);
         // Nothing changed: nothing to solve.
@@ -271,10 +304,7 @@ mod tests {
         // One workload changed: only it.
         let mut a = workload("a");
         a.replicas = 3;
-        state.apply(&Command::PutWorkloads {
-            workloads: vec![a],
-            now_ms: 2,
-        });
+        state.apply(&Command::put_workloads(vec![a], 2));
         assert_eq!(settle(&mut state, &mut seen, Trigger::Change), 1);
         // A taint on a cluster: everything, and the taint moves the replicas away.
         let mut tainted = cluster("eu-2");

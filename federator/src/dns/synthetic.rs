@@ -55,6 +55,7 @@ pub fn record(workload: Workload) -> WorkloadRecord {
         revision: 1,
         created_ms: 0,
         updated_ms: 0,
+        overrides: Vec::new(),
     }
 }
 

@@ -62,6 +62,16 @@ impl DbFile {
     }
 }
 
+impl Drop for DbFile {
+    /// Makes commits written without an fsync durable before the file closes, so a clean
+    /// restart needs no replay.
+    fn drop(&mut self) {
+        if let Ok(txn) = self.db.begin_write() {
+            let _ = txn.commit();
+        }
+    }
+}
+
 /// Runs blocking redb work off the async threads.
 pub(crate) async fn blocking<T, F>(file: &Arc<DbFile>, work: F) -> Result<T, StoreError>
 where

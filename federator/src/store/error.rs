@@ -14,6 +14,15 @@ pub enum StoreError {
          unreachable); it may still be applied once they are back"
     )]
     NoQuorum(Duration),
+    /// Fewer than a majority of the voters answer at all: no write or linearizable read can
+    /// succeed until enough of them are back, so this is reported at once.
+    #[error(
+        "no quorum: {reachable} of {voters} federators reachable, a majority ({}) is needed. \
+         Start the stopped federators (a change already sent may still be applied once they \
+         are back); reads with --stale still answer",
+        voters / 2 + 1
+    )]
+    QuorumLost { reachable: usize, voters: usize },
     /// No leader could be found before the deadline (an election is under way, or a majority
     /// of federators is down).
     #[error(
@@ -81,6 +90,7 @@ impl StoreError {
         matches!(
             self,
             StoreError::NoQuorum(_)
+                | StoreError::QuorumLost { .. }
                 | StoreError::NoLeader
                 | StoreError::Forward { .. }
                 | StoreError::Unavailable(_)

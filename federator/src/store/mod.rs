@@ -11,8 +11,10 @@
 //! concurrently; each keeps its own atomic commits and fsyncs. Nothing needs a transaction
 //! across both: Raft re-applies committed entries the state machine has not recorded.
 
+mod batch;
 mod db;
 mod error;
+mod leader;
 mod log_store;
 mod network;
 mod peer;
@@ -24,23 +26,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout_at, Instant};
 use tonic::transport::ClientTlsConfig;
-use tracing::{debug, info};
+use tracing::info;
 
 pub use error::StoreError;
 pub use network::{Authorize, RaftGrpc};
 pub use peer::{MembershipChange, NodeStatus, RelayHandler};
 pub use state::{
-    placement_key, Command, CommandResponse, FederationState, PutOutcome, WorkloadRecord,
+    placement_key, policy_key, Command, CommandResponse, FederationState, OverrideRecord,
+    PolicyRecord, PutOutcome, WorkloadRecord,
 };
 
+use batch::Proposer;
 use log_store::LogStore;
-use network::{forward_client_write, Connections, NetworkFactory};
-use peer::{Local, PeerAnswer, PeerError, PeerRequest};
+use network::{Connections, NetworkFactory};
+use peer::{Local, PeerAnswer, PeerRequest};
 use state_machine::{Shared, StateMachineStore};
 
 pub type NodeId = u64;
@@ -64,8 +68,6 @@ pub const STATE_FILE: &str = "state.redb";
 
 /// How long `shutdown` waits for the storage files to close after Raft stopped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The pause between attempts to reach a leader that did not answer.
-const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -115,15 +117,20 @@ impl StoreConfig {
         }
     }
 
+    /// Also openraft's timeout for one AppendEntries call: not much lower, or a busy
+    /// follower's fsync of a large batch would time out and be sent again.
     pub fn default_heartbeat_interval() -> Duration {
-        Duration::from_millis(150)
+        Duration::from_millis(100)
     }
-    // A dead leader is noticed within 0.5-1 s: a write pauses at most about that long.
+    // openraft 0.9 lets a follower stand for election only after the leader lease (the maximum
+    // election timeout) plus its own random timeout without a heartbeat: 750-1000 ms here,
+    // checked every 1.5 heartbeats. A dead leader is replaced in about 0.7 s, and a loaded
+    // machine must stall a follower for 0.75 s before it calls a needless election.
     pub fn default_election_timeout_min() -> Duration {
-        Duration::from_millis(500)
+        Duration::from_millis(250)
     }
     pub fn default_election_timeout_max() -> Duration {
-        Duration::from_millis(1000)
+        Duration::from_millis(500)
     }
     pub fn default_snapshot_logs_since_last() -> u64 {
         5000
@@ -172,6 +179,8 @@ struct Inner {
     propose_timeout: Duration,
     /// Closes when the last handle on a storage file is gone.
     files_open: tokio::sync::Mutex<Option<mpsc::Receiver<()>>>,
+    /// The last quorum probe, shared by concurrent requests (see `leader`).
+    reachability: tokio::sync::Mutex<Option<(Instant, leader::Reachability)>>,
 }
 
 impl Store {
@@ -227,6 +236,7 @@ impl Store {
             shared: shared.clone(),
             relay: std::sync::RwLock::new(None),
             read_timeout: config.propose_timeout,
+            proposer: Proposer::start(raft.clone()),
         });
         Ok(Store {
             inner: Arc::new(Inner {
@@ -239,126 +249,9 @@ impl Store {
                 local,
                 propose_timeout: config.propose_timeout,
                 files_open: tokio::sync::Mutex::new(Some(open_rx)),
+                reachability: tokio::sync::Mutex::new(None),
             }),
         })
-    }
-
-    /// Proposes a command and waits until it is committed and applied. A follower forwards it
-    /// to the leader (the one place that handles "not the leader"). Gives up after the
-    /// configured `propose_timeout` with `NoLeader` or `NoQuorum` instead of hanging.
-    pub async fn propose(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
-        let deadline = Instant::now() + self.inner.propose_timeout;
-        let mut metrics = self.inner.raft.metrics();
-        // Where the last "forward to the leader" answer pointed: fresher than our metrics.
-        let mut hint: Option<(NodeId, String)> = None;
-        let mut failed: Option<StoreError> = None;
-        let mut attempt = 0u32;
-        loop {
-            // Follow a fresh hint at once (a few times); otherwise pause before retrying.
-            if attempt > 0 && (hint.is_none() || attempt > 3) {
-                let pause = timeout_at(deadline, tokio::time::sleep(RETRY_PAUSE)).await;
-                if pause.is_err() {
-                    return Err(failed.unwrap_or(StoreError::NoLeader));
-                }
-            }
-            attempt += 1;
-            let (leader, addr) = match hint.take() {
-                Some(target) => target,
-                None => self.wait_for_leader(&mut metrics, deadline).await?,
-            };
-            match self.attempt(leader, &addr, &cmd, deadline).await {
-                Attempt::Done(response) => return Ok(response),
-                Attempt::Failed(e) => return Err(e),
-                Attempt::Retry { next, why } => {
-                    debug!(leader, %addr, reason = %why, "proposal not taken; retrying");
-                    hint = next;
-                    failed = Some(why);
-                }
-            }
-        }
-    }
-
-    /// Proposes `cmd` to `leader`: locally, or forwarded over its Raft service.
-    async fn attempt(
-        &self,
-        leader: NodeId,
-        addr: &str,
-        cmd: &Command,
-        deadline: Instant,
-    ) -> Attempt {
-        let inner = &self.inner;
-        let too_late = || Attempt::Failed(StoreError::NoQuorum(inner.propose_timeout));
-        if leader == inner.node_id {
-            return match timeout_at(deadline, inner.raft.client_write(cmd.clone())).await {
-                Err(_) => too_late(),
-                Ok(Ok(response)) => Attempt::Done(response.data),
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))) => {
-                    Attempt::Retry {
-                        next: forward_target(&to),
-                        why: StoreError::NoLeader,
-                    }
-                }
-                Ok(Err(e)) => Attempt::Failed(StoreError::Fatal(e.to_string())),
-            };
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let forwarded = timeout_at(
-            deadline,
-            forward_client_write(&inner.connections, addr, cmd, remaining),
-        )
-        .await;
-        let forward_error = |detail: String| StoreError::Forward {
-            leader,
-            addr: addr.to_string(),
-            detail,
-        };
-        match forwarded {
-            Err(_) => too_late(),
-            Ok(Ok(Ok(response))) => Attempt::Done(response.data),
-            Ok(Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))))) => {
-                Attempt::Retry {
-                    next: forward_target(&to),
-                    why: StoreError::NoLeader,
-                }
-            }
-            // The leader is stopping or failed; another one will be elected.
-            Ok(Ok(Err(e))) => Attempt::Retry {
-                next: None,
-                why: forward_error(e.to_string()),
-            },
-            Ok(Err(status)) => match status.code() {
-                tonic::Code::DeadlineExceeded => too_late(),
-                // Not reached: safe to retry. A write that reached the leader may have been
-                // applied, and applying it twice is not harmless (a delete would report
-                // "not found"), so other failures are returned.
-                tonic::Code::Unavailable => Attempt::Retry {
-                    next: None,
-                    why: forward_error(status.to_string()),
-                },
-                _ => Attempt::Failed(forward_error(status.to_string())),
-            },
-        }
-    }
-
-    /// The leader and its address, waiting (until `deadline`) while there is none.
-    async fn wait_for_leader(
-        &self,
-        metrics: &mut watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
-        deadline: Instant,
-    ) -> Result<(NodeId, String), StoreError> {
-        let found = timeout_at(
-            deadline,
-            metrics.wait_for(|m| leader_of(m).is_some() || m.running_state.is_err()),
-        )
-        .await;
-        match found {
-            Err(_) => Err(StoreError::NoLeader),
-            Ok(Err(_)) => Err(StoreError::Fatal("Raft has stopped".into())),
-            Ok(Ok(m)) => match &m.running_state {
-                Err(fatal) => Err(StoreError::Fatal(fatal.to_string())),
-                Ok(()) => leader_of(&m).ok_or(StoreError::NoLeader),
-            },
-        }
     }
 
     /// Waits until this node has applied everything committed before the call, as confirmed by
@@ -420,19 +313,21 @@ impl Store {
             .collect()
     }
 
-    /// Sends agent soft state to the leader's relay handler (see `set_relay_handler`).
+    /// Sends agent soft state to the leader's relay handler (see `set_relay_handler`); returns
+    /// the handler's answer (`null` when the leader has none).
     pub async fn relay(
         &self,
         report: serde_json::Value,
         limit: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<serde_json::Value, StoreError> {
         let request = PeerRequest::Relay {
             from: self.inner.node_id,
             report,
         };
-        self.on_leader(request, Instant::now() + limit)
-            .await
-            .map(|_| ())
+        match self.on_leader(request, Instant::now() + limit).await? {
+            PeerAnswer::Relayed { view } => Ok(view),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Where soft state relayed by followers goes while this node leads.
@@ -454,57 +349,6 @@ impl Store {
         let data = serde_json::to_vec(&*applied)
             .map_err(|e| StoreError::Fatal(format!("encode the backup: {e}")))?;
         Ok((index, data))
-    }
-
-    /// Sends `request` to the leader (or answers it here when this node leads), following
-    /// "not the leader" answers, until `deadline`.
-    async fn on_leader(
-        &self,
-        request: PeerRequest,
-        deadline: Instant,
-    ) -> Result<PeerAnswer, StoreError> {
-        let inner = &self.inner;
-        let mut metrics = inner.raft.metrics();
-        let mut hint: Option<(NodeId, String)> = None;
-        let mut failed: Option<StoreError> = None;
-        let mut attempt = 0u32;
-        loop {
-            if attempt > 0 && (hint.is_none() || attempt > 3) {
-                let pause = timeout_at(deadline, tokio::time::sleep(RETRY_PAUSE)).await;
-                if pause.is_err() {
-                    return Err(failed.unwrap_or(StoreError::NoLeader));
-                }
-            }
-            attempt += 1;
-            let (leader, addr) = match hint.take() {
-                Some(target) => target,
-                None => self.wait_for_leader(&mut metrics, deadline).await?,
-            };
-            let answer = if leader == inner.node_id {
-                inner.local.answer(request.clone()).await
-            } else {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                match peer::call(&inner.connections, &addr, &request, remaining).await {
-                    Ok(answer) => answer,
-                    Err(status) => {
-                        failed = Some(StoreError::Forward {
-                            leader,
-                            addr: addr.clone(),
-                            detail: status.message().to_string(),
-                        });
-                        continue;
-                    }
-                }
-            };
-            match answer {
-                Ok(answer) => return Ok(answer),
-                Err(PeerError::NotLeader { leader }) => {
-                    hint = leader;
-                    failed = Some(StoreError::NoLeader);
-                }
-                Err(PeerError::Failed { detail }) => return Err(StoreError::Unavailable(detail)),
-            }
-        }
     }
 
     /// Seeds an empty data directory with the federation state of a backup (`hansa snapshot
@@ -654,22 +498,6 @@ fn leader_of(metrics: &RaftMetrics<NodeId, BasicNode>) -> Option<(NodeId, String
     let leader = metrics.current_leader?;
     let node = metrics.membership_config.membership().get_node(&leader)?;
     Some((leader, node.addr.clone()))
-}
-
-fn forward_target(
-    to: &openraft::error::ForwardToLeader<NodeId, BasicNode>,
-) -> Option<(NodeId, String)> {
-    Some((to.leader_id?, to.leader_node.as_ref()?.addr.clone()))
-}
-
-enum Attempt {
-    Done(CommandResponse),
-    Failed(StoreError),
-    /// Try again, at `next` if known, else at whoever the metrics name.
-    Retry {
-        next: Option<(NodeId, String)>,
-        why: StoreError,
-    },
 }
 
 /// A watch of "this node is the leader", fed from Raft's metrics until Raft stops.

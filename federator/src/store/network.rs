@@ -35,7 +35,8 @@ use super::{NodeId, TypeConfig};
 
 /// Large enough for a snapshot chunk or a batch of entries as JSON.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A peer that does not even accept a connection within this is treated as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The leader's answer to a forwarded write.
 pub(crate) type ClientWriteResult =
@@ -316,7 +317,7 @@ impl RaftService for RaftGrpc {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let cmd: Command = self.accept(&request)?;
-        let result: ClientWriteResult = self.raft.client_write(cmd).await;
+        let result: ClientWriteResult = self.local.proposer.write(cmd).await;
         reply(&result)
     }
 

@@ -28,7 +28,8 @@ pub(crate) enum PeerRequest {
     Membership { change: MembershipChange },
     /// The answering node's view of itself.
     Status,
-    /// Agent soft state received by a follower, for the leader's controllers.
+    /// Agent soft state received by a follower, for the leader's controllers; answered with
+    /// the leader's view of the other clusters, for the follower's own views.
     Relay {
         from: NodeId,
         report: serde_json::Value,
@@ -62,9 +63,17 @@ pub struct NodeStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub(crate) enum PeerAnswer {
-    ReadIndex { index: u64 },
+    ReadIndex {
+        index: u64,
+    },
     Done,
-    Status { status: NodeStatus },
+    /// The leader's soft state of every cluster but the relaying follower's own.
+    Relayed {
+        view: serde_json::Value,
+    },
+    Status {
+        status: NodeStatus,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
@@ -79,8 +88,9 @@ pub(crate) enum PeerError {
 
 pub(crate) type PeerResult = Result<PeerAnswer, PeerError>;
 
-/// Receives agent soft state relayed by followers (set by the federator).
-pub type RelayHandler = Arc<dyn Fn(NodeId, serde_json::Value) + Send + Sync>;
+/// Receives agent soft state relayed by followers and answers with the leader's view (set by
+/// the federator).
+pub type RelayHandler = Arc<dyn Fn(NodeId, serde_json::Value) -> serde_json::Value + Send + Sync>;
 
 /// What the `Peer` RPC needs on the answering node.
 pub(crate) struct Local {
@@ -89,6 +99,8 @@ pub(crate) struct Local {
     pub(crate) relay: RwLock<Option<RelayHandler>>,
     /// How long the leader waits for a quorum to confirm its read index.
     pub(crate) read_timeout: Duration,
+    /// Writes proposed here, this node's own and those forwarded to it, batched.
+    pub(crate) proposer: super::batch::Proposer,
 }
 
 impl Local {
@@ -108,10 +120,11 @@ impl Local {
                     .read()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .clone();
-                if let Some(handler) = handler {
-                    handler(from, report);
-                }
-                Ok(PeerAnswer::Done)
+                let view = match handler {
+                    Some(handler) => handler(from, report),
+                    None => serde_json::Value::Null,
+                };
+                Ok(PeerAnswer::Relayed { view })
             }
         }
     }

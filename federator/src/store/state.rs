@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use hansa_core::{Cluster, ClusterHealth, Placement, Workload, WorkloadKey};
+use hansa_core::manifest::PolicyObject;
+use hansa_core::{Cluster, ClusterHealth, OverrideObject, Placement, Taint, Workload, WorkloadKey};
 use serde::{Deserialize, Serialize};
 
 /// A workload as stored, with the counters the controllers key their work on.
@@ -20,6 +21,33 @@ pub struct WorkloadRecord {
     pub revision: u64,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// The override policies that select this workload, with their generations: when this
+    /// changes, what the clusters run changes, so the revision moves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<(String, u64)>,
+}
+
+/// A placement policy as stored (`PlacementPolicy`, `PropagationPolicy`,
+/// `ClusterPropagationPolicy`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRecord {
+    pub policy: PolicyObject,
+    /// +1 on every change.
+    pub generation: u64,
+}
+
+/// An override policy as stored (`OverridePolicy`, `ClusterOverridePolicy`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OverrideRecord {
+    pub policy: OverrideObject,
+    pub generation: u64,
+}
+
+/// `PropagationPolicy/default/web`; cluster-scoped policies have an empty namespace.
+pub fn policy_key(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    format!("{kind}/{}/{name}", namespace.unwrap_or(""))
 }
 
 /// Everything the federation has decided. Maps are keyed by the key their values carry
@@ -34,17 +62,49 @@ pub struct FederationState {
     pub clusters: BTreeMap<String, Cluster>,
     #[serde(with = "keyed_list")]
     pub placements: BTreeMap<WorkloadKey, Placement>,
+    /// Placement policies by [`policy_key`].
+    #[serde(default, with = "keyed_list")]
+    pub policies: BTreeMap<String, PolicyRecord>,
+    /// Override policies by [`policy_key`].
+    #[serde(default, with = "keyed_list")]
+    pub overrides: BTreeMap<String, OverrideRecord>,
+    /// Taints set by operators (`hansa taint`), by cluster; a cluster's `taints` are its
+    /// agent's plus these.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub operator_taints: BTreeMap<String, Vec<Taint>>,
 }
 
 /// A change to the federation's state: the payload of a Raft log entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Command {
-    /// Creates or updates workloads, all or nothing (already validated by the API).
+    /// Creates or updates workloads and policies, all or nothing (already validated by the
+    /// API). Policies are stored first, so the workloads' revisions see them.
     PutWorkloads {
         workloads: Vec<Workload>,
         /// The proposer's clock: `apply` must not read one.
         now_ms: u64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        policies: Vec<PolicyObject>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        overrides: Vec<OverrideObject>,
+    },
+    /// Removes a placement or override policy by [`policy_key`].
+    DeletePolicy {
+        key: String,
+    },
+    /// Cordons (nothing new is placed) or uncordons a cluster.
+    SetClusterCordon {
+        name: String,
+        cordoned: bool,
+    },
+    /// Changes the operator taints of a cluster: removes those `remove` names (`key`,
+    /// `key:Effect`, `key=value:Effect`), then adds `add`, each replacing a taint with the same
+    /// key and effect.
+    SetClusterTaints {
+        name: String,
+        add: Vec<Taint>,
+        remove: Vec<String>,
     },
     /// Removes a workload and its placement.
     DeleteWorkload {
@@ -63,6 +123,11 @@ pub enum Command {
     SetPlacement {
         placement: Placement,
     },
+    /// Commands proposed together as one log entry (group commit), applied in order exactly as
+    /// if each were its own entry.
+    Batch {
+        commands: Vec<Command>,
+    },
 }
 
 /// What applying a command did.
@@ -75,6 +140,8 @@ pub enum CommandResponse {
     Done,
     /// The command changed nothing, for the reason given.
     Ignored(String),
+    /// One response per command of a `Batch`, in the batch's order.
+    Batch(Vec<CommandResponse>),
 }
 
 /// What `PutWorkloads` did to one workload, and its counters afterwards.
@@ -109,6 +176,12 @@ pub(crate) enum ObjectKey {
     Workload(WorkloadKey),
     Cluster(String),
     Placement(WorkloadKey),
+    /// A placement policy, by [`policy_key`].
+    Policy(String),
+    /// An override policy, by [`policy_key`].
+    Override(String),
+    /// A cluster's operator taints.
+    OperatorTaints(String),
 }
 
 impl ObjectKey {
@@ -118,18 +191,65 @@ impl ObjectKey {
             ObjectKey::Workload(k) => format!("workload/{}/{}", k.namespace, k.name),
             ObjectKey::Cluster(name) => format!("cluster/{name}"),
             ObjectKey::Placement(k) => format!("placement/{}/{}", k.namespace, k.name),
+            ObjectKey::Policy(k) => format!("policy/{k}"),
+            ObjectKey::Override(k) => format!("override/{k}"),
+            ObjectKey::OperatorTaints(name) => format!("taints/{name}"),
         }
     }
 }
 
 impl Command {
-    /// Every object applying this command may create, change or remove.
-    pub(crate) fn touched_objects(&self) -> Vec<ObjectKey> {
+    /// `PutWorkloads` of workloads alone.
+    pub fn put_workloads(workloads: Vec<Workload>, now_ms: u64) -> Command {
+        Command::PutWorkloads {
+            workloads,
+            now_ms,
+            policies: Vec::new(),
+            overrides: Vec::new(),
+        }
+    }
+
+    /// Every object applying this command to `state` may create, change or remove.
+    pub(crate) fn touched_objects(&self, state: &FederationState) -> Vec<ObjectKey> {
+        // A changed override policy may move the revision of any workload.
+        let every_workload = || state.workloads.keys().cloned().map(ObjectKey::Workload);
         match self {
-            Command::PutWorkloads { workloads, .. } => workloads
-                .iter()
-                .map(|w| ObjectKey::Workload(w.key()))
-                .collect(),
+            Command::PutWorkloads {
+                workloads,
+                policies,
+                overrides,
+                ..
+            } => {
+                let mut objects: Vec<ObjectKey> = workloads
+                    .iter()
+                    .map(|w| ObjectKey::Workload(w.key()))
+                    .chain(policies.iter().map(|p| {
+                        ObjectKey::Policy(policy_key(&p.kind, p.namespace.as_deref(), &p.name))
+                    }))
+                    .chain(overrides.iter().map(|o| {
+                        ObjectKey::Override(policy_key(&o.kind, o.namespace.as_deref(), &o.name))
+                    }))
+                    .collect();
+                if !overrides.is_empty() {
+                    objects.extend(every_workload());
+                }
+                objects
+            }
+            Command::DeletePolicy { key } => {
+                let mut objects = vec![
+                    ObjectKey::Policy(key.clone()),
+                    ObjectKey::Override(key.clone()),
+                ];
+                if state.overrides.contains_key(key) {
+                    objects.extend(every_workload());
+                }
+                objects
+            }
+            Command::SetClusterCordon { name, .. } => vec![ObjectKey::Cluster(name.clone())],
+            Command::SetClusterTaints { name, .. } => vec![
+                ObjectKey::Cluster(name.clone()),
+                ObjectKey::OperatorTaints(name.clone()),
+            ],
             Command::DeleteWorkload { key } => vec![
                 ObjectKey::Workload(key.clone()),
                 ObjectKey::Placement(key.clone()),
@@ -139,6 +259,10 @@ impl Command {
             Command::SetPlacement { placement } => {
                 vec![ObjectKey::Placement(placement_key(placement))]
             }
+            Command::Batch { commands } => commands
+                .iter()
+                .flat_map(|c| c.touched_objects(state))
+                .collect(),
         }
     }
 }
@@ -153,7 +277,48 @@ impl FederationState {
     /// results on every federator.
     pub fn apply(&mut self, cmd: &Command) -> CommandResponse {
         match cmd {
-            Command::PutWorkloads { workloads, now_ms } => self.put_workloads(workloads, *now_ms),
+            Command::PutWorkloads {
+                workloads,
+                now_ms,
+                policies,
+                overrides,
+            } => {
+                self.put_policies(policies, overrides);
+                self.put_workloads(workloads, *now_ms)
+            }
+            Command::DeletePolicy { key } => {
+                let placement = self.policies.remove(key).is_some();
+                let overrides = self.overrides.remove(key).is_some();
+                if overrides {
+                    self.restamp_overrides();
+                }
+                CommandResponse::Deleted(placement || overrides)
+            }
+            Command::SetClusterCordon { name, cordoned } => match self.clusters.get_mut(name) {
+                Some(cluster) => {
+                    cluster.cordoned = *cordoned;
+                    CommandResponse::Done
+                }
+                None => CommandResponse::Ignored(format!("cluster {name} is not registered")),
+            },
+            Command::SetClusterTaints { name, add, remove } => {
+                let Some(cluster) = self.clusters.get_mut(name) else {
+                    return CommandResponse::Ignored(format!("cluster {name} is not registered"));
+                };
+                let old = self.operator_taints.remove(name).unwrap_or_default();
+                cluster.taints.retain(|t| !old.contains(t));
+                let mut taints: Vec<Taint> = old
+                    .into_iter()
+                    .filter(|t| !remove.iter().any(|p| t.matches(p)))
+                    .filter(|t| !add.iter().any(|a| a.key == t.key && a.effect == t.effect))
+                    .collect();
+                taints.extend(add.iter().cloned());
+                cluster.taints.extend(taints.iter().cloned());
+                if !taints.is_empty() {
+                    self.operator_taints.insert(name.clone(), taints);
+                }
+                CommandResponse::Done
+            }
             Command::DeleteWorkload { key } => {
                 self.placements.remove(key);
                 CommandResponse::Deleted(self.workloads.remove(key).is_some())
@@ -162,6 +327,18 @@ impl FederationState {
                 let mut cluster = cluster.clone();
                 if let Some(stored) = self.clusters.get(&cluster.name) {
                     cluster.cordoned = stored.cordoned;
+                    // A taint keeps the time it first appeared (registrations after a capacity
+                    // change carry none).
+                    for taint in cluster.taints.iter_mut().filter(|t| t.added_ms == 0) {
+                        if let Some(old) = stored.taints.iter().find(|o| {
+                            o.key == taint.key && o.value == taint.value && o.effect == taint.effect
+                        }) {
+                            taint.added_ms = old.added_ms;
+                        }
+                    }
+                }
+                if let Some(taints) = self.operator_taints.get(&cluster.name) {
+                    cluster.taints.extend(taints.iter().cloned());
                 }
                 self.clusters.insert(cluster.name.clone(), cluster);
                 CommandResponse::Done
@@ -174,6 +351,9 @@ impl FederationState {
                 None => CommandResponse::Ignored(format!("cluster {name} is not registered")),
             },
             Command::SetPlacement { placement } => self.set_placement(placement),
+            Command::Batch { commands } => {
+                CommandResponse::Batch(commands.iter().map(|c| self.apply(c)).collect())
+            }
         }
     }
 
@@ -207,6 +387,7 @@ impl FederationState {
                         revision: 1,
                         created_ms: now_ms,
                         updated_ms: now_ms,
+                        overrides: self.override_stamp(workload),
                     },
                 );
                 PutOutcome::Created {
@@ -219,18 +400,100 @@ impl FederationState {
                 revision: record.revision,
             },
             Some(record) => {
-                if record.workload.template != workload.template {
+                let stamp = override_stamp(&self.overrides, workload);
+                if record.workload.template != workload.template || record.overrides != stamp {
                     record.revision += 1;
                 }
                 record.generation += 1;
                 record.workload = workload.clone();
                 record.updated_ms = now_ms;
+                record.overrides = stamp;
                 PutOutcome::Configured {
                     generation: record.generation,
                     revision: record.revision,
                 }
             }
         }
+    }
+
+    fn put_policies(&mut self, policies: &[PolicyObject], overrides: &[OverrideObject]) {
+        for p in policies {
+            let key = policy_key(&p.kind, p.namespace.as_deref(), &p.name);
+            match self.policies.get_mut(&key) {
+                Some(r) if r.policy == *p => {}
+                Some(r) => {
+                    r.policy = p.clone();
+                    r.generation += 1;
+                }
+                None => {
+                    self.policies.insert(
+                        key,
+                        PolicyRecord {
+                            policy: p.clone(),
+                            generation: 1,
+                        },
+                    );
+                }
+            }
+        }
+        for o in overrides {
+            let key = policy_key(&o.kind, o.namespace.as_deref(), &o.name);
+            match self.overrides.get_mut(&key) {
+                Some(r) if r.policy == *o => {}
+                Some(r) => {
+                    r.policy = o.clone();
+                    r.generation += 1;
+                }
+                None => {
+                    self.overrides.insert(
+                        key,
+                        OverrideRecord {
+                            policy: o.clone(),
+                            generation: 1,
+                        },
+                    );
+                }
+            }
+        }
+        if !overrides.is_empty() {
+            self.restamp_overrides();
+        }
+    }
+
+    /// The overrides that select `workload`, with their generations.
+    pub fn override_stamp(&self, workload: &Workload) -> Vec<(String, u64)> {
+        override_stamp(&self.overrides, workload)
+    }
+
+    /// After override policies changed: a new revision for every workload whose set of
+    /// overrides (or their generations) changed. The workload's generation stays: placement
+    /// does not read overrides.
+    fn restamp_overrides(&mut self) {
+        for record in self.workloads.values_mut() {
+            let stamp = override_stamp(&self.overrides, &record.workload);
+            if stamp != record.overrides {
+                record.overrides = stamp;
+                record.revision += 1;
+            }
+        }
+    }
+
+    /// The placement policies in force, for binding workloads (see
+    /// [`hansa_core::manifest::governing`]).
+    pub fn placement_policies(&self) -> impl Iterator<Item = &PolicyObject> + Clone {
+        self.policies.values().map(|r| &r.policy)
+    }
+
+    /// The override policies that select `workload`, in the order they are applied.
+    pub fn overrides_for(&self, workload: &Workload) -> Vec<&OverrideObject> {
+        let mut out: Vec<&OverrideObject> = self
+            .overrides
+            .values()
+            .map(|r| &r.policy)
+            .filter(|o| o.selects(workload))
+            .collect();
+        out.sort_by(|a, b| a.apply_order().cmp(&b.apply_order()));
+        out
     }
 
     fn set_placement(&mut self, placement: &Placement) -> CommandResponse {
@@ -250,6 +513,17 @@ impl FederationState {
     }
 }
 
+fn override_stamp(
+    overrides: &BTreeMap<String, OverrideRecord>,
+    workload: &Workload,
+) -> Vec<(String, u64)> {
+    overrides
+        .iter()
+        .filter(|(_, r)| r.policy.selects(workload))
+        .map(|(k, r)| (k.clone(), r.generation))
+        .collect()
+}
+
 /// Serialises a map as the list of its values; deserialising rebuilds the keys from the values
 /// and rejects duplicates.
 mod keyed_list {
@@ -259,7 +533,7 @@ mod keyed_list {
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::WorkloadRecord;
+    use super::{policy_key, OverrideRecord, PolicyRecord, WorkloadRecord};
 
     pub trait Keyed {
         type Key: Ord + std::fmt::Display;
@@ -277,6 +551,22 @@ mod keyed_list {
         type Key = String;
         fn key(&self) -> String {
             self.name.clone()
+        }
+    }
+
+    impl Keyed for PolicyRecord {
+        type Key = String;
+        fn key(&self) -> String {
+            let p = &self.policy;
+            policy_key(&p.kind, p.namespace.as_deref(), &p.name)
+        }
+    }
+
+    impl Keyed for OverrideRecord {
+        type Key = String;
+        fn key(&self) -> String {
+            let p = &self.policy;
+            policy_key(&p.kind, p.namespace.as_deref(), &p.name)
         }
     }
 
@@ -331,6 +621,7 @@ mod tests {
             },
             placement: PlacementSpec::default(),
             service: None,
+            update: Default::default(),
         }
     }
 
@@ -362,7 +653,7 @@ mod tests {
     }
 
     fn put(state: &mut FederationState, workloads: Vec<Workload>, now_ms: u64) -> CommandResponse {
-        state.apply(&Command::PutWorkloads { workloads, now_ms })
+        state.apply(&Command::put_workloads(workloads, now_ms))
     }
 
     #[test]
@@ -559,10 +850,10 @@ mod tests {
             Command::UpsertCluster {
                 cluster: cluster("eu-1"),
             },
-            Command::PutWorkloads {
-                workloads: vec![workload("web", "nginx:1", 2), workload("api", "api:1", 1)],
-                now_ms: 1,
-            },
+            Command::put_workloads(
+                vec![workload("web", "nginx:1", 2), workload("api", "api:1", 1)],
+                1,
+            ),
             Command::SetPlacement {
                 placement: placement("web", 1),
             },
@@ -573,9 +864,31 @@ mod tests {
                 name: "eu-1".into(),
                 health: ClusterHealth::Unreachable,
             },
-            Command::PutWorkloads {
-                workloads: vec![workload("web", "nginx:2", 2)],
-                now_ms: 2,
+            Command::put_workloads(vec![workload("web", "nginx:2", 2)], 2),
+            // Policies only: an override moves the revisions of the workloads it selects.
+            policies_command(),
+            Command::SetClusterCordon {
+                name: "eu-1".into(),
+                cordoned: true,
+            },
+            Command::SetClusterTaints {
+                name: "eu-1".into(),
+                add: vec![Taint::parse("dedicated=gpu:NoSchedule").unwrap()],
+                remove: vec![],
+            },
+            Command::UpsertCluster {
+                cluster: cluster("eu-1"),
+            },
+            Command::SetClusterTaints {
+                name: "eu-1".into(),
+                add: vec![],
+                remove: vec!["dedicated".into()],
+            },
+            Command::DeletePolicy {
+                key: policy_key("OverridePolicy", Some("default"), "pin"),
+            },
+            Command::DeletePolicy {
+                key: policy_key("PlacementPolicy", Some("default"), "gold"),
             },
             Command::DeleteWorkload {
                 key: WorkloadKey::new("default", "api"),
@@ -587,7 +900,7 @@ mod tests {
             state.apply(cmd);
             let after = objects(&state);
             let touched: Vec<String> = cmd
-                .touched_objects()
+                .touched_objects(&state_before(&commands, cmd))
                 .iter()
                 .map(ObjectKey::storage_key)
                 .collect();
@@ -599,8 +912,116 @@ mod tests {
         }
     }
 
+    /// A placement policy and an override policy selecting `web`.
+    fn policies_command() -> Command {
+        let parsed = hansa_core::manifest::parse_manifests(&[hansa_core::ManifestFile {
+            name: "p.yaml",
+            content: r#"
+apiVersion: hansa.dev/v1
+kind: PlacementPolicy
+metadata: {name: gold}
+spec:
+  selector: {names: [web]}
+  placement: {clusterAffinity: {clusterNames: [eu-1]}}
+---
+apiVersion: hansa.dev/v1
+kind: OverridePolicy
+metadata: {name: pin}
+spec:
+  selector: {names: [web]}
+  rules: [{image: {tag: pinned}}]
+"#,
+        }])
+        .unwrap();
+        Command::PutWorkloads {
+            workloads: vec![],
+            now_ms: 3,
+            policies: parsed.policies,
+            overrides: parsed.overrides,
+        }
+    }
+
+    /// The state just before `cmd` when `commands` are applied in order.
+    fn state_before(commands: &[Command], cmd: &Command) -> FederationState {
+        let mut state = FederationState::default();
+        for c in commands {
+            if std::ptr::eq(c, cmd) {
+                break;
+            }
+            state.apply(c);
+        }
+        state
+    }
+
+    #[test]
+    fn operator_taints_survive_registrations_and_come_off_by_name() {
+        let mut state = FederationState::default();
+        let mut agent = cluster("eu-1");
+        agent.taints = vec![Taint::parse("zone=edge:PreferNoSchedule").unwrap()];
+        state.apply(&Command::UpsertCluster {
+            cluster: agent.clone(),
+        });
+        let mut gpu = Taint::parse("dedicated=gpu:NoSchedule").unwrap();
+        gpu.added_ms = 5;
+        state.apply(&Command::SetClusterTaints {
+            name: "eu-1".into(),
+            add: vec![gpu.clone()],
+            remove: vec![],
+        });
+        // The agent registers again (a capacity change): the operator's taint stays.
+        state.apply(&Command::UpsertCluster {
+            cluster: agent.clone(),
+        });
+        assert_eq!(state.clusters["eu-1"].taints.len(), 2);
+        assert!(state.clusters["eu-1"].taints.contains(&gpu));
+        state.apply(&Command::SetClusterTaints {
+            name: "eu-1".into(),
+            add: vec![],
+            remove: vec!["dedicated:NoSchedule".into()],
+        });
+        assert_eq!(state.clusters["eu-1"].taints, agent.taints);
+        assert!(state.operator_taints.is_empty());
+    }
+
+    #[test]
+    fn a_policy_change_keeps_workload_generations_and_overrides_move_revisions() {
+        let mut state = FederationState::default();
+        put(&mut state, vec![workload("web", "nginx:1", 2)], 1);
+        let key = WorkloadKey::new("default", "web");
+        state.apply(&policies_command());
+        let record = &state.workloads[&key];
+        assert_eq!((record.generation, record.revision), (1, 2));
+        assert_eq!(state.policies.len(), 1);
+        // The same policies again: nothing moves.
+        state.apply(&policies_command());
+        let record = &state.workloads[&key];
+        assert_eq!((record.generation, record.revision), (1, 2));
+        // A template change moves the revision once; the override stamp stays.
+        put(&mut state, vec![workload("web", "nginx:2", 2)], 2);
+        assert_eq!(state.workloads[&key].revision, 3);
+        assert_eq!(state.workloads[&key].overrides.len(), 1);
+    }
+
     fn objects(state: &FederationState) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
+        for (k, v) in &state.policies {
+            out.insert(
+                ObjectKey::Policy(k.clone()).storage_key(),
+                serde_json::to_string(v).unwrap(),
+            );
+        }
+        for (k, v) in &state.overrides {
+            out.insert(
+                ObjectKey::Override(k.clone()).storage_key(),
+                serde_json::to_string(v).unwrap(),
+            );
+        }
+        for (k, v) in &state.operator_taints {
+            out.insert(
+                ObjectKey::OperatorTaints(k.clone()).storage_key(),
+                serde_json::to_string(v).unwrap(),
+            );
+        }
         for (k, v) in &state.workloads {
             out.insert(
                 ObjectKey::Workload(k.clone()).storage_key(),
@@ -645,12 +1066,13 @@ mod tests {
 
     #[test]
     fn commands_round_trip_through_json() {
-        let cmd = Command::PutWorkloads {
-            workloads: vec![workload("web", "nginx:1", 2)],
-            now_ms: 7,
-        };
-        let json = serde_json::to_vec(&cmd).unwrap();
-        assert_eq!(serde_json::from_slice::<Command>(&json).unwrap(), cmd);
+        for cmd in [
+            Command::put_workloads(vec![workload("web", "nginx:1", 2)], 7),
+            policies_command(),
+        ] {
+            let json = serde_json::to_vec(&cmd).unwrap();
+            assert_eq!(serde_json::from_slice::<Command>(&json).unwrap(), cmd);
+        }
         let response = CommandResponse::Workloads(vec![PutOutcome::Created {
             generation: 1,
             revision: 1,

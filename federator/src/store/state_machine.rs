@@ -3,33 +3,42 @@
 //!
 //! Tables: `objects` (`workload/<ns>/<name>`, `cluster/<name>`, `placement/<ns>/<name>` ->
 //! JSON), `meta` (last applied log id, last membership) and `snapshot` (the current snapshot's
-//! meta and data). Each `apply` batch is one write transaction, fsynced on commit: Raft purges
-//! log entries once a snapshot covers them, so what the state machine reports as applied must
-//! be on disk.
+//! meta and data). Each `apply` batch is one write transaction holding its objects and the
+//! last applied log id together. It is committed without an fsync (`Durability::None`), except
+//! every `DURABLE_EVERY` entries or `DURABLE_AFTER`: the Raft log is durable, and after a crash
+//! redb is back at its last durable commit, with a consistent last applied id, from where Raft
+//! re-applies the committed entries. Snapshots (built and installed) are fsynced, which makes
+//! everything written before them durable too: Raft purges log entries only once a snapshot
+//! covers them.
 
 use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
     BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
     RaftSnapshotBuilder, Snapshot, SnapshotMeta, StoredMembership,
 };
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Durability, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use super::db::{blocking, decode, encode, io_error, DbFile};
 use super::error::StoreError;
-use super::state::{CommandResponse, FederationState, ObjectKey};
+use super::state::{Command, CommandResponse, FederationState, ObjectKey};
 use super::{NodeId, TypeConfig};
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+
+/// An apply is fsynced at least every this many entries, and at least this often: bounds the
+/// file's growth (redb frees pages only on durable commits) and the replay after a crash.
+const DURABLE_EVERY: u64 = 1000;
+const DURABLE_AFTER: Duration = Duration::from_secs(1);
 
 const LAST_APPLIED: &str = "last_applied";
 const LAST_MEMBERSHIP: &str = "last_membership";
@@ -72,8 +81,10 @@ pub struct StateMachineStore {
     file: Arc<DbFile>,
     shared: Shared,
     /// Held while applying and while capturing a snapshot, so a snapshot never covers more than
-    /// what is already on disk.
+    /// what is already written.
     writing: Arc<tokio::sync::Mutex<()>>,
+    /// The last apply committed with an fsync: its index and when (none yet: the next is).
+    last_durable: (u64, Option<Instant>),
 }
 
 impl StateMachineStore {
@@ -92,6 +103,7 @@ impl StateMachineStore {
                 applied_index: Arc::new(watch::channel(index).0),
             },
             writing: Arc::new(tokio::sync::Mutex::new(())),
+            last_durable: (index, None),
         })
     }
 
@@ -182,6 +194,22 @@ fn load_object(
         let workload = super::state::placement_key(&placement);
         state.placements.insert(workload.clone(), placement);
         ObjectKey::Placement(workload)
+    } else if key.starts_with("policy/") {
+        let record: super::state::PolicyRecord = decode(file, key, value)?;
+        let p = &record.policy;
+        let k = super::state::policy_key(&p.kind, p.namespace.as_deref(), &p.name);
+        state.policies.insert(k.clone(), record);
+        ObjectKey::Policy(k)
+    } else if key.starts_with("override/") {
+        let record: super::state::OverrideRecord = decode(file, key, value)?;
+        let p = &record.policy;
+        let k = super::state::policy_key(&p.kind, p.namespace.as_deref(), &p.name);
+        state.overrides.insert(k.clone(), record);
+        ObjectKey::Override(k)
+    } else if let Some(name) = key.strip_prefix("taints/") {
+        let taints: Vec<hansa_core::Taint> = decode(file, key, value)?;
+        state.operator_taints.insert(name.to_string(), taints);
+        ObjectKey::OperatorTaints(name.to_string())
     } else {
         return Err(file.corrupt(format!("unknown object {key:?}")));
     };
@@ -205,6 +233,12 @@ fn object_bytes(
         ObjectKey::Workload(k) => state.workloads.get(k).map(|v| encode(&file.path, &key, v)),
         ObjectKey::Cluster(k) => state.clusters.get(k).map(|v| encode(&file.path, &key, v)),
         ObjectKey::Placement(k) => state.placements.get(k).map(|v| encode(&file.path, &key, v)),
+        ObjectKey::Policy(k) => state.policies.get(k).map(|v| encode(&file.path, &key, v)),
+        ObjectKey::Override(k) => state.overrides.get(k).map(|v| encode(&file.path, &key, v)),
+        ObjectKey::OperatorTaints(k) => state
+            .operator_taints
+            .get(k)
+            .map(|v| encode(&file.path, &key, v)),
     }
     .transpose()
 }
@@ -225,6 +259,19 @@ fn replace_all(file: &DbFile, txn: &WriteTransaction, applied: &Applied) -> Resu
                 .placements
                 .keys()
                 .map(|k| ObjectKey::Placement(k.clone())),
+        )
+        .chain(state.policies.keys().map(|k| ObjectKey::Policy(k.clone())))
+        .chain(
+            state
+                .overrides
+                .keys()
+                .map(|k| ObjectKey::Override(k.clone())),
+        )
+        .chain(
+            state
+                .operator_taints
+                .keys()
+                .map(|k| ObjectKey::OperatorTaints(k.clone())),
         );
     for object in keys {
         if let Some(bytes) = object_bytes(file, state, &object)? {
@@ -332,8 +379,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 applied.last_applied = Some(entry.log_id);
                 let response = match entry.payload {
                     EntryPayload::Blank => CommandResponse::Done,
+                    // Each command of a batch sees the state its predecessors left.
+                    EntryPayload::Normal(Command::Batch { commands }) => CommandResponse::Batch(
+                        commands
+                            .iter()
+                            .map(|cmd| {
+                                touched.extend(cmd.touched_objects(&applied.state));
+                                applied.state.apply(cmd)
+                            })
+                            .collect(),
+                    ),
                     EntryPayload::Normal(cmd) => {
-                        touched.extend(cmd.touched_objects());
+                        touched.extend(cmd.touched_objects(&applied.state));
                         applied.state.apply(&cmd)
                     }
                     EntryPayload::Membership(membership) => {
@@ -356,8 +413,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             (rows, applied.last_membership.clone())
         };
         let rows = rows.map_err(|e| io_error(ErrorSubject::Apply(last), ErrorVerb::Write, e))?;
+        let (durable_index, durable_at) = self.last_durable;
+        let durable = last.index >= durable_index + DURABLE_EVERY
+            || durable_at.is_none_or(|at| at.elapsed() >= DURABLE_AFTER);
         blocking(&self.file, move |file| {
-            let txn = file.db.begin_write().map_err(|e| file.error(e))?;
+            let mut txn = file.db.begin_write().map_err(|e| file.error(e))?;
+            if !durable {
+                txn.set_durability(Durability::None);
+            }
             {
                 let mut objects = txn.open_table(OBJECTS).map_err(|e| file.error(e))?;
                 for (key, bytes) in &rows {
@@ -373,6 +436,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await
         .map_err(|e| io_error(ErrorSubject::Apply(last), ErrorVerb::Write, e))?;
+        if durable {
+            self.last_durable = (last.index, Some(Instant::now()));
+        }
         self.shared.applied_index.send_replace(last.index);
         Ok(responses)
     }

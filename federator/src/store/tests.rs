@@ -46,6 +46,7 @@ fn workload(name: &str, image: &str, replicas: u32) -> Workload {
         },
         placement: PlacementSpec::default(),
         service: None,
+        update: Default::default(),
     }
 }
 
@@ -77,10 +78,7 @@ fn placement(name: &str, generation: u64) -> Placement {
 }
 
 fn put(workloads: Vec<Workload>) -> Command {
-    Command::PutWorkloads {
-        workloads,
-        now_ms: 1_000,
-    }
+    Command::put_workloads(workloads, 1_000)
 }
 
 async fn leading(store: &Store) {
@@ -538,8 +536,23 @@ async fn a_kill_9_loses_nothing_that_was_acknowledged() {
     let acknowledged: FederationState = serde_json::from_str(&line).unwrap();
 
     let store = Store::open(config(dir.path())).await.unwrap();
-    assert_eq!(store.read(Clone::clone), acknowledged);
+    // Every acknowledged entry is in the fsynced log; what the state machine had not fsynced
+    // yet is applied again once the entries are committed anew (here: once it leads again).
     leading(&store).await;
+    let mut applied = store.subscribe();
+    // The `Ref` that `wait_for` returns holds the watch's lock: keeping it would block the
+    // state machine's next apply. Only the outcome is kept.
+    let recovered = tokio::time::timeout(
+        DEADLINE,
+        applied.wait_for(|_| store.read(Clone::clone) == acknowledged),
+    )
+    .await
+    .map(|r| r.map(|_| ()));
+    assert!(
+        matches!(recovered, Ok(Ok(_))),
+        "acknowledged {acknowledged:?}, recovered {:?}",
+        store.read(Clone::clone)
+    );
     store
         .propose(Command::DeleteWorkload {
             key: WorkloadKey::new("default", "api"),
@@ -569,4 +582,48 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SuiteBui
 #[test]
 fn the_redb_stores_pass_the_openraft_suite() {
     Suite::test_all(SuiteBuilder).unwrap();
+}
+
+/// A free loopback port nobody listens on: dialling it is refused at once.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_of_three_voters_down_writes_and_reads_fail_fast_saying_so() {
+    let dir = TempDir::new().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.initial_members = BTreeMap::from([
+        (1, "https://127.0.0.1:1".to_string()),
+        (2, format!("https://127.0.0.1:{}", closed_port())),
+        (3, format!("https://127.0.0.1:{}", closed_port())),
+    ]);
+    let store = Store::open(cfg).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = store
+        .propose(Command::UpsertCluster {
+            cluster: cluster("eu-1"),
+        })
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            err,
+            StoreError::QuorumLost {
+                reachable: 1,
+                voters: 3
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("1 of 3 federators reachable"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    let err = store.read_index().await.unwrap_err();
+    assert!(matches!(err, StoreError::QuorumLost { .. }), "{err:?}");
+    store.shutdown().await.unwrap();
 }

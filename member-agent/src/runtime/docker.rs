@@ -654,7 +654,16 @@ pub fn create_body(
         entrypoint,
         cmd,
         env: Some(env),
-        labels: Some(labels(record, cluster)),
+        labels: Some(
+            // The template's labels (from override policies) never shadow Hansa's own.
+            template
+                .labels
+                .iter()
+                .filter(|(k, _)| !k.starts_with("hansa.dev/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .chain(labels(record, cluster))
+                .collect(),
+        ),
         exposed_ports: Some(exposed),
         host_config: Some(host_config),
         ..ContainerCreateBody::default()

@@ -163,6 +163,7 @@ fn assignment(name: &str, revision: u64, replicas: u32, template: TaskTemplate) 
         revision,
         replicas,
         template,
+        update: Default::default(),
     }
 }
 

@@ -17,15 +17,19 @@
 //! cargo build --release -p hansa-tests --bin hansa-bench-place
 //! taskset -c 1 target/release/hansa-bench-place --clusters 1000 --clusters 5000 --workloads 10000
 //! ```
+//!
+//! Each measurement is followed by the stability check: solving again with the answer as
+//! `previous` (and, for `place_all`, the answer's replicas counted as running) should change
+//! nothing.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hansa_core::{
-    AffinityGroup, Cluster, ClusterAffinity, ClusterHealth, PlacementSpec, ReplicaScheduling,
-    Requirement, Resources, RuntimeKind, SelectorOperator, SpreadConstraint, SpreadKey,
-    StaticWeight, Taint, TaintEffect, TaskTemplate, Toleration, Weighting, Workload,
+    AffinityGroup, Cluster, ClusterAffinity, ClusterHealth, Placement, PlacementSpec,
+    ReplicaScheduling, Requirement, Resources, RuntimeKind, SelectorOperator, SpreadConstraint,
+    SpreadKey, StaticWeight, Taint, TaintEffect, TaskTemplate, Toleration, Weighting, Workload,
 };
 use hansa_policies::{place, place_all, Detail, Item, Problem};
 use rand::rngs::StdRng;
@@ -267,6 +271,7 @@ fn workload(i: usize, clusters: usize, rng: &mut StdRng) -> Workload {
         },
         placement,
         service: None,
+        update: Default::default(),
     }
 }
 
@@ -282,10 +287,53 @@ fn micros(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
+/// The policy of each workload kind (`i % 10`), as `workload` builds it.
+const MIX: [&str; 10] = [
+    "Divided Equal, matchLabels tier=gold + matchExpressions env In [prod]",
+    "Divided Equal, matchLabels tier=gold + matchExpressions env In [prod]",
+    "Divided Equal, matchLabels tier=gold + matchExpressions env In [prod]",
+    "Divided Static weights 2:1 by region (fieldSelector)",
+    "Divided AvailableCapacity, spread by region minGroups 2 maxGroups 3",
+    "Divided AvailableCapacity, spread by region minGroups 2 maxGroups 3",
+    "Duplicated on 5 clusterNames",
+    "Aggregated in 2 regions, tolerating dedicated=gpu:NoSchedule",
+    "clusterAffinities home region then provider (overflow on half), maxPerCluster 4",
+    "constraints zone UNIQUE, region GROUP_BY 3, provider UNLIKE onprem",
+];
+
+fn print_mix(workloads: usize) {
+    println!("policy mix (workload i takes kind i % 10):");
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    for (kind, policy) in MIX.iter().enumerate() {
+        let count = (0..workloads).filter(|i| i % 10 == kind).count();
+        match seen.iter_mut().find(|(name, _)| name == policy) {
+            Some((_, n)) => *n += count,
+            None => seen.push((policy, count)),
+        }
+    }
+    for (name, count) in seen {
+        println!("  {count:>6}  {name}");
+    }
+    println!(
+        "  all: priority 0-3, 1-12 replicas, 250m-2 cpu and 256Mi-4Gi per replica, even kinds \
+         need a container runtime; clusters: 8 regions x 3 zones, 3 providers, tier/env \
+         labels, 4% NoSchedule and 2% PreferNoSchedule taints, 10% without containers, \
+         ~1% unreachable, ~1% cordoned, 11-100% of capacity free"
+    );
+}
+
+/// Workloads whose replica counts differ between two answers.
+fn changed(a: &[Placement], b: &[Placement]) -> usize {
+    a.iter()
+        .zip(b)
+        .filter(|(a, b)| a.clusters != b.clusters)
+        .count()
+}
+
 fn main() {
     let args = Args::parse();
     println!(
-        "hansa-bench-place: {} workloads, seed {}, {} build",
+        "hansa-bench-place: {} workloads, seed {}, {} build, one thread (pin it: taskset -c 1)",
         args.workloads,
         args.seed,
         if cfg!(debug_assertions) {
@@ -294,6 +342,7 @@ fn main() {
             "release"
         }
     );
+    print_mix(args.workloads);
     for &n in &args.clusters {
         let mut rng = StdRng::seed_from_u64(args.seed);
         let mut clusters = federation(n, &mut rng);
@@ -301,11 +350,12 @@ fn main() {
         let workloads: Vec<Workload> = (0..args.workloads)
             .map(|i| workload(i, n, &mut rng))
             .collect();
+        println!();
+        println!("{n} clusters, {} workloads", workloads.len());
 
         // One decision at a time.
         let mut times = Vec::with_capacity(workloads.len());
-        let mut placed = 0u64;
-        let mut pending = 0usize;
+        let mut answers = Vec::with_capacity(workloads.len());
         let start = Instant::now();
         for w in &workloads {
             let t = Instant::now();
@@ -315,18 +365,35 @@ fn main() {
             };
             let p = place(&problem, None);
             times.push(t.elapsed());
-            placed += u64::from(p.total());
-            pending += usize::from(p.total() == 0);
+            answers.push(p);
         }
         let total = start.elapsed();
         times.sort_unstable();
+        let placed: u64 = answers.iter().map(|p| u64::from(p.total())).sum();
+        let pending = answers.iter().filter(|p| p.total() == 0).count();
         println!(
-            "{n} clusters, place one at a time: {:.0} decisions/s, p50 {}, p99 {}, max {} \
-             ({placed} replicas placed, {pending} workloads pending)",
+            "  place, one at a time: {:.0} decisions/s; per decision p50 {}, p99 {}, max {} \
+             ({placed} replicas placed, {pending} workloads with none)",
             workloads.len() as f64 / total.as_secs_f64(),
             micros(percentile(&times, 0.50)),
             micros(percentile(&times, 0.99)),
             micros(times.last().copied().unwrap_or_default()),
+        );
+        let again: Vec<Placement> = workloads
+            .iter()
+            .zip(&answers)
+            .map(|(w, p)| {
+                let problem = Problem {
+                    detail: Detail::Summary,
+                    ..Problem::new(w, 1, &clusters)
+                };
+                place(&problem, Some(p))
+            })
+            .collect();
+        println!(
+            "  place, solved again with its own answer: {} of {} changed",
+            changed(&answers, &again),
+            workloads.len()
         );
 
         // Every workload at once, sharing capacity, by priority.
@@ -342,7 +409,14 @@ fn main() {
         let placements = place_all(&clusters, &items, 0, Detail::Summary);
         let total = start.elapsed();
         let placed: u64 = placements.iter().map(|p| u64::from(p.total())).sum();
-        // Solving again with the answer in force changes nothing but shows the steady state.
+        println!(
+            "  place_all (shared capacity, priorities): {:.0} placements/s, {:.2} s \
+             ({placed} replicas placed)",
+            workloads.len() as f64 / total.as_secs_f64(),
+            total.as_secs_f64(),
+        );
+        // Solving again with the answer in force: what the agents report as free with it
+        // running, and each workload's placement as its previous.
         let items_again: Vec<Item<'_>> = workloads
             .iter()
             .zip(&placements)
@@ -352,7 +426,6 @@ fn main() {
                 previous: Some(p),
             })
             .collect();
-        // What the agents would report as free with the first answer running.
         let mut running = clusters.clone();
         for (w, p) in workloads.iter().zip(&placements) {
             for (name, n) in &p.clusters {
@@ -362,22 +435,14 @@ fn main() {
                 }
             }
         }
-        let start_again = Instant::now();
+        let start = Instant::now();
         let again = place_all(&running, &items_again, 0, Detail::Summary);
-        let total_again = start_again.elapsed();
-        let moved = placements
-            .iter()
-            .zip(&again)
-            .filter(|(a, b)| a.clusters != b.clusters)
-            .count();
+        let total = start.elapsed();
         println!(
-            "{n} clusters, place_all (shared capacity, priorities): {:.0} placements/s, \
-             {:.2} s for {} workloads ({placed} replicas); again with the answer in force: \
-             {:.2} s, {moved} workloads changed",
-            workloads.len() as f64 / total.as_secs_f64(),
-            total.as_secs_f64(),
+            "  place_all solved again with its answer in force: {} of {} changed ({:.2} s)",
+            changed(&placements, &again),
             workloads.len(),
-            total_again.as_secs_f64(),
+            total.as_secs_f64(),
         );
     }
 }

@@ -258,15 +258,7 @@ fn docker_replicas_serve_heal_log_and_are_adopted() {
     let us_config = docker_agent_config(&fed, &us, "127.0.21.1", &api);
     let mut eu_agent = fed.start_agent(&eu, &eu_config);
     let _us_agent = fed.start_agent(&us, &us_config);
-    wait_for("both clusters Ready with the docker runtime", LIMIT, || {
-        let clusters = fed.hansa_json(&["get", "clusters"]).ok()?;
-        let ready = clusters
-            .as_array()?
-            .iter()
-            .filter(|c| c["health"] == "Ready")
-            .count();
-        (ready == 2).then_some(())
-    });
+    fed.wait_clusters_ready(2, LIMIT);
 
     let file = fed.path("bbweb.yaml");
     std::fs::write(&file, manifest(&image.tag, &eu, &us)).expect("manifest");

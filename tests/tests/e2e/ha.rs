@@ -243,9 +243,13 @@ fn ha_a_removed_federator_rejoins_and_a_lost_quorum_fails_fast() {
     let took = asked.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a write without quorum succeeded");
-    assert!(stderr.contains("no quorum"), "{stderr}");
     assert!(
-        took < Duration::from_secs(10),
+        stderr.contains("no quorum: 1 of 3 federators reachable"),
+        "{stderr}"
+    );
+    // Well under the 5 s the federator would otherwise wait for a commit.
+    assert!(
+        took < Duration::from_secs(2),
         "the write took {took:?} to fail"
     );
     println!(
@@ -253,10 +257,16 @@ fn ha_a_removed_federator_rejoins_and_a_lost_quorum_fails_fast() {
         stderr.trim()
     );
     assert_eq!(workload_names(&fed, &members[0].api, true).len(), 40);
+    let asked = Instant::now();
     let out = fed.hansa_at(&members[0].api, &["get", "workloads"]);
     assert!(
         !out.status.success(),
         "a linearizable read without quorum succeeded"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the read took {:?} to fail",
+        asked.elapsed()
     );
 
     // A corrupt log is refused at start, naming the file, instead of serving wrong data.
@@ -312,6 +322,19 @@ fn ha_an_agent_on_a_follower_keeps_its_assignments_across_a_leader_change() {
     wait_for("eu-1 Ready", LIMIT, || {
         (cluster_health(&fed, &follower.api)? == "Ready").then_some(())
     });
+    // Every federator's view shows the agent connected, not only the one it streams to: the
+    // leader hears of it by relay, the other follower from the leader's answer.
+    for m in &members {
+        wait_for("every federator to see eu-1 connected", LIMIT, || {
+            let out = fed.hansa_at(&m.api, &["get", "clusters", "-o", "json", "--stale"]);
+            let clusters: Value = serde_json::from_slice(&out.stdout).ok()?;
+            clusters
+                .as_array()?
+                .iter()
+                .any(|c| c["name"] == "eu-1" && c["connected"] == true)
+                .then_some(())
+        });
+    }
     let marker = format!("ha-{}", std::process::id());
     let file = fed.path("sleeper.yaml");
     std::fs::write(&file, scaled(&marker, 2)).expect("manifest");

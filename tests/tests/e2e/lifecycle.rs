@@ -63,15 +63,7 @@ fn apply_run_heal_restart_adopt_delete() {
     let us_config = fed.agent_config("us-1", "us", "127.0.11.1", &api, (&us.0, &us.1));
     let mut eu_agent = fed.start_agent("eu-1", &eu_config);
     let _us_agent = fed.start_agent("us-1", &us_config);
-    wait_for("both clusters Ready", LIMIT, || {
-        let clusters = fed.hansa_json(&["get", "clusters"]).ok()?;
-        let ready = clusters
-            .as_array()?
-            .iter()
-            .filter(|c| c["health"] == "Ready")
-            .count();
-        (ready == 2).then_some(())
-    });
+    fed.wait_clusters_ready(2, LIMIT);
 
     // Apply: 4 replicas, 3:1 by weight.
     let marker = format!("e2e-{}", std::process::id());

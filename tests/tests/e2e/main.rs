@@ -7,4 +7,6 @@ mod dns;
 mod docker;
 mod ha;
 mod lifecycle;
+mod policies;
 mod refusals;
+mod rollout;

@@ -28,7 +28,7 @@ fn empty_documents_are_skipped_but_counted() {
 fn unknown_kind_is_an_error_naming_it() {
     assert_eq!(
         parse_err("job.yaml", "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: x}\n"),
-        ["job.yaml doc 1: unknown apiVersion batch/v1 kind CronJob: Hansa reads hansa.dev/v1 Workload and PlacementPolicy, apps/v1 Deployment, v1 Service, policy.karmada.io/v1alpha1 PropagationPolicy and ClusterPropagationPolicy, and Marathon app JSON"]
+        ["job.yaml doc 1: unknown apiVersion batch/v1 kind CronJob: Hansa reads hansa.dev/v1 Workload, PlacementPolicy and OverridePolicy, apps/v1 Deployment, v1 Service, policy.karmada.io/v1alpha1 PropagationPolicy, ClusterPropagationPolicy, OverridePolicy and ClusterOverridePolicy, and Marathon app JSON"]
     );
 }
 

@@ -80,7 +80,7 @@ metadata:
   annotations: {note: x}
 spec:
   replicas: 3
-  strategy: {type: RollingUpdate}
+  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: "10%"}}
   selector:
     matchLabels: {app: web}
     matchExpressions: [{key: tier, operator: In, values: [front]}]
@@ -215,9 +215,15 @@ fn deployment_with_all_used_fields() {
             "web.yaml doc 1: spec.template.spec.containers[0].livenessProbe: is not used by Hansa: the readinessProbe is the health check (ignored)",
             "web.yaml doc 1: spec.template.spec.containers[0].imagePullPolicy: IfNotPresent is not used by Hansa (ignored)",
             "web.yaml doc 1: spec.template.spec.restartPolicy: Always is not used by Hansa (ignored)",
-            "web.yaml doc 1: spec.strategy: is not used by Hansa (ignored)",
             "web.yaml doc 2: spec.ports[1].nodePort: 30090 is not used by Hansa (ignored)",
         ]
+    );
+    assert_eq!(
+        parsed.workloads[0].update,
+        UpdateStrategy {
+            max_surge: Amount::Count(1),
+            max_unavailable: Amount::Percent(10),
+        }
     );
 }
 

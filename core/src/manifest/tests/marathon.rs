@@ -83,7 +83,7 @@ const FULL: &str = r#"{
   ],
   "constraints": [["hostname", "UNIQUE"], ["region", "LIKE", "eu-.*"]],
   "labels": {"team": "shop", "HAPROXY_0_VHOST": "web.example.com", "note": "free text here"},
-  "upgradeStrategy": {"minimumHealthCapacity": 1},
+  "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.2},
   "backoffSeconds": 1
 }"#;
 
@@ -174,8 +174,14 @@ fn app_with_all_used_fields() {
             "web.json doc 1: labels.note: label note: value \"free text here\" must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit; not kept as a label (ignored)",
             "web.json doc 1: backoffSeconds: 1 is not used by Hansa (ignored)",
             "web.json doc 1: secrets: is not used by Hansa (ignored)",
-            "web.json doc 1: upgradeStrategy: is not used by Hansa (ignored)",
         ]
+    );
+    assert_eq!(
+        parsed.workloads[0].update,
+        UpdateStrategy {
+            max_surge: Amount::Percent(20),
+            max_unavailable: Amount::Percent(50),
+        }
     );
 }
 

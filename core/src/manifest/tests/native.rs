@@ -97,6 +97,7 @@ fn reads_every_field() {
             }),
             env_convention: EnvConvention::Hansa,
             image_pull_policy: Default::default(),
+            labels: Default::default(),
         },
         placement: PlacementSpec {
             cluster_affinity: Some(ClusterAffinity {
@@ -137,6 +138,7 @@ fn reads_every_field() {
                 protocol: Protocol::Tcp,
             }],
         }),
+        update: Default::default(),
     };
     assert_eq!(parsed.workloads, vec![expected]);
 }
