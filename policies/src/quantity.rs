@@ -16,7 +16,7 @@ const EXACT_DIGITS_LIMIT: u64 = 10_000;
 
 /// Formats thousandths of a core: whole cores as `2`, anything else in millicores as `500m`.
 pub fn format_cpu(millis: u64) -> String {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else {
         format!("{millis}m")
@@ -31,7 +31,7 @@ pub fn format_bytes(bytes: u64) -> String {
         return "0".to_string();
     }
     for (size, suffix) in BINARY_UNITS {
-        if bytes % size == 0 && bytes / size < EXACT_DIGITS_LIMIT {
+        if bytes.is_multiple_of(size) && bytes / size < EXACT_DIGITS_LIMIT {
             return format!("{}{suffix}", bytes / size);
         }
     }
