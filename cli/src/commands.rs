@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use hansa_federator::api::policies::PolicyView;
-use hansa_federator::api::views::{ClusterView, PlacementView, WorkloadDescription, WorkloadView};
+use hansa_federator::api::views::{
+    ClusterView, PeerView, PlacementView, WorkloadDescription, WorkloadView,
+};
 use hansa_policies::{format_bytes, format_cpu};
 use hansa_proto::v1::{
     ApplyRequest, DeleteRequest, DescribeRequest, GetRequest, InfoRequest, ManifestFile,
@@ -140,6 +142,9 @@ pub enum Kind {
     /// Placement and override policies.
     #[value(alias = "policy")]
     Policies,
+    /// Peer mode: every peer, its cluster and state, as the federator asked sees them.
+    #[value(alias = "peer")]
+    Peers,
 }
 
 impl Kind {
@@ -149,6 +154,7 @@ impl Kind {
             Kind::Clusters => "clusters",
             Kind::Placements => "placements",
             Kind::Policies => "policies",
+            Kind::Peers => "peers",
         }
     }
 }
@@ -188,7 +194,30 @@ pub async fn get(
             let items: Vec<PolicyView> = decode(&response.items_json)?;
             print(format, &items, || policies_table(&items))
         }
+        Kind::Peers => {
+            let items: Vec<PeerView> = decode(&response.items_json)?;
+            print(format, &items, || peers_table(&items))
+        }
     }
+}
+
+fn peers_table(items: &[PeerView]) -> String {
+    let mut t = Table::new(&["NAME", "CLUSTER", "STATE", "ADDRESS", "VIEW AGE", "RECORDS"]);
+    for p in items {
+        t.row(vec![
+            p.name.clone(),
+            p.cluster.clone(),
+            p.state.clone(),
+            p.address.clone(),
+            match p.age_ms {
+                Some(_) if p.state == "self" => "-".into(),
+                Some(ms) => format!("{:.1}s", ms as f64 / 1000.0),
+                None => "never heard".into(),
+            },
+            p.records.to_string(),
+        ]);
+    }
+    t.render()
 }
 
 fn policies_table(items: &[PolicyView]) -> String {

@@ -114,6 +114,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             ..Default::default()
         }),
         http_listen: None,
+        peer: None,
     };
     let federator = Federator::start(federator_config, shutdown.clone())
         .await

@@ -32,6 +32,51 @@ pub enum Mode {
     /// A Raft control plane of 1, 3 or 5 federators.
     #[default]
     Hub,
+    /// Federator peers, one per member cluster, that gossip and reconcile placement with no
+    /// master (see `[peer]`).
+    Peer,
+}
+
+/// Peer mode's settings (`[peer]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerModeConfig {
+    /// The member cluster this peer runs next to; its agent connects here.
+    pub cluster: String,
+    /// The UDP address gossip (SWIM membership and record updates) binds.
+    pub gossip_listen: SocketAddr,
+    /// How other peers reach `gossip_listen`, when not the bound address.
+    #[serde(default)]
+    pub gossip_advertise: Option<SocketAddr>,
+    /// The federation's gossip key: a file holding 32 bytes as base64 or hex (make one with
+    /// `openssl rand -base64 32`). Every datagram is sealed with it.
+    pub gossip_key_file: PathBuf,
+    /// Gossip addresses of peers to join (`host:port`); retried while no peer is known.
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// A DNS SRV name listing peers' gossip addresses (e.g. `_hansa-gossip._udp.example.org`),
+    /// looked up at start and whenever this peer knows no other.
+    #[serde(default)]
+    pub join_srv: Option<String>,
+    /// How long a suspect peer has to refute before it is declared dead.
+    #[serde(default = "default_suspicion_ms")]
+    pub suspicion_timeout_ms: u64,
+    /// How often a peer probes another.
+    #[serde(default = "default_probe_period_ms")]
+    pub probe_period_ms: u64,
+    /// How often this peer pulls what it misses from another (anti-entropy).
+    #[serde(default = "default_anti_entropy_ms")]
+    pub anti_entropy_interval_ms: u64,
+}
+
+fn default_suspicion_ms() -> u64 {
+    2500
+}
+fn default_probe_period_ms() -> u64 {
+    1000
+}
+fn default_anti_entropy_ms() -> u64 {
+    1000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +119,9 @@ pub struct Config {
     /// Plain HTTP for `/metrics` and `/healthz`; off when absent.
     #[serde(default)]
     pub http_listen: Option<SocketAddr>,
+    /// Peer mode's settings; required with `mode = "peer"`.
+    #[serde(default)]
+    pub peer: Option<PeerModeConfig>,
 }
 
 /// One voter of a new control plane.
@@ -159,6 +207,49 @@ impl Config {
         }
         if self.join.as_deref().is_some_and(str::is_empty) {
             return Err(invalid("join", "must be a federator API address".into()));
+        }
+        match (self.mode, &self.peer) {
+            (Mode::Peer, None) => return Err(invalid(
+                "peer",
+                "mode = \"peer\" needs a [peer] section (cluster, gossip_listen, gossip_key_file)"
+                    .into(),
+            )),
+            (Mode::Hub, Some(_)) => {
+                return Err(invalid(
+                    "peer",
+                    "a [peer] section needs mode = \"peer\"".into(),
+                ))
+            }
+            (Mode::Peer, Some(peer)) => {
+                if !hansa_core::is_dns_label(&peer.cluster) {
+                    return Err(invalid(
+                        "peer.cluster",
+                        format!("must be a DNS label (got {:?})", peer.cluster),
+                    ));
+                }
+                if !self.peers.is_empty() || self.join.is_some() {
+                    return Err(invalid(
+                        "peers",
+                        "a peer-mode federator runs its own store; `peers` and `join` are for hub mode \
+                         (peers find each other with [peer] join or join_srv)"
+                            .into(),
+                    ));
+                }
+                if peer.suspicion_timeout_ms == 0
+                    || peer.probe_period_ms < 10
+                    || peer.anti_entropy_interval_ms == 0
+                {
+                    return Err(invalid(
+                        "peer",
+                        "suspicion_timeout_ms and anti_entropy_interval_ms must be >= 1, probe_period_ms >= 10"
+                            .into(),
+                    ));
+                }
+                if let Some(bad) = peer.join.iter().find(|j| !j.contains(':')) {
+                    return Err(invalid("peer.join", format!("{bad:?} is not host:port")));
+                }
+            }
+            (Mode::Hub, None) => {}
         }
         if self.cluster_grace_seconds == 0 {
             return Err(invalid(

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod http;
 pub mod liveness;
 pub mod logs;
+pub mod peer;
 pub mod relay;
 pub mod security;
 pub mod store;
@@ -59,6 +60,8 @@ pub struct Federator {
     /// The `/metrics` and `/healthz` address, when `http_listen` is set.
     pub http_addr: Option<SocketAddr>,
     pub store: Store,
+    /// Peer mode's gossip membership, when `mode = "peer"`.
+    pub peer: Option<Arc<peer::PeerMode>>,
     tasks: JoinSet<Result<(), FederatorError>>,
 }
 
@@ -102,6 +105,22 @@ impl Federator {
         let live = Arc::new(Liveness::new());
         store.set_relay_handler(relay::handler(live.clone()));
         let mut tasks = JoinSet::new();
+        let peer = match (&config.mode, &config.peer) {
+            (config::Mode::Peer, Some(peer_config)) => Some(
+                peer::PeerMode::start(
+                    &config.name,
+                    peer_config,
+                    store.clone(),
+                    live.clone(),
+                    format!("https://{api_addr}"),
+                    config.peer_url(peer_addr),
+                    &mut tasks,
+                    shutdown.clone(),
+                )
+                .await?,
+            ),
+            _ => None,
+        };
 
         let raft_td = trust_domain.clone();
         let raft_service = store.grpc_service(Arc::new(move |request| {
@@ -138,6 +157,7 @@ impl Federator {
             store: store.clone(),
             live: live.clone(),
             trust_domain: trust_domain.clone(),
+            peer: peer.clone(),
         };
         let log_router = Arc::new(logs::LogRouter::new());
         let replica_logs = logs::LogsService {
@@ -235,9 +255,16 @@ impl Federator {
         let controller_store = store.clone();
         let grace = config.cluster_grace();
         let controller_shutdown = shutdown.clone();
+        let controller_peer = peer.clone();
         tasks.spawn(async move {
-            controllers::run_on_leadership(controller_store, live, grace, controller_shutdown)
-                .await;
+            controllers::run_on_leadership(
+                controller_store,
+                live,
+                controller_peer,
+                grace,
+                controller_shutdown,
+            )
+            .await;
             Ok(())
         });
         info!(name = %config.name, api = %api_addr, peer = %peer_addr, "federator serving");
@@ -247,6 +274,7 @@ impl Federator {
             dns_addr,
             http_addr,
             store,
+            peer,
             tasks,
         })
     }

@@ -69,6 +69,7 @@ async fn a_cluster_certificate_reports_only_for_its_own_cluster() {
             join: None,
             dns: None,
             http_listen: None,
+            peer: None,
         },
         shutdown.clone(),
     )

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 
+pub mod netns;
+
 /// A built workspace binary (`cargo build --bins` puts them beside the test's `deps/`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -46,6 +48,14 @@ pub fn free_port(ip: &str) -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// A UDP port free on `ip` now (for gossip).
+pub fn free_udp_port(ip: &str) -> u16 {
+    std::net::UdpSocket::bind((ip, 0))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
 }
 
 /// A child process killed (with its process group) when dropped.
@@ -477,6 +487,112 @@ impl Federation {
                 }
             }
         }
+    }
+}
+
+/// One peer of a peer-mode federation (see `Federation::peer_config`): a federator in
+/// `mode = "peer"` beside its own cluster, on its own loopback address.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub name: String,
+    pub cluster: String,
+    /// Its own address (`127.0.0.x`); API, peer port and gossip bind there.
+    pub ip: String,
+    /// API address, `ip:port`.
+    pub api: String,
+    /// Gossip (UDP) address, `ip:port`.
+    pub gossip: String,
+    pub config: PathBuf,
+}
+
+impl Federation {
+    /// Writes `gossip.key` (the federation's gossip key) once, or another key file `name`.
+    pub fn gossip_key(&self, name: &str, seed: u8) -> PathBuf {
+        let path = self.path(name);
+        if !path.exists() {
+            let key: String = (0..32u8)
+                .map(|i| format!("{:02x}", i.wrapping_mul(37).wrapping_add(seed)))
+                .collect();
+            std::fs::write(&path, key).expect("gossip key");
+        }
+        path
+    }
+
+    /// Config for peer `name` beside `cluster` on address `ip`, joining `join` (gossip
+    /// addresses), sealing gossip with `key`.
+    pub fn peer_config(
+        &self,
+        name: &str,
+        cluster: &str,
+        ip: &str,
+        join: &[String],
+        key: &Path,
+    ) -> Peer {
+        let ports = (free_port(ip), free_udp_port(ip));
+        self.peer_config_on(name, cluster, ip, ports, join, key)
+    }
+
+    /// [`Federation::peer_config`] with fixed (API, gossip) ports, for addresses of other
+    /// network namespaces.
+    pub fn peer_config_on(
+        &self,
+        name: &str,
+        cluster: &str,
+        ip: &str,
+        (api_port, gossip_port): (u16, u16),
+        join: &[String],
+        key: &Path,
+    ) -> Peer {
+        self.hansa_ok(&[
+            "certs",
+            "issue",
+            "--dir",
+            path_str(&self.pki),
+            "federator",
+            name,
+            "--host",
+            ip,
+            "--host",
+            "localhost",
+        ]);
+        let cert = self.pki.join(format!("federator-{name}.crt"));
+        let tls_key = self.pki.join(format!("federator-{name}.key"));
+        let api = format!("{ip}:{api_port}");
+        let gossip = format!("{ip}:{gossip_port}");
+        let join: Vec<String> = join.iter().map(|j| format!("\"{j}\"")).collect();
+        let text = format!(
+            "name = \"{name}\"\nmode = \"peer\"\nlisten = \"{api}\"\npeer_listen = \"{ip}:0\"\ndata_dir = \"{}\"\ncluster_grace_seconds = 5\n[peer]\ncluster = \"{cluster}\"\ngossip_listen = \"{gossip}\"\ngossip_key_file = \"{}\"\njoin = [{}]\nsuspicion_timeout_ms = 1500\nprobe_period_ms = 500\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            self.path(&format!("{name}-data")).display(),
+            key.display(),
+            join.join(", "),
+            self.pki.join("ca.crt").display(),
+            cert.display(),
+            tls_key.display()
+        );
+        let config = self.path(&format!("{name}.toml"));
+        std::fs::write(&config, text).expect("peer config");
+        Peer {
+            name: name.into(),
+            cluster: cluster.into(),
+            ip: ip.into(),
+            api,
+            gossip,
+            config,
+        }
+    }
+
+    /// `hansa ARGS -o json` against one federator only.
+    pub fn hansa_json_at(&self, api: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.hansa_at(api, &all);
+        if !out.status.success() {
+            bail!(
+                "hansa {args:?} at {api}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
     }
 }
 

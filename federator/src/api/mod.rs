@@ -97,6 +97,8 @@ pub struct FederationService {
     pub store: Store,
     pub live: Arc<Liveness>,
     pub trust_domain: String,
+    /// Peer mode's membership, when the federator runs as a peer.
+    pub peer: Option<Arc<crate::peer::PeerMode>>,
 }
 
 fn now_ms() -> u64 {
@@ -341,6 +343,21 @@ impl Federation for FederationService {
                     })
                     .map(|p| json(&p))
                     .collect::<Result<_, _>>()?,
+                Kind::Peer => match &self.peer {
+                    Some(peer) => peer
+                        .peers(state)
+                        .into_iter()
+                        .filter(|p| name.is_empty() || name == &p.name)
+                        .map(|p| json(&p))
+                        .collect::<Result<_, _>>()?,
+                    None => {
+                        return Err(ApiError::InvalidArgument(
+                            "this federation runs in hub mode, which has no peers: see its \
+                             control plane with `hansa federators`"
+                                .into(),
+                        ))
+                    }
+                },
             };
             if items.is_empty() && !name.is_empty() {
                 return Err(ApiError::NotFound(format!(
@@ -546,6 +563,8 @@ enum Kind {
     Placement,
     /// Placement and override policies; `Some(kind)` for one policy kind.
     Policy(Option<&'static str>),
+    /// Peer mode's peers.
+    Peer,
 }
 
 fn normalize_kind(kind: &str) -> Result<Kind, ApiError> {
@@ -554,10 +573,11 @@ fn normalize_kind(kind: &str) -> Result<Kind, ApiError> {
         "cluster" | "clusters" => Ok(Kind::Cluster),
         "placement" | "placements" => Ok(Kind::Placement),
         "policy" | "policies" => Ok(Kind::Policy(None)),
+        "peer" | "peers" => Ok(Kind::Peer),
         other => match policies::policy_kind(other) {
             Some(kind) => Ok(Kind::Policy(Some(kind))),
             None => Err(ApiError::InvalidArgument(format!(
-                "unknown kind {other:?}: expected workloads, clusters, placements, policies, or \
+                "unknown kind {other:?}: expected workloads, clusters, placements, policies, peers, or \
                  one policy kind (placementpolicy, propagationpolicy, \
                  clusterpropagationpolicy, overridepolicy, clusteroverridepolicy)"
             ))),

@@ -103,3 +103,22 @@ pub struct ClusterEndpoint {
     #[serde(flatten)]
     pub endpoint: Endpoint,
 }
+
+/// One peer of a peer-mode federation as the answering peer sees it (`hansa get peers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerView {
+    pub name: String,
+    /// The member cluster the peer runs next to.
+    pub cluster: String,
+    /// Its gossip (UDP) address.
+    pub address: String,
+    /// alive | suspect | down; `self` for the answering peer.
+    pub state: String,
+    /// How old the answering peer's view of it is: milliseconds since a datagram from it
+    /// last arrived (`None`: only heard of through others; 0 for itself).
+    pub age_ms: Option<u64>,
+    /// Records (workloads, policies, placements, cluster facts) it was the last to write,
+    /// as this peer holds them.
+    pub records: usize,
+}

@@ -10,11 +10,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::liveness::Liveness;
+use crate::peer::PeerMode;
 use crate::store::{Command, Store};
 
 const TICK: Duration = Duration::from_millis(500);
 
-pub async fn run(store: Store, live: Arc<Liveness>, grace: Duration, stop: CancellationToken) {
+pub async fn run(
+    store: Store,
+    live: Arc<Liveness>,
+    peer: Option<Arc<PeerMode>>,
+    grace: Duration,
+    stop: CancellationToken,
+) {
     // A new leader has not heard from agents that streamed to the old one: give them the
     // grace period to reconnect (or be relayed) before calling them Unreachable.
     let leading_since = std::time::Instant::now();
@@ -23,6 +30,12 @@ pub async fn run(store: Store, live: Arc<Liveness>, grace: Duration, stop: Cance
             state
                 .clusters
                 .values()
+                // A peer decides only its own cluster's health; the others' follow their
+                // peers' liveness (`PeerMode::overlay`).
+                .filter(|cluster| {
+                    peer.as_ref()
+                        .is_none_or(|p| p.manages_cluster(&cluster.name))
+                })
                 .filter_map(|cluster| {
                     let connected = live.get(&cluster.name).is_some_and(|h| h.connected);
                     let alive = connected

@@ -1,5 +1,7 @@
 //! Controllers run on the Raft leader only: they start when this node gains leadership and
-//! stop when it loses it, so there are never two placers at once.
+//! stop when it loses it, so there are never two placers at once. In peer mode every peer
+//! leads its own store; its controllers then place only the workloads it owns and decide
+//! only its own cluster's health (see `crate::peer`).
 
 pub mod assignments;
 pub mod health;
@@ -13,12 +15,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::liveness::Liveness;
+use crate::peer::PeerMode;
 use crate::store::Store;
 
 /// Starts and stops the leader's controllers as leadership comes and goes, until `shutdown`.
 pub async fn run_on_leadership(
     store: Store,
     live: Arc<Liveness>,
+    peer: Option<Arc<PeerMode>>,
     cluster_grace: Duration,
     shutdown: CancellationToken,
 ) {
@@ -29,10 +33,16 @@ pub async fn run_on_leadership(
             info!("this federator leads: starting controllers");
             let term = shutdown.child_token();
             let mut controllers = JoinSet::new();
-            controllers.spawn(placement::run(store.clone(), live.clone(), term.clone()));
+            controllers.spawn(placement::run(
+                store.clone(),
+                live.clone(),
+                peer.clone(),
+                term.clone(),
+            ));
             controllers.spawn(health::run(
                 store.clone(),
                 live.clone(),
+                peer.clone(),
                 cluster_grace,
                 term.clone(),
             ));

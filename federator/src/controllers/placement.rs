@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::liveness::Liveness;
+use crate::peer::PeerMode;
 use crate::store::{Command, FederationState, Store};
 
 /// Placements stored in one log entry.
@@ -39,7 +40,12 @@ fn now_ms() -> u64 {
 
 /// The clusters as the engine should see them: free capacity from the live heartbeat when
 /// there is one. `place_all` adds back what the solved workloads' own replicas use.
-fn live_clusters(state: &FederationState, live: &Liveness) -> Vec<Cluster> {
+/// In peer mode a cluster whose peer is down counts as unreachable.
+fn live_clusters(
+    state: &FederationState,
+    live: &Liveness,
+    peer: Option<&PeerMode>,
+) -> Vec<Cluster> {
     state
         .clusters
         .values()
@@ -47,6 +53,9 @@ fn live_clusters(state: &FederationState, live: &Liveness) -> Vec<Cluster> {
             let mut cluster = cluster.clone();
             if let Some(soft) = live.get(&cluster.name).filter(|s| s.connected) {
                 cluster.available = soft.available;
+            }
+            if let Some(peer) = peer {
+                peer.overlay(&mut cluster);
             }
             cluster
         })
@@ -63,7 +72,7 @@ pub fn solve(
     workload: &Workload,
     generation: u64,
 ) -> Placement {
-    let clusters = live_clusters(state, live);
+    let clusters = live_clusters(state, live, None);
     let item = Item {
         workload,
         generation,
@@ -115,9 +124,8 @@ fn affected(
     seen: &mut Seen,
     trigger: Trigger,
 ) -> BTreeSet<WorkloadKey> {
-    let facts: BTreeMap<String, Facts> = state
-        .clusters
-        .values()
+    let facts: BTreeMap<String, Facts> = clusters
+        .iter()
         .map(|c| (c.name.clone(), Facts::of(c)))
         .collect();
     let free: BTreeMap<String, hansa_core::Resources> = clusters
@@ -178,17 +186,31 @@ fn pass(
         .collect()
 }
 
-pub async fn run(store: Store, live: Arc<Liveness>, stop: CancellationToken) {
+pub async fn run(
+    store: Store,
+    live: Arc<Liveness>,
+    peer: Option<Arc<PeerMode>>,
+    stop: CancellationToken,
+) {
     info!("placement controller started");
     let mut changes = store.subscribe();
     let mut soft = live.subscribe();
+    // Hub mode has no peers to watch: a sender that never sends (kept alive here).
+    let idle = tokio::sync::watch::channel(0u64).0;
+    let mut peers = peer
+        .as_ref()
+        .map_or_else(|| idle.subscribe(), |p| p.subscribe());
     let mut seen = Seen::default();
     let mut trigger = Trigger::Requeue { full: true };
     let mut requeues = 0u32;
     loop {
         let updates = store.read(|state| {
-            let clusters = live_clusters(state, &live);
-            let keys = affected(state, &clusters, &mut seen, trigger);
+            let clusters = live_clusters(state, &live, peer.as_deref());
+            let mut keys = affected(state, &clusters, &mut seen, trigger);
+            if let Some(peer) = &peer {
+                let live_peers = peer.live_peers();
+                keys.retain(|key| peer.owns(state, key, &live_peers));
+            }
             debug!(workloads = keys.len(), ?trigger, "placement pass");
             pass(state, &clusters, &keys)
         });
@@ -215,6 +237,7 @@ pub async fn run(store: Store, live: Arc<Liveness>, stop: CancellationToken) {
             _ = stop.cancelled() => break,
             _ = changes.changed() => trigger = Trigger::Change,
             _ = soft.changed() => trigger = Trigger::Change,
+            _ = peers.changed() => trigger = Trigger::Change,
             _ = tokio::time::sleep(REQUEUE) => {
                 requeues += 1;
                 trigger = Trigger::Requeue { full: requeues.is_multiple_of(FULL_EVERY) };
@@ -226,6 +249,7 @@ pub async fn run(store: Store, live: Arc<Liveness>, stop: CancellationToken) {
         }
         changes.borrow_and_update();
         soft.borrow_and_update();
+        peers.borrow_and_update();
     }
     info!("placement controller stopped");
 }

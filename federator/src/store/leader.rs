@@ -74,7 +74,37 @@ impl Store {
     /// Proposes a command and waits until it is committed and applied. A follower forwards it
     /// to the leader. Fails with `QuorumLost` as soon as a majority of the federators is
     /// unreachable, else after `propose_timeout` with `NoLeader` or `NoQuorum`.
+    ///
+    /// In peer mode the command is stamped (see [`super::Replicator`]) and the versions it
+    /// wrote go to gossip; the answer is the command's own response.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
+        let Some(replicator) = self.inner.replicator.get() else {
+            return self.propose_as_is(cmd).await;
+        };
+        let stamped = Command::Stamped {
+            command: Box::new(cmd),
+            hlc: replicator.stamp(),
+            origin: replicator.origin().to_string(),
+        };
+        match self.propose_as_is(stamped).await? {
+            CommandResponse::Stamped { response, records } => {
+                let written = self.read(|state| {
+                    records
+                        .iter()
+                        .filter_map(|key| state.records.get(key).cloned())
+                        .collect::<Vec<_>>()
+                });
+                if !written.is_empty() {
+                    replicator.written(written);
+                }
+                Ok(*response)
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Proposes `cmd` exactly as given.
+    pub(super) async fn propose_as_is(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
         let deadline = Instant::now() + self.inner.propose_timeout;
         let timeout = self.inner.propose_timeout;
         self.with_leader(deadline, |target| {

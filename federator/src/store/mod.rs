@@ -35,7 +35,7 @@ use tracing::info;
 
 pub use error::StoreError;
 pub use network::{Authorize, RaftGrpc};
-pub use peer::{MembershipChange, NodeStatus, RelayHandler};
+pub use peer::{GossipHandler, MembershipChange, NodeStatus, RelayHandler};
 pub use state::{
     placement_key, policy_key, Command, CommandResponse, FederationState, OverrideRecord,
     PolicyRecord, PutOutcome, WorkloadRecord,
@@ -181,6 +181,27 @@ struct Inner {
     files_open: tokio::sync::Mutex<Option<mpsc::Receiver<()>>>,
     /// The last quorum probe, shared by concurrent requests (see `leader`).
     reachability: tokio::sync::Mutex<Option<(Instant, leader::Reachability)>>,
+    /// Peer mode: stamps this node's writes as replicated versions and hears of them.
+    replicator: std::sync::OnceLock<Arc<dyn Replicator>>,
+}
+
+/// Whether `key` names an object peers replicate through the store (`workload/NS/NAME`,
+/// `placement/..`, `cluster/..`, `policy/..`, `override/..`, `taints/..`); soft state such as
+/// `status/..` is gossiped but never stored.
+pub fn is_replicated(key: &str) -> bool {
+    state::ObjectKey::parse(key).is_some()
+}
+
+/// Peer mode's hook into writes (DESIGN.md §2): every command proposed here is applied as
+/// `Command::Stamped` with this clock and origin, and the versions it wrote are handed back
+/// for gossip. Versions from other peers come in as `Command::Merge`, through `merge`.
+pub trait Replicator: Send + Sync {
+    /// This peer's name, the origin of its versions.
+    fn origin(&self) -> &str;
+    /// A hybrid logical clock reading later than every version seen.
+    fn stamp(&self) -> hansa_gossip::Timestamp;
+    /// The versions a local write produced, once applied.
+    fn written(&self, records: Vec<hansa_gossip::Record>);
 }
 
 impl Store {
@@ -235,6 +256,7 @@ impl Store {
             raft: raft.clone(),
             shared: shared.clone(),
             relay: std::sync::RwLock::new(None),
+            gossip: std::sync::RwLock::new(None),
             read_timeout: config.propose_timeout,
             proposer: Proposer::start(raft.clone()),
         });
@@ -250,6 +272,7 @@ impl Store {
                 propose_timeout: config.propose_timeout,
                 files_open: tokio::sync::Mutex::new(Some(open_rx)),
                 reachability: tokio::sync::Mutex::new(None),
+                replicator: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -327,6 +350,57 @@ impl Store {
         match self.on_leader(request, Instant::now() + limit).await? {
             PeerAnswer::Relayed { view } => Ok(view),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Turns on peer mode's write path (see [`Replicator`]); once only.
+    pub fn set_replicator(&self, replicator: Arc<dyn Replicator>) -> Result<(), StoreError> {
+        self.inner
+            .replicator
+            .set(replicator)
+            .map_err(|_| StoreError::Config("the store already has a replicator".into()))
+    }
+
+    /// Who answers other peers' anti-entropy requests.
+    pub fn set_gossip_handler(&self, handler: GossipHandler) {
+        *self
+            .inner
+            .local
+            .gossip
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
+    }
+
+    /// Sends an anti-entropy request to the federator at peer URL `addr`.
+    pub async fn gossip_call(
+        &self,
+        addr: &str,
+        request: serde_json::Value,
+        limit: Duration,
+    ) -> Result<serde_json::Value, String> {
+        match peer::call(
+            &self.inner.connections,
+            addr,
+            &PeerRequest::Gossip { request },
+            limit,
+        )
+        .await
+        {
+            Ok(Ok(PeerAnswer::Gossip { answer })) => Ok(answer),
+            Ok(Ok(other)) => Err(format!("unexpected answer {other:?}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(status) => Err(status.message().to_string()),
+        }
+    }
+
+    /// Peer mode: merges versions from other peers into the state (see `Command::Merge`);
+    /// returns how many won.
+    pub async fn merge(&self, records: Vec<hansa_gossip::Record>) -> Result<usize, StoreError> {
+        match self.propose_as_is(Command::Merge { records }).await? {
+            CommandResponse::Merged(n) => Ok(n),
+            other => Err(StoreError::Fatal(format!(
+                "unexpected merge response {other:?}"
+            ))),
         }
     }
 

@@ -34,6 +34,8 @@ pub(crate) enum PeerRequest {
         from: NodeId,
         report: serde_json::Value,
     },
+    /// Peer mode: an anti-entropy exchange with the gossip layer (any node answers).
+    Gossip { request: serde_json::Value },
 }
 
 /// A change to the Raft group, through joint consensus.
@@ -74,6 +76,9 @@ pub(crate) enum PeerAnswer {
     Status {
         status: NodeStatus,
     },
+    Gossip {
+        answer: serde_json::Value,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
@@ -92,11 +97,16 @@ pub(crate) type PeerResult = Result<PeerAnswer, PeerError>;
 /// the federator).
 pub type RelayHandler = Arc<dyn Fn(NodeId, serde_json::Value) -> serde_json::Value + Send + Sync>;
 
+/// Answers other peers' anti-entropy requests (set by peer mode).
+pub type GossipHandler =
+    Arc<dyn Fn(serde_json::Value) -> Result<serde_json::Value, String> + Send + Sync>;
+
 /// What the `Peer` RPC needs on the answering node.
 pub(crate) struct Local {
     pub(crate) raft: openraft::Raft<TypeConfig>,
     pub(crate) shared: Shared,
     pub(crate) relay: RwLock<Option<RelayHandler>>,
+    pub(crate) gossip: RwLock<Option<GossipHandler>>,
     /// How long the leader waits for a quorum to confirm its read index.
     pub(crate) read_timeout: Duration,
     /// Writes proposed here, this node's own and those forwarded to it, batched.
@@ -125,6 +135,21 @@ impl Local {
                     None => serde_json::Value::Null,
                 };
                 Ok(PeerAnswer::Relayed { view })
+            }
+            PeerRequest::Gossip { request } => {
+                let handler = self
+                    .gossip
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                match handler {
+                    Some(handler) => handler(request)
+                        .map(|answer| PeerAnswer::Gossip { answer })
+                        .map_err(|detail| PeerError::Failed { detail }),
+                    None => Err(PeerError::Failed {
+                        detail: "this federator is not in peer mode".into(),
+                    }),
+                }
             }
         }
     }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use hansa_core::manifest::PolicyObject;
 use hansa_core::{Cluster, ClusterHealth, OverrideObject, Placement, Taint, Workload, WorkloadKey};
+use hansa_gossip::{Kind as RecordKind, Record, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// A workload as stored, with the counters the controllers key their work on.
@@ -72,6 +73,15 @@ pub struct FederationState {
     /// agent's plus these.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub operator_taints: BTreeMap<String, Vec<Taint>>,
+    /// Peer mode: the replicated version of every object above, by its storage key
+    /// (`workload/default/web`): who wrote it, when, and its generation, with the object
+    /// itself as the body (DESIGN.md §2). Empty in hub mode.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "keyed_list"
+    )]
+    pub records: BTreeMap<String, Record>,
 }
 
 /// A change to the federation's state: the payload of a Raft log entry.
@@ -128,6 +138,19 @@ pub enum Command {
     Batch {
         commands: Vec<Command>,
     },
+    /// Peer mode, a change made on this peer: applies `command`, then records every object it
+    /// changed as a new version (generation + 1) stamped `hlc` by `origin`, for gossip.
+    Stamped {
+        command: Box<Command>,
+        hlc: Timestamp,
+        origin: String,
+    },
+    /// Peer mode, versions from other peers: each replaces its object when it beats the
+    /// version held by the merge rule (generation, clock, origin, content); the rest are
+    /// ignored, so merging is the same whatever order versions arrive in.
+    Merge {
+        records: Vec<Record>,
+    },
 }
 
 /// What applying a command did.
@@ -142,6 +165,13 @@ pub enum CommandResponse {
     Ignored(String),
     /// One response per command of a `Batch`, in the batch's order.
     Batch(Vec<CommandResponse>),
+    /// `Stamped`: the command's own response, and the storage keys of the records written.
+    Stamped {
+        response: Box<CommandResponse>,
+        records: Vec<String>,
+    },
+    /// `Merge`: how many versions won and replaced their objects.
+    Merged(usize),
 }
 
 /// What `PutWorkloads` did to one workload, and its counters afterwards.
@@ -182,6 +212,8 @@ pub(crate) enum ObjectKey {
     Override(String),
     /// A cluster's operator taints.
     OperatorTaints(String),
+    /// Peer mode: the replicated version of an object, by the object's storage key.
+    Record(String),
 }
 
 impl ObjectKey {
@@ -194,6 +226,39 @@ impl ObjectKey {
             ObjectKey::Policy(k) => format!("policy/{k}"),
             ObjectKey::Override(k) => format!("override/{k}"),
             ObjectKey::OperatorTaints(name) => format!("taints/{name}"),
+            ObjectKey::Record(key) => format!("record/{key}"),
+        }
+    }
+
+    /// The object stored under `key` (the inverse of `storage_key`); `None` for keys that
+    /// name no replicated object.
+    pub(crate) fn parse(key: &str) -> Option<ObjectKey> {
+        let (prefix, rest) = key.split_once('/')?;
+        let workload = || {
+            let (namespace, name) = rest.split_once('/')?;
+            (!namespace.is_empty() && !name.is_empty() && !name.contains('/'))
+                .then(|| WorkloadKey::new(namespace, name))
+        };
+        let object = match prefix {
+            "workload" => ObjectKey::Workload(workload()?),
+            "placement" => ObjectKey::Placement(workload()?),
+            "cluster" => ObjectKey::Cluster(rest.to_string()),
+            "policy" => ObjectKey::Policy(rest.to_string()),
+            "override" => ObjectKey::Override(rest.to_string()),
+            "taints" => ObjectKey::OperatorTaints(rest.to_string()),
+            _ => return None,
+        };
+        (!rest.is_empty()).then_some(object)
+    }
+
+    /// The gossip kind of an object's records.
+    pub(crate) fn record_kind(&self) -> Option<RecordKind> {
+        match self {
+            ObjectKey::Workload(_) => Some(RecordKind::Workload),
+            ObjectKey::Placement(_) => Some(RecordKind::Placement),
+            ObjectKey::Policy(_) | ObjectKey::Override(_) => Some(RecordKind::Policy),
+            ObjectKey::Cluster(_) | ObjectKey::OperatorTaints(_) => Some(RecordKind::ClusterFact),
+            ObjectKey::Record(_) => None,
         }
     }
 }
@@ -262,6 +327,23 @@ impl Command {
             Command::Batch { commands } => commands
                 .iter()
                 .flat_map(|c| c.touched_objects(state))
+                .collect(),
+            Command::Stamped { command, .. } => {
+                let objects = command.touched_objects(state);
+                let records: Vec<ObjectKey> = objects
+                    .iter()
+                    .filter(|o| o.record_kind().is_some())
+                    .map(|o| ObjectKey::Record(o.storage_key()))
+                    .collect();
+                objects.into_iter().chain(records).collect()
+            }
+            Command::Merge { records } => records
+                .iter()
+                .filter_map(|r| ObjectKey::parse(&r.key))
+                .flat_map(|o| {
+                    let record = ObjectKey::Record(o.storage_key());
+                    [o, record]
+                })
                 .collect(),
         }
     }
@@ -354,6 +436,170 @@ impl FederationState {
             Command::Batch { commands } => {
                 CommandResponse::Batch(commands.iter().map(|c| self.apply(c)).collect())
             }
+            Command::Stamped {
+                command,
+                hlc,
+                origin,
+            } => self.apply_stamped(command, *hlc, origin),
+            Command::Merge { records } => {
+                CommandResponse::Merged(records.iter().filter(|r| self.merge(r)).count())
+            }
+        }
+    }
+
+    fn apply_stamped(
+        &mut self,
+        command: &Command,
+        hlc: Timestamp,
+        origin: &str,
+    ) -> CommandResponse {
+        let objects: std::collections::BTreeSet<ObjectKey> = command
+            .touched_objects(self)
+            .into_iter()
+            .filter(|o| o.record_kind().is_some())
+            .collect();
+        let before: Vec<(ObjectKey, Option<Vec<u8>>)> = objects
+            .into_iter()
+            .map(|o| {
+                let bytes = self.object_json(&o);
+                (o, bytes)
+            })
+            .collect();
+        let response = self.apply(command);
+        let mut written = Vec::new();
+        for (object, old) in before {
+            let new = self.object_json(&object);
+            let Some(kind) = object.record_kind().filter(|_| new != old) else {
+                continue;
+            };
+            let key = object.storage_key();
+            let generation = self.records.get(&key).map_or(1, |r| r.generation + 1);
+            let record = match new {
+                Some(body) => Record::live(kind, &key, generation, hlc, origin, body),
+                None => Record::tombstone(kind, &key, generation, hlc, origin),
+            };
+            self.records.insert(key.clone(), record);
+            written.push(key);
+        }
+        CommandResponse::Stamped {
+            response: Box::new(response),
+            records: written,
+        }
+    }
+
+    /// Installs a version from another peer if it wins; false when it loses or is malformed
+    /// (a body that does not decode to its object, or names another).
+    fn merge(&mut self, record: &Record) -> bool {
+        let Some(object) = ObjectKey::parse(&record.key) else {
+            return false;
+        };
+        if object.record_kind() != Some(record.kind) || record.validate().is_err() {
+            return false;
+        }
+        if self
+            .records
+            .get(&record.key)
+            .is_some_and(|held| record.precedence(held) != std::cmp::Ordering::Greater)
+        {
+            return false;
+        }
+        if !self.install(&object, record.body.as_deref()) {
+            return false;
+        }
+        self.records.insert(record.key.clone(), record.clone());
+        true
+    }
+
+    /// Sets (or with `None`, removes) one object from its JSON body.
+    fn install(&mut self, object: &ObjectKey, body: Option<&[u8]>) -> bool {
+        fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
+            serde_json::from_slice(body).ok()
+        }
+        match (object, body) {
+            (ObjectKey::Workload(k), Some(b)) => match decode::<WorkloadRecord>(b) {
+                Some(r) if r.workload.key() == *k => {
+                    self.workloads.insert(k.clone(), r);
+                    true
+                }
+                _ => false,
+            },
+            (ObjectKey::Workload(k), None) => {
+                self.workloads.remove(k);
+                true
+            }
+            (ObjectKey::Placement(k), Some(b)) => match decode::<Placement>(b) {
+                Some(p) if placement_key(&p) == *k => {
+                    self.placements.insert(k.clone(), p);
+                    true
+                }
+                _ => false,
+            },
+            (ObjectKey::Placement(k), None) => {
+                self.placements.remove(k);
+                true
+            }
+            (ObjectKey::Cluster(k), Some(b)) => match decode::<Cluster>(b) {
+                Some(c) if c.name == *k => {
+                    self.clusters.insert(k.clone(), c);
+                    true
+                }
+                _ => false,
+            },
+            (ObjectKey::Cluster(k), None) => {
+                self.clusters.remove(k);
+                true
+            }
+            (ObjectKey::Policy(k), Some(b)) => match decode::<PolicyRecord>(b) {
+                Some(r) if keyed_list::Keyed::key(&r) == *k => {
+                    self.policies.insert(k.clone(), r);
+                    true
+                }
+                _ => false,
+            },
+            (ObjectKey::Policy(k), None) => {
+                self.policies.remove(k);
+                true
+            }
+            (ObjectKey::Override(k), Some(b)) => match decode::<OverrideRecord>(b) {
+                Some(r) if keyed_list::Keyed::key(&r) == *k => {
+                    self.overrides.insert(k.clone(), r);
+                    true
+                }
+                _ => false,
+            },
+            (ObjectKey::Override(k), None) => {
+                self.overrides.remove(k);
+                true
+            }
+            (ObjectKey::OperatorTaints(k), Some(b)) => match decode::<Vec<Taint>>(b) {
+                Some(t) => {
+                    self.operator_taints.insert(k.clone(), t);
+                    true
+                }
+                None => false,
+            },
+            (ObjectKey::OperatorTaints(k), None) => {
+                self.operator_taints.remove(k);
+                true
+            }
+            (ObjectKey::Record(_), _) => false,
+        }
+    }
+
+    /// One replicated object as JSON, `None` when absent.
+    fn object_json(&self, object: &ObjectKey) -> Option<Vec<u8>> {
+        fn json<T: Serialize>(value: Option<&T>) -> Option<Vec<u8>> {
+            // These types always encode (string map keys only).
+            value.and_then(|v| serde_json::to_vec(v).ok())
+        }
+        match object {
+            ObjectKey::Workload(k) => json(self.workloads.get(k)),
+            ObjectKey::Placement(k) => json(self.placements.get(k)),
+            ObjectKey::Cluster(k) => json(self.clusters.get(k)),
+            ObjectKey::Policy(k) => json(self.policies.get(k)),
+            ObjectKey::Override(k) => json(self.overrides.get(k)),
+            ObjectKey::OperatorTaints(k) => json(self.operator_taints.get(k)),
+            ObjectKey::Record(_) => None,
         }
     }
 
@@ -533,7 +779,7 @@ mod keyed_list {
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{policy_key, OverrideRecord, PolicyRecord, WorkloadRecord};
+    use super::{policy_key, OverrideRecord, PolicyRecord, Record, WorkloadRecord};
 
     pub trait Keyed {
         type Key: Ord + std::fmt::Display;
@@ -567,6 +813,13 @@ mod keyed_list {
         fn key(&self) -> String {
             let p = &self.policy;
             policy_key(&p.kind, p.namespace.as_deref(), &p.name)
+        }
+    }
+
+    impl Keyed for Record {
+        type Key = String;
+        fn key(&self) -> String {
+            self.key.clone()
         }
     }
 
@@ -1082,5 +1335,157 @@ spec:
             serde_json::from_slice::<CommandResponse>(&json).unwrap(),
             response
         );
+    }
+
+    fn stamp(ms: u64, peer: &str) -> Timestamp {
+        Timestamp {
+            physical_ms: ms,
+            logical: 0,
+            node: hansa_gossip::NodeId::from_name(peer),
+        }
+    }
+
+    fn stamped(state: &mut FederationState, cmd: Command, ms: u64, peer: &str) -> Vec<Record> {
+        let cmd = Command::Stamped {
+            command: Box::new(cmd),
+            hlc: stamp(ms, peer),
+            origin: peer.into(),
+        };
+        match state.apply(&cmd) {
+            CommandResponse::Stamped { records, .. } => {
+                records.iter().map(|k| state.records[k].clone()).collect()
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stamped_writes_version_only_what_changed() {
+        let mut state = FederationState::default();
+        let written = stamped(
+            &mut state,
+            Command::put_workloads(vec![workload("web", "nginx:1", 2)], 10),
+            10,
+            "p1",
+        );
+        assert_eq!(written.len(), 1);
+        assert_eq!(written[0].key, "workload/default/web");
+        assert_eq!(
+            (written[0].generation, written[0].origin.as_str()),
+            (1, "p1")
+        );
+        // The same apply again changes nothing, so writes no version.
+        let again = stamped(
+            &mut state,
+            Command::put_workloads(vec![workload("web", "nginx:1", 2)], 20),
+            20,
+            "p1",
+        );
+        assert!(again.is_empty(), "{again:?}");
+        // A delete is a tombstone one generation up, for the workload and not its absent
+        // placement.
+        let deleted = stamped(
+            &mut state,
+            Command::DeleteWorkload {
+                key: WorkloadKey::new("default", "web"),
+            },
+            30,
+            "p2",
+        );
+        assert_eq!(deleted.len(), 1);
+        assert!(deleted[0].is_tombstone());
+        assert_eq!(
+            (deleted[0].generation, deleted[0].origin.as_str()),
+            (2, "p2")
+        );
+    }
+
+    #[test]
+    fn merge_installs_winners_and_refuses_losers_and_lies() {
+        let mut origin = FederationState::default();
+        let mut records = stamped(
+            &mut origin,
+            Command::put_workloads(vec![workload("web", "nginx:1", 2)], 10),
+            10,
+            "p1",
+        );
+        records.extend(stamped(
+            &mut origin,
+            Command::UpsertCluster {
+                cluster: cluster("eu-1"),
+            },
+            11,
+            "p1",
+        ));
+        let mut other = FederationState::default();
+        assert_eq!(
+            other.apply(&Command::Merge {
+                records: records.clone()
+            }),
+            CommandResponse::Merged(2)
+        );
+        assert_eq!(other.workloads, origin.workloads);
+        assert_eq!(other.clusters, origin.clusters);
+        // Again: nothing wins over itself.
+        assert_eq!(
+            other.apply(&Command::Merge { records }),
+            CommandResponse::Merged(0)
+        );
+        // A body naming another object than its key is refused.
+        let lie = Record::live(
+            RecordKind::Workload,
+            "workload/default/api",
+            9,
+            stamp(50, "p3"),
+            "p3",
+            serde_json::to_vec(&origin.workloads[&WorkloadKey::new("default", "web")])
+                .expect("json"),
+        );
+        assert_eq!(
+            other.apply(&Command::Merge { records: vec![lie] }),
+            CommandResponse::Merged(0)
+        );
+        assert!(!other
+            .workloads
+            .contains_key(&WorkloadKey::new("default", "api")));
+    }
+
+    proptest::proptest! {
+        /// Peers that receive the same versions in any order, any number of times, end with
+        /// the same state.
+        #[test]
+        fn merging_is_independent_of_order(
+            writes in proptest::collection::vec((0usize..3, 0usize..3, 1u32..5, proptest::bool::ANY), 1..12),
+            order in proptest::collection::vec(0usize..1000, 0..40),
+        ) {
+            let peers = ["p1", "p2", "p3"];
+            let names = ["web", "api", "db"];
+            // Each peer writes on its own copy: concurrent versions of the same keys.
+            let mut copies = vec![FederationState::default(); 3];
+            let mut versions: Vec<Record> = Vec::new();
+            for (i, (peer, name, replicas, delete)) in writes.into_iter().enumerate() {
+                let cmd = if delete {
+                    Command::DeleteWorkload { key: WorkloadKey::new("default", names[name]) }
+                } else {
+                    Command::put_workloads(vec![workload(names[name], "img", replicas)], 1)
+                };
+                versions.extend(stamped(&mut copies[peer], cmd, 100 + i as u64 % 4, peers[peer]));
+            }
+            let mut forward = FederationState::default();
+            forward.apply(&Command::Merge { records: versions.clone() });
+            let mut shuffled = FederationState::default();
+            let mut remaining = versions.clone();
+            for pick in order {
+                if remaining.is_empty() { break }
+                let record = remaining.remove(pick % remaining.len());
+                shuffled.apply(&Command::Merge { records: vec![record.clone(), record] });
+            }
+            shuffled.apply(&Command::Merge { records: remaining });
+            let mut backward = FederationState::default();
+            versions.reverse();
+            backward.apply(&Command::Merge { records: versions });
+            proptest::prop_assert_eq!(&forward, &shuffled);
+            proptest::prop_assert_eq!(&forward, &backward);
+        }
     }
 }

@@ -206,6 +206,13 @@ fn load_object(
         let k = super::state::policy_key(&p.kind, p.namespace.as_deref(), &p.name);
         state.overrides.insert(k.clone(), record);
         ObjectKey::Override(k)
+    } else if let Some(object) = key.strip_prefix("record/") {
+        let record: hansa_gossip::Record = decode(file, key, value)?;
+        if record.key != object {
+            return Err(file.corrupt(format!("record stored as {key:?} is for {:?}", record.key)));
+        }
+        state.records.insert(record.key.clone(), record);
+        ObjectKey::Record(object.to_string())
     } else if let Some(name) = key.strip_prefix("taints/") {
         let taints: Vec<hansa_core::Taint> = decode(file, key, value)?;
         state.operator_taints.insert(name.to_string(), taints);
@@ -239,6 +246,7 @@ fn object_bytes(
             .operator_taints
             .get(k)
             .map(|v| encode(&file.path, &key, v)),
+        ObjectKey::Record(k) => state.records.get(k).map(|v| encode(&file.path, &key, v)),
     }
     .transpose()
 }
@@ -272,7 +280,8 @@ fn replace_all(file: &DbFile, txn: &WriteTransaction, applied: &Applied) -> Resu
                 .operator_taints
                 .keys()
                 .map(|k| ObjectKey::OperatorTaints(k.clone())),
-        );
+        )
+        .chain(state.records.keys().map(|k| ObjectKey::Record(k.clone())));
     for object in keys {
         if let Some(bytes) = object_bytes(file, state, &object)? {
             objects

@@ -57,6 +57,13 @@ fn foca_config(config: &MembershipConfig) -> foca::Config {
         frequency: config.gossip_interval,
         num_members: NonZeroUsize::new(config.gossip_fanout).unwrap_or(NonZeroUsize::MIN),
     });
+    // After a partition each side holds the other as down and never probes it again: keep
+    // knocking on a couple of down members, so the halves find each other once the network
+    // heals (and a peer wrongly declared dead is let back in).
+    foca.periodic_announce_to_down_members = Some(PeriodicParams {
+        frequency: config.probe_period * 2,
+        num_members: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
+    });
     foca
 }
 

@@ -1,0 +1,421 @@
+//! Peer mode end to end, in real processes on their own loopback addresses: three federator
+//! peers, each beside its own cluster and agent, gossiping with no master. A workload applied
+//! on one peer runs on every cluster and is visible from every peer; a killed peer is declared
+//! dead, its workloads get a new owner, and its cluster's share moves to the live clusters.
+//! A federator with another gossip key never joins.
+
+use std::time::Duration;
+
+use hansa_tests::{wait_for, Federation, Peer, Process};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn workload(name: &str, marker: &str) -> String {
+    format!(
+        r#"apiVersion: hansa.dev/v1
+kind: Workload
+metadata: {{name: {name}}}
+spec:
+  replicas: 3
+  template:
+    command: ["sleep", "3600"]
+    env: {{E2E_PEER_RUN: "{marker}"}}
+    resources: {{cpu: 50m, memory: 16Mi}}
+  placement:
+    replicaScheduling: {{type: Divided}}
+    spreadConstraints: [{{spreadBy: cluster, maxSkew: 1}}]
+"#
+    )
+}
+
+struct Running {
+    peer: Peer,
+    federator: Process,
+    agent: Process,
+}
+
+fn start_peer(fed: &Federation, peer: Peer) -> Running {
+    let federator = fed.start_federator(&peer.name, &peer.config);
+    let cert = fed.issue("cluster", &peer.cluster);
+    let agent_config =
+        fed.agent_config(&peer.cluster, "eu", &peer.ip, &peer.api, (&cert.0, &cert.1));
+    let agent = fed.start_agent(&peer.cluster, &agent_config);
+    Running {
+        peer,
+        federator,
+        agent,
+    }
+}
+
+/// `name`'s state as `at` sees it (`self`, `alive`, `suspect`, `down`).
+fn peer_state(fed: &Federation, at: &Peer, name: &str) -> Option<String> {
+    let peers = fed.hansa_json_at(&at.api, &["get", "peers"]).ok()?;
+    peers
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["state"].as_str().map(String::from))
+}
+
+fn placement_at(fed: &Federation, at: &Peer, workload: &str) -> Option<Value> {
+    let items = fed.hansa_json_at(&at.api, &["get", "placements"]).ok()?;
+    items
+        .as_array()?
+        .iter()
+        .find(|p| p["workload"] == workload)
+        .map(|p| p["clusters"].clone())
+}
+
+fn total(clusters: &Value) -> u64 {
+    clusters
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0)
+}
+
+#[test]
+fn peers_place_across_clusters_and_take_over_a_dead_peer() {
+    let fed = Federation::new();
+    let key = fed.gossip_key("gossip.key", 1);
+    let first = fed.peer_config("peer-1", "c1", "127.0.0.21", &[], &key);
+    let join = vec![first.gossip.clone()];
+    let peers = vec![
+        first.clone(),
+        fed.peer_config("peer-2", "c2", "127.0.0.22", &join, &key),
+        fed.peer_config("peer-3", "c3", "127.0.0.23", &join, &key),
+    ];
+    fed.write_cli_context(&first.api);
+    let mut running: Vec<Running> = peers.iter().cloned().map(|p| start_peer(&fed, p)).collect();
+
+    // Every peer sees the others alive, and every cluster Ready, through gossip alone.
+    for at in &peers {
+        for other in &peers {
+            let want = if other.name == at.name {
+                "self"
+            } else {
+                "alive"
+            };
+            wait_for(
+                &format!("{} to see {} {want}", at.name, other.name),
+                LIMIT,
+                || (peer_state(&fed, at, &other.name).as_deref() == Some(want)).then_some(()),
+            );
+        }
+        wait_for(&format!("3 clusters Ready at {}", at.name), LIMIT, || {
+            let clusters = fed.hansa_json_at(&at.api, &["get", "clusters"]).ok()?;
+            let ready = clusters
+                .as_array()?
+                .iter()
+                .filter(|c| c["health"] == "Ready")
+                .count();
+            (ready == 3).then_some(())
+        });
+    }
+
+    // Applied on peer-1 (which owns it) and on peer-2 (which owns that one).
+    let marker = format!("peer-{}", std::process::id());
+    let dir = fed.path("manifests");
+    std::fs::create_dir_all(&dir).expect("manifests dir");
+    for (name, at) in [("alpha", &peers[0]), ("beta", &peers[1])] {
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, workload(name, &marker)).expect("manifest");
+        let out = fed.hansa_at(&at.api, &["apply", "-f", file.to_str().expect("utf-8")]);
+        assert!(
+            out.status.success(),
+            "apply {name} at {}: {}",
+            at.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let spread = serde_json::json!({"c1": 1, "c2": 1, "c3": 1});
+    for workload in ["alpha", "beta"] {
+        for at in &peers {
+            wait_for(
+                &format!("{workload} placed on every cluster, seen from {}", at.name),
+                LIMIT,
+                || (placement_at(&fed, at, workload)? == spread).then_some(()),
+            );
+        }
+    }
+    // Each agent runs its share: one replica of each workload.
+    for r in &running {
+        wait_for(
+            &format!("two replicas running on {}", r.peer.cluster),
+            LIMIT,
+            || (fed.replica_pids(&r.peer.cluster).len() == 2).then_some(()),
+        );
+    }
+    // Any peer answers for the workload's health, with the other clusters' replicas in it.
+    wait_for("alpha healthy 3/3 as peer-3 sees it", LIMIT, || {
+        let items = fed
+            .hansa_json_at(&peers[2].api, &["get", "workloads"])
+            .ok()?;
+        let alpha = items
+            .as_array()?
+            .iter()
+            .find(|w| w["name"] == "alpha")?
+            .clone();
+        (alpha["healthy"] == 3).then_some(())
+    });
+
+    // peer-2 and its cluster die together (a lost data center).
+    let mut dead = running.remove(1);
+    dead.federator.kill9();
+    dead.agent.kill9();
+    let killed = std::time::Instant::now();
+    for at in [&peers[0], &peers[2]] {
+        wait_for(&format!("{} to see peer-2 down", at.name), LIMIT, || {
+            (peer_state(&fed, at, "peer-2").as_deref() == Some("down")).then_some(())
+        });
+    }
+    let detected = killed.elapsed();
+    assert!(
+        detected < Duration::from_secs(15),
+        "peer-2 declared dead only after {detected:?} (suspicion 1.5 s)"
+    );
+    // Both workloads, peer-2's own included, are re-placed on the live clusters at full count.
+    for workload in ["alpha", "beta"] {
+        for at in [&peers[0], &peers[2]] {
+            wait_for(
+                &format!("{workload} off c2 at full count, seen from {}", at.name),
+                LIMIT,
+                || {
+                    let clusters = placement_at(&fed, at, workload)?;
+                    (clusters.get("c2").is_none() && total(&clusters) == 3).then_some(())
+                },
+            );
+        }
+    }
+    wait_for("six replicas on the live clusters", LIMIT, || {
+        let n: usize = running
+            .iter()
+            .map(|r| fed.replica_pids(&r.peer.cluster).len())
+            .sum();
+        (n == 6).then_some(())
+    });
+}
+
+#[test]
+fn a_federator_without_the_gossip_key_never_joins() {
+    let fed = Federation::new();
+    let key = fed.gossip_key("gossip.key", 1);
+    let other_key = fed.gossip_key("other.key", 99);
+    let member = fed.peer_config("peer-a", "ca", "127.0.0.31", &[], &key);
+    let stranger = fed.peer_config(
+        "peer-x",
+        "cx",
+        "127.0.0.32",
+        std::slice::from_ref(&member.gossip),
+        &other_key,
+    );
+    fed.write_cli_context(&member.api);
+    let _a = fed.start_federator(&member.name, &member.config);
+    let _x = fed.start_federator(&stranger.name, &stranger.config);
+    wait_for("both peers answer", LIMIT, || {
+        (peer_state(&fed, &member, "peer-a").is_some()
+            && peer_state(&fed, &stranger, "peer-x").is_some())
+        .then_some(())
+    });
+    // The stranger announces itself every rejoin interval; give it several probe rounds.
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        assert_eq!(
+            peer_state(&fed, &member, "peer-x"),
+            None,
+            "peer-x joined without the key"
+        );
+        assert_eq!(
+            peer_state(&fed, &stranger, "peer-a"),
+            None,
+            "peer-x sees peer-a"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Four peers on four hosts (network namespaces on one bridge). Cut {A, B} from {C, D}: both
+/// halves keep every workload at full count on the clusters they reach and accept applies.
+/// Heal: the peers agree on every workload and placement within 10 s, and the surplus
+/// replicas are retired.
+#[test]
+fn a_partition_keeps_both_halves_running_and_heals_to_one_placement() {
+    let lab = hansa_tests::netns::Lab::new(4);
+    let fed = Federation::new();
+    let key = fed.gossip_key("gossip.key", 1);
+    let names = ["a", "b", "c", "d"];
+    let first_gossip = format!("{}:7946", lab.ip(0));
+    let peers: Vec<Peer> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let join = if i == 0 {
+                Vec::new()
+            } else {
+                vec![first_gossip.clone()]
+            };
+            fed.peer_config_on(
+                &format!("peer-{n}"),
+                &format!("c{n}"),
+                &lab.ip(i),
+                (7070, 7946),
+                &join,
+                &key,
+            )
+        })
+        .collect();
+    fed.write_cli_context(&peers[0].api);
+    let mut processes: Vec<Process> = Vec::new();
+    for (i, peer) in peers.iter().enumerate() {
+        let mut federator = lab.command(i, &hansa_tests::bin("federator"));
+        federator
+            .arg("--config")
+            .arg(&peer.config)
+            .env("RUST_LOG", "info,hansa_federator=debug");
+        processes.push(Process::spawn(
+            &peer.name,
+            federator,
+            fed.path(&format!("{}.log", peer.name)),
+        ));
+        let cert = fed.issue("cluster", &peer.cluster);
+        let config = fed.agent_config(&peer.cluster, "eu", &peer.ip, &peer.api, (&cert.0, &cert.1));
+        let mut agent = lab.command(i, &hansa_tests::bin("member-agent"));
+        agent
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info,hansa_agent=debug");
+        processes.push(Process::spawn(
+            &peer.cluster,
+            agent,
+            fed.path(&format!("agent-{}.log", peer.cluster)),
+        ));
+    }
+    for at in &peers {
+        wait_for(&format!("4 clusters Ready at {}", at.name), LIMIT, || {
+            let clusters = fed.hansa_json_at(&at.api, &["get", "clusters"]).ok()?;
+            let ready = clusters
+                .as_array()?
+                .iter()
+                .filter(|c| c["health"] == "Ready")
+                .count();
+            (ready == 4).then_some(())
+        });
+    }
+    let marker = format!("partition-{}", std::process::id());
+    let dir = fed.path("manifests");
+    std::fs::create_dir_all(&dir).expect("manifests dir");
+    let apply = |name: &str, at: &Peer| {
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            workload(name, &marker).replace("replicas: 3", "replicas: 4"),
+        )
+        .expect("manifest");
+        let out = fed.hansa_at(&at.api, &["apply", "-f", file.to_str().expect("utf-8")]);
+        assert!(
+            out.status.success(),
+            "apply {name} at {}: {}",
+            at.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    apply("alpha", &peers[0]);
+    let everywhere = serde_json::json!({"ca": 1, "cb": 1, "cc": 1, "cd": 1});
+    for at in &peers {
+        wait_for(
+            &format!("alpha on every cluster at {}", at.name),
+            LIMIT,
+            || (placement_at(&fed, at, "alpha")? == everywhere).then_some(()),
+        );
+    }
+    let running = |clusters: &[&str]| -> usize {
+        clusters
+            .iter()
+            .flat_map(|c| fed.replica_pids(c))
+            .filter(|pid| hansa_tests::alive(*pid))
+            .count()
+    };
+    wait_for("alpha's 4 replicas running", LIMIT, || {
+        (running(&["ca", "cb", "cc", "cd"]) == 4).then_some(())
+    });
+
+    lab.partition(&[0, 1], &[2, 3]);
+    for (at, gone) in [(0, 2), (1, 3), (2, 0), (3, 1)] {
+        wait_for(
+            &format!("{} to see {} down", peers[at].name, peers[gone].name),
+            LIMIT,
+            || {
+                (peer_state(&fed, &peers[at], &peers[gone].name).as_deref() == Some("down"))
+                    .then_some(())
+            },
+        );
+    }
+    // Each half applies a workload of its own.
+    apply("left", &peers[0]);
+    apply("right", &peers[2]);
+    let left_half = serde_json::json!({"ca": 2, "cb": 2});
+    let right_half = serde_json::json!({"cc": 2, "cd": 2});
+    for (at, half, own) in [
+        (0, &left_half, "left"),
+        (1, &left_half, "left"),
+        (2, &right_half, "right"),
+        (3, &right_half, "right"),
+    ] {
+        for workload in ["alpha", own] {
+            wait_for(
+                &format!("{workload} at full count in {}'s half", peers[at].name),
+                LIMIT,
+                || (placement_at(&fed, &peers[at], workload)? == *half).then_some(()),
+            );
+        }
+    }
+    wait_for(
+        "both halves run alpha and their own workload at full count",
+        LIMIT,
+        || (running(&["ca", "cb"]) == 8 && running(&["cc", "cd"]) == 8).then_some(()),
+    );
+
+    lab.heal();
+    let healed = std::time::Instant::now();
+    let view = |at: &Peer| -> Option<(Value, Value)> {
+        let workloads = fed.hansa_json_at(&at.api, &["get", "workloads"]).ok()?;
+        let mut names: Vec<(String, u64)> = workloads
+            .as_array()?
+            .iter()
+            .map(|w| {
+                (
+                    w["name"].as_str().unwrap_or_default().to_string(),
+                    w["generation"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        names.sort();
+        let placements: Vec<Value> = ["alpha", "left", "right"]
+            .iter()
+            .map(|w| placement_at(&fed, at, w).unwrap_or(Value::Null))
+            .collect();
+        Some((serde_json::json!(names), Value::Array(placements)))
+    };
+    let agreed = wait_for(
+        "every peer to agree on workloads and placements",
+        LIMIT,
+        || {
+            let first = view(&peers[0])?;
+            let all_placed = first.1.as_array()?.iter().all(|p| total(p) == 4);
+            (all_placed
+                && first.0.as_array()?.len() == 3
+                && peers[1..].iter().all(|p| view(p).as_ref() == Some(&first)))
+            .then_some(first)
+        },
+    );
+    let converged = healed.elapsed();
+    assert!(
+        converged < Duration::from_secs(10),
+        "peers agreed only {converged:?} after the heal: {agreed:?}"
+    );
+    // One placement per workload: 12 replicas in all, the surplus of the split retired.
+    wait_for("exactly 12 replicas after the heal", LIMIT, || {
+        (running(&["ca", "cb", "cc", "cd"]) == 12).then_some(())
+    });
+    drop(processes);
+}
