@@ -70,10 +70,10 @@ pub struct PeerModeConfig {
 }
 
 fn default_suspicion_ms() -> u64 {
-    2500
+    2000
 }
 fn default_probe_period_ms() -> u64 {
-    1000
+    800
 }
 fn default_anti_entropy_ms() -> u64 {
     1000

@@ -22,8 +22,10 @@ use super::{
 };
 use crate::crypto::{Sealer, OVERHEAD};
 
-/// Fewest times each update or record is passed on by each peer.
-const MIN_TRANSMISSIONS: NonZeroU8 = NonZeroU8::new(6).expect("non-zero");
+/// Fewest times each update or record is passed on by each peer. A peer forwards a new
+/// record to 3 peers at once (see `run`) and then in periodic gossip; a peer is missed only if
+/// none of the pool's n * 12 sends reaches it (about e^-12 each).
+const MIN_TRANSMISSIONS: NonZeroU8 = NonZeroU8::new(12).expect("non-zero");
 
 type Swim = Foca<PeerId, PostcardCodec, StdRng, RecordGossip>;
 
@@ -134,7 +136,15 @@ impl Driver {
                 }
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => {
-                        let result = self.receive(&buf[..len], from);
+                        let applied = Metrics::get(&self.metrics().broadcasts_applied);
+                        let mut result = self.receive(&buf[..len], from);
+                        // A record new to us is forwarded at once rather than at the next
+                        // gossip tick: each hop costs a network delay, not up to an interval.
+                        // Only the first copy of an update changes our store, so every peer
+                        // forwards each update once.
+                        if result.is_ok() && Metrics::get(&self.metrics().broadcasts_applied) > applied {
+                            result = self.foca.broadcast(&mut self.runtime);
+                        }
                         self.settle(result).await;
                     }
                     // Unconnected UDP only fails transiently (e.g. ICMP errors).
@@ -208,13 +218,7 @@ impl Driver {
         if let Err(error) = result {
             tracing::debug!(%error, "foca refused input");
         }
-        while let Some((to, data)) = self.runtime.to_send() {
-            let sealed = self.sealer.seal(&data);
-            match self.socket.send_to(&sealed, to.addr).await {
-                Ok(_) => Metrics::bump(&self.metrics().datagrams_sent),
-                Err(error) => tracing::debug!(to = %to.addr, %error, "gossip send failed"),
-            }
-        }
+        self.flush().await;
         let now = Instant::now();
         while let Some((after, timer)) = self.runtime.to_schedule() {
             self.timers.push(Reverse((now + after, timer)));
@@ -234,12 +238,32 @@ impl Driver {
                 _ => {}
             }
         }
-        self.refresh_members();
+        if self.refresh_members() {
+            // A peer newly suspect, down or back is news to spread now, not at the next
+            // gossip tick: the dead are known sooner, and a wrongly suspected peer hears of it
+            // (and its refutation spreads) sooner.
+            if let Err(error) = self.foca.gossip(&mut self.runtime) {
+                tracing::debug!(%error, "foca could not gossip");
+            }
+            self.flush().await;
+        }
+    }
+
+    /// Seals and sends every datagram foca has queued.
+    async fn flush(&mut self) {
+        while let Some((to, data)) = self.runtime.to_send() {
+            let sealed = self.sealer.seal(&data);
+            match self.socket.send_to(&sealed, to.addr).await {
+                Ok(_) => Metrics::bump(&self.metrics().datagrams_sent),
+                Err(error) => tracing::debug!(to = %to.addr, %error, "gossip send failed"),
+            }
+        }
     }
 
     /// Brings the shared member table in line with foca's view and emits an event for
-    /// each change.
-    fn refresh_members(&mut self) {
+    /// each change; true when any peer's state changed.
+    fn refresh_members(&mut self) -> bool {
+        let mut urgent = false;
         let mut table = lock(&self.shared.members);
         let mut seen = BTreeMap::new();
         for member in self.foca.iter_membership_state() {
@@ -269,13 +293,20 @@ impl Driver {
             entry.state = state;
             let event = match state {
                 MemberState::Alive if was != MemberState::Alive || renamed => {
+                    // Also a refuted suspicion: spread it before others time it out.
+                    urgent = true;
                     MembershipEvent::Up(entry.clone())
                 }
                 MemberState::Suspect if was == MemberState::Down => {
+                    urgent = true;
                     MembershipEvent::Up(entry.clone())
                 }
-                MemberState::Suspect => MembershipEvent::Suspect(entry.clone()),
+                MemberState::Suspect => {
+                    urgent = true;
+                    MembershipEvent::Suspect(entry.clone())
+                }
                 MemberState::Down if was != MemberState::Down => {
+                    urgent = true;
                     MembershipEvent::Down(entry.clone())
                 }
                 _ => continue,
@@ -285,6 +316,7 @@ impl Driver {
             let _ = self.events.send(event);
         }
         table.retain(|addr, _| seen.contains_key(addr));
+        urgent
     }
 }
 

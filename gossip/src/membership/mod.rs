@@ -66,7 +66,7 @@ pub struct MembershipConfig {
 
 impl MembershipConfig {
     /// Defaults aimed at detecting a dead peer in under 5 s in a pool of 100 while
-    /// riding out 5% packet loss: a suspect gets 2.5 s (many gossip rounds) to
+    /// riding out 5% packet loss: a suspect gets 2 s (news of it spreads at once) to
     /// refute, and a probe only fails if the direct and all 3 indirect paths lose a
     /// packet.
     pub fn new(
@@ -82,9 +82,9 @@ impl MembershipConfig {
             advertise: None,
             key,
             join: Vec::new(),
-            probe_period: Duration::from_millis(1000),
-            probe_rtt: Duration::from_millis(400),
-            suspicion_timeout: Duration::from_millis(2500),
+            probe_period: Duration::from_millis(800),
+            probe_rtt: Duration::from_millis(320),
+            suspicion_timeout: Duration::from_millis(2000),
             indirect_probes: 3,
             gossip_interval: Duration::from_millis(200),
             gossip_fanout: 3,
