@@ -622,6 +622,7 @@ mod tests {
             placement: PlacementSpec::default(),
             service: None,
             update: Default::default(),
+            rollout: Default::default(),
         }
     }
 
