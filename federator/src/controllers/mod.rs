@@ -1,9 +1,10 @@
 //! Controllers run on the Raft leader only: they start when this node gains leadership and
-//! stop when it loses it, so there are never two placers at once.
+//! stop when it loses it, so there are never two placers (or rollout drivers) at once.
 
 pub mod assignments;
 pub mod health;
 pub mod placement;
+pub mod rollout;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub async fn run_on_leadership(
             let term = shutdown.child_token();
             let mut controllers = JoinSet::new();
             controllers.spawn(placement::run(store.clone(), live.clone(), term.clone()));
+            controllers.spawn(rollout::run(store.clone(), live.clone(), term.clone()));
             controllers.spawn(health::run(
                 store.clone(),
                 live.clone(),
