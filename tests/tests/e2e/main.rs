@@ -10,3 +10,4 @@ mod lifecycle;
 mod policies;
 mod refusals;
 mod rollout;
+mod staged_rollout;
