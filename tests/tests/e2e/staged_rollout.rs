@@ -1,7 +1,8 @@
-//! A staged rollout across two clusters on the process runtime: a revision that fails its
-//! health check stops in the first cluster and, with autoRevert, returns it to revision 1
-//! while the second cluster never runs it; a healthy revision then rolls through both
-//! clusters one at a time, never dropping below what maxUnavailable promises.
+//! A staged rollout across two clusters: a revision that fails its health check stops in the
+//! first cluster and, with autoRevert, returns it to revision 1 while the second cluster never
+//! runs it; a healthy revision then rolls through both clusters one at a time, never dropping
+//! below what maxUnavailable promises. The scenario runs here on the process runtime and in
+//! `docker.rs` on a real Docker Engine.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,8 +12,31 @@ use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// Two replicas in each cluster; eu-1 first, one cluster at a time.
-fn manifest(greeting: &str, health_path: &str) -> String {
+/// Where the scenario runs: two clusters (updated first, second) and how a replica of a
+/// revision is written (the manifest's `template:` fields, indented four spaces) for a
+/// greeting and the path its health check asks for.
+pub struct Scenario<'a> {
+    pub fed: &'a Federation,
+    pub first: &'a str,
+    pub second: &'a str,
+    pub template: &'a dyn Fn(&str, &str) -> String,
+}
+
+/// The process runtime's replica: the agent's demo HTTP server.
+fn demo_http(greeting: &str, health_path: &str) -> String {
+    format!(
+        r#"    command: ["hansa-demo-http"]
+    env: {{GREETING: "{greeting}"}}
+    ports: [{{name: http}}]
+    resources: {{cpu: 10m, memory: 8Mi}}
+    healthCheck: {{http: {{port: http, path: {health_path}}}, intervalSeconds: 1, gracePeriodSeconds: 1}}
+"#
+    )
+}
+
+/// Two replicas in each cluster; the first cluster first, one cluster at a time.
+fn manifest(s: &Scenario<'_>, greeting: &str, health_path: &str) -> String {
+    let (first, second) = (s.first, s.second);
     format!(
         r#"apiVersion: hansa.dev/v1
 kind: Workload
@@ -24,20 +48,16 @@ spec:
     maxUnavailable: 1
     clusters:
       maxParallel: 1
-      order: [eu-1, us-1]
+      order: [{first}, {second}]
       minHealthySeconds: 3
       progressDeadlineSeconds: 90
       autoRevert: true
   template:
-    command: ["hansa-demo-http"]
-    env: {{GREETING: "{greeting}"}}
-    ports: [{{name: http}}]
-    resources: {{cpu: 10m, memory: 8Mi}}
-    healthCheck: {{http: {{port: http, path: {health_path}}}, intervalSeconds: 1, gracePeriodSeconds: 1}}
-  placement:
-    clusterAffinity: {{clusterNames: [eu-1, us-1]}}
+{}  placement:
+    clusterAffinity: {{clusterNames: [{first}, {second}]}}
     replicaScheduling: {{type: Duplicated}}
-"#
+"#,
+        (s.template)(greeting, health_path)
     )
 }
 
@@ -69,10 +89,11 @@ fn sample(fed: &Federation, revision: u64) -> Option<Sample> {
     Some(out)
 }
 
-fn apply(fed: &Federation, greeting: &str, health_path: &str) {
-    let file = fed.path("staged.yaml");
-    std::fs::write(&file, manifest(greeting, health_path)).expect("manifest");
-    fed.hansa_ok(&["apply", "-f", file.to_str().expect("path")]);
+fn apply(s: &Scenario<'_>, greeting: &str, health_path: &str) {
+    let file = s.fed.path("staged.yaml");
+    std::fs::write(&file, manifest(s, greeting, health_path)).expect("manifest");
+    s.fed
+        .hansa_ok(&["apply", "-f", file.to_str().expect("path")]);
 }
 
 #[test]
@@ -86,36 +107,50 @@ fn staged_rollout_reverts_a_broken_revision_and_rolls_a_good_one_cluster_by_clus
         agents.push(fed.start_agent(cluster, &config));
     }
     fed.wait_clusters_ready(2, LIMIT);
+    run(&Scenario {
+        fed: &fed,
+        first: "eu-1",
+        second: "us-1",
+        template: &demo_http,
+    });
+    drop(agents);
+}
+
+/// The scenario, on a federation whose two clusters are Ready; deletes its workload at the end.
+pub fn run(scenario: &Scenario<'_>) {
+    let fed = scenario.fed;
+    let (eu1, us1) = (scenario.first, scenario.second);
 
     // Revision 1: created everywhere at once; `rollout status` waits for it.
-    apply(&fed, "one", "/healthz");
+    apply(scenario, "one", "/healthz");
     fed.hansa_ok(&["rollout", "status", "staged", "--timeout", "90"]);
-    let s = sample(&fed, 1).expect("describe");
-    assert_eq!(s["eu-1"].2 + s["us-1"].2, 4, "{s:?}");
+    let s = sample(fed, 1).expect("describe");
+    assert_eq!(s[eu1].2 + s[us1].2, 4, "{s:?}");
 
-    // Revision 2 fails its health check: it stops in eu-1 and autoRevert brings eu-1 back.
-    apply(&fed, "two", "/broken");
+    // Revision 2 fails its health check: it stops in the first cluster, and autoRevert brings
+    // that cluster back.
+    apply(scenario, "two", "/broken");
     let started = Instant::now();
     let status = std::thread::scope(|scope| {
         let watch = scope.spawn(|| fed.hansa(&["rollout", "status", "staged", "--timeout", "90"]));
         let mut eu_saw_two = false;
         while !watch.is_finished() {
-            if let Some(s) = sample(&fed, 2) {
-                let us = &s["us-1"];
+            if let Some(s) = sample(fed, 2) {
+                let us = &s[us1];
                 assert!(
                     !us.1.contains(&2),
-                    "us-1 runs revision 2 while eu-1 fails it: {s:?}"
+                    "{us1} runs revision 2 while {eu1} fails it: {s:?}"
                 );
-                eu_saw_two |= s["eu-1"].1.contains(&2);
+                eu_saw_two |= s[eu1].1.contains(&2);
             }
         }
-        assert!(eu_saw_two, "eu-1 never started revision 2");
+        assert!(eu_saw_two, "{eu1} never started revision 2");
         watch.join().expect("watch thread")
     });
     let stderr = String::from_utf8_lossy(&status.stderr);
     assert!(!status.status.success(), "rollout status should fail");
     assert!(
-        stderr.contains("rolled back") && stderr.contains("eu-1"),
+        stderr.contains("rolled back") && stderr.contains(eu1),
         "{stderr}"
     );
     eprintln!(
@@ -123,20 +158,20 @@ fn staged_rollout_reverts_a_broken_revision_and_rolls_a_good_one_cluster_by_clus
         started.elapsed().as_secs_f64()
     );
     wait_for(
-        "eu-1 back on two healthy replicas of revision 1",
+        "the first cluster back on two healthy replicas of revision 1",
         LIMIT,
         || {
-            let s = sample(&fed, 1)?;
-            let eu = &s["eu-1"];
+            let s = sample(fed, 1)?;
+            let eu = &s[eu1];
             (eu.2 == 2 && eu.1.iter().all(|r| *r == 1)).then_some(())
         },
     );
-    let s = sample(&fed, 1).expect("describe");
-    assert!(s["us-1"].1.iter().all(|r| *r == 1), "{s:?}");
+    let s = sample(fed, 1).expect("describe");
+    assert!(s[us1].1.iter().all(|r| *r == 1), "{s:?}");
 
-    // Revision 3 is healthy: eu-1 first, us-1 only once eu-1 is done; never below
+    // Revision 3 is healthy: the first cluster, then the second once the first is done; never below
     // 2 - maxUnavailable healthy in a cluster, nor below 4 - 1 in all.
-    apply(&fed, "three", "/healthz");
+    apply(scenario, "three", "/healthz");
     let started = Instant::now();
     let mut samples = 0;
     let mut lowest = usize::MAX;
@@ -145,9 +180,9 @@ fn staged_rollout_reverts_a_broken_revision_and_rolls_a_good_one_cluster_by_clus
             started.elapsed() < LIMIT,
             "revision 3 did not roll out: {samples} samples, lowest healthy {lowest}"
         );
-        let Some(s) = sample(&fed, 3) else { continue };
+        let Some(s) = sample(fed, 3) else { continue };
         samples += 1;
-        let (eu, us) = (&s["eu-1"], &s["us-1"]);
+        let (eu, us) = (&s[eu1], &s[us1]);
         let total = eu.0 + us.0;
         lowest = lowest.min(total);
         assert!(
@@ -156,7 +191,7 @@ fn staged_rollout_reverts_a_broken_revision_and_rolls_a_good_one_cluster_by_clus
         );
         assert!(total >= 3, "only {total} healthy replicas: {s:?}");
         if us.1.contains(&3) {
-            assert_eq!(eu.2, 2, "us-1 started before eu-1 was done: {s:?}");
+            assert_eq!(eu.2, 2, "{us1} started before {eu1} was done: {s:?}");
         }
         if eu.2 == 2 && us.2 == 2 && eu.1.len() == 2 && us.1.len() == 2 {
             break;
@@ -180,7 +215,7 @@ fn staged_rollout_reverts_a_broken_revision_and_rolls_a_good_one_cluster_by_clus
             "revision {line}missing from:\n{history}"
         );
     }
-    assert!(history.contains("eu-1,us-1"), "{history}");
+    assert!(history.contains(&format!("{eu1},{us1}")), "{history}");
 
     // Operator actions on a finished rollout say why they do nothing; undo makes revision 4.
     let out = fed.hansa(&["rollout", "pause", "staged"]);
@@ -197,5 +232,4 @@ fn staged_rollout_reverts_a_broken_revision_and_rolls_a_good_one_cluster_by_clus
     assert!(!out.status.success(), "a paused rollout is not a success");
 
     fed.hansa_ok(&["delete", "workload", "staged"]);
-    drop(agents);
 }
