@@ -136,7 +136,7 @@ async fn act(
 }
 
 fn history_table(view: &RolloutView) -> String {
-    let mut table = Table::new(&["REVISION", "CREATED", "RUNS", "CLUSTERS", "NOTE"]);
+    let mut table = Table::new(&["REVISION", "CREATED", "RUNS", "CHANGE", "CLUSTERS", "NOTE"]);
     for h in &view.history {
         let mut notes = Vec::new();
         if h.revision == view.revision {
@@ -153,6 +153,11 @@ fn history_table(view: &RolloutView) -> String {
                 age(h.created_ms)
             },
             h.runs.clone(),
+            if h.change.is_empty() {
+                "-".into()
+            } else {
+                h.change.clone()
+            },
             if h.clusters.is_empty() {
                 "-".into()
             } else {

@@ -117,6 +117,56 @@ pub struct RevisionRecord {
     pub created_ms: u64,
 }
 
+impl RevisionRecord {
+    /// What changed from `before` to this revision, for `hansa rollout history`:
+    /// `image nginx:1 -> nginx:2`, `env GREETING`, `healthCheck`, `overrides`.
+    pub fn changes_since(&self, before: &RevisionRecord) -> Vec<String> {
+        let (a, b) = (&before.template, &self.template);
+        let mut out = Vec::new();
+        if a.image != b.image {
+            let show = |i: &Option<String>| i.clone().unwrap_or_else(|| "(none)".into());
+            out.push(format!("image {} -> {}", show(&a.image), show(&b.image)));
+        }
+        for (name, changed) in [
+            ("command", a.command != b.command),
+            ("args", a.args != b.args),
+        ] {
+            if changed {
+                out.push(name.to_string());
+            }
+        }
+        let env: Vec<&String> = a
+            .env
+            .keys()
+            .chain(b.env.keys())
+            .filter(|k| a.env.get(*k) != b.env.get(*k))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !env.is_empty() {
+            let names: Vec<&str> = env.iter().map(|k| k.as_str()).collect();
+            out.push(format!("env {}", names.join(",")));
+        }
+        for (name, changed) in [
+            ("ports", a.ports != b.ports),
+            ("resources", a.resources != b.resources),
+            ("healthCheck", a.health_check != b.health_check),
+            (
+                "imagePullPolicy",
+                a.image_pull_policy != b.image_pull_policy,
+            ),
+            ("labels", a.labels != b.labels),
+            ("envConvention", a.env_convention != b.env_convention),
+            ("overrides", before.overrides != self.overrides),
+        ] {
+            if changed {
+                out.push(name.to_string());
+            }
+        }
+        out
+    }
+}
+
 /// Where a staged rollout stands; stored with the workload and changed by Raft commands only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -350,6 +400,31 @@ pub fn order_groups(order: &ClusterOrder, clusters: &[(&str, &str)]) -> Vec<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revision_names_what_changed() {
+        let mut before = RevisionRecord {
+            revision: 1,
+            template: TaskTemplate {
+                image: Some("nginx:1".into()),
+                ..Default::default()
+            },
+            overrides: vec![],
+            created_ms: 0,
+        };
+        before.template.env.insert("A".into(), "1".into());
+        let mut after = before.clone();
+        after.revision = 2;
+        assert!(after.changes_since(&before).is_empty());
+        after.template.image = Some("nginx:2".into());
+        after.template.env.insert("A".into(), "2".into());
+        after.template.env.insert("B".into(), "1".into());
+        after.template.args = vec!["-v".into()];
+        assert_eq!(
+            after.changes_since(&before),
+            ["image nginx:1 -> nginx:2", "args", "env A,B"]
+        );
+    }
 
     #[test]
     fn order_by_name_region_and_list() {

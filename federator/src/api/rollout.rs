@@ -58,6 +58,9 @@ pub struct RevisionView {
     pub created_ms: u64,
     /// The image, or the command, in one line.
     pub runs: String,
+    /// What changed since the revision kept before it (`image a -> b`, `env GREETING`).
+    #[serde(default)]
+    pub change: String,
     /// Clusters assigned this revision now.
     pub clusters: Vec<String>,
 }
@@ -207,7 +210,12 @@ pub fn view(state: &FederationState, live: &Liveness, key: &WorkloadKey) -> Opti
     let history = record
         .history
         .iter()
-        .map(|h| RevisionView {
+        .enumerate()
+        .map(|(i, h)| RevisionView {
+            change: match i.checked_sub(1).and_then(|p| record.history.get(p)) {
+                Some(before) => h.changes_since(before).join(", "),
+                None => String::new(),
+            },
             revision: h.revision,
             created_ms: h.created_ms,
             runs: match &h.template.image {

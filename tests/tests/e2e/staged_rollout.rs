@@ -216,6 +216,8 @@ pub fn run(scenario: &Scenario<'_>) {
         );
     }
     assert!(history.contains(&format!("{eu1},{us1}")), "{history}");
+    // Revision 2 changed the health check; 3 changed it back.
+    assert!(history.contains("healthCheck"), "{history}");
 
     // Operator actions on a finished rollout say why they do nothing; undo makes revision 4.
     let out = fed.hansa(&["rollout", "pause", "staged"]);
