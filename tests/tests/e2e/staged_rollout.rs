@@ -219,7 +219,8 @@ pub fn run(scenario: &Scenario<'_>) {
     // Revision 2 changed the health check; 3 changed it back.
     assert!(history.contains("healthCheck"), "{history}");
 
-    // Operator actions on a finished rollout say why they do nothing; undo makes revision 4.
+    // Operator actions on a finished rollout say why they do nothing; undo makes revision 4
+    // (revision 1's template), which rolls out like any other and can be paused and resumed.
     let out = fed.hansa(&["rollout", "pause", "staged"]);
     assert!(!out.status.success());
     assert!(
@@ -232,6 +233,29 @@ pub fn run(scenario: &Scenario<'_>) {
     fed.hansa_ok(&["rollout", "pause", "staged"]);
     let out = fed.hansa(&["rollout", "status", "staged"]);
     assert!(!out.status.success(), "a paused rollout is not a success");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("paused"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Paused longer than the first cluster needs: the second one is not started.
+    let paused = Instant::now();
+    while paused.elapsed() < Duration::from_secs(6) {
+        if let Some(s) = sample(fed, 4) {
+            assert!(
+                !s[us1].1.contains(&4),
+                "{us1} started revision 4 while the rollout was paused: {s:?}"
+            );
+        }
+    }
+    fed.hansa_ok(&["rollout", "resume", "staged"]);
+    let out = fed.hansa_ok(&["rollout", "status", "staged", "--timeout", "90"]);
+    assert!(
+        out.contains("revision 4 rolled out to every cluster"),
+        "{out}"
+    );
+    let s = sample(fed, 4).expect("describe");
+    assert_eq!(s[eu1].2 + s[us1].2, 4, "{s:?}");
 
     fed.hansa_ok(&["delete", "workload", "staged"]);
 }
