@@ -424,6 +424,56 @@ mod tests {
         assert!(matches!(state.apply(&pause), CommandResponse::Ignored(_)));
     }
 
+    /// The state machine persists only the objects a command declares: everything a rollout
+    /// command changes must live in its workload's record.
+    #[test]
+    fn rollout_commands_change_only_their_workload() {
+        let mut state = placed(true);
+        apply(&mut state, &manifest("v2", true, 10), 2);
+        let action = |action| Command::UpdateRollout {
+            key: key(),
+            action,
+            now_ms: 3,
+        };
+        let commands = [
+            action(RolloutAction::Pause),
+            action(RolloutAction::Resume),
+            action(RolloutAction::Undo { to_revision: None }),
+        ];
+        // The controller's step, computed from the rollout the undo started.
+        let step = |state: &FederationState| {
+            let mut rollout = state.workloads[&key()].rollout.clone().unwrap();
+            rollout.started_ms = 4;
+            Command::SetRollout {
+                key: key(),
+                rollout,
+            }
+        };
+        for i in 0..=commands.len() {
+            let cmd = &commands.get(i).cloned().unwrap_or_else(|| step(&state));
+            let before = state.clone();
+            assert!(
+                !matches!(state.apply(cmd), CommandResponse::Ignored(_)),
+                "{cmd:?}"
+            );
+            let declared: Vec<String> = cmd
+                .touched_objects(&before)
+                .iter()
+                .map(|o| o.storage_key())
+                .collect();
+            assert_eq!(declared, ["workload/default/web"]);
+            let mut others = state.clone();
+            let mut others_before = before.clone();
+            others.workloads.clear();
+            others_before.workloads.clear();
+            assert_eq!(
+                others, others_before,
+                "{cmd:?} changed more than its workload"
+            );
+            assert_ne!(state.workloads, before.workloads, "{cmd:?} changed nothing");
+        }
+    }
+
     #[test]
     fn rollout_commands_round_trip_through_json() {
         let mut state = placed(true);
