@@ -474,6 +474,93 @@ mod tests {
         }
     }
 
+    /// Rollout progress and revision history are replicated state: they survive a restart of
+    /// the store (redb on disk), and assignments after it are the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rollout_progress_and_history_survive_a_restart() {
+        use crate::store::{Store, StoreConfig};
+        let dir = tempfile::TempDir::new().unwrap();
+        let config = || {
+            let mut c = StoreConfig::new(
+                1,
+                dir.path(),
+                "https://127.0.0.1:1",
+                true,
+                tonic::transport::ClientTlsConfig::new(),
+            );
+            c.heartbeat_interval = std::time::Duration::from_millis(50);
+            c.election_timeout_min = std::time::Duration::from_millis(150);
+            c.election_timeout_max = std::time::Duration::from_millis(300);
+            c
+        };
+        let store = Store::open(config()).await.unwrap();
+        let mut leadership = store.leadership();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            leadership.wait_for(|l| *l),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        // The same commands as `placed(true)` and a v2, then the controller's first step and a
+        // pause, each through Raft.
+        let mut local = placed(true);
+        apply(&mut local, &manifest("v2", true, 10), 2);
+        let mut first = local.workloads[&key()].rollout.clone().unwrap();
+        let stage = first.clusters.get_mut("eu-1").unwrap();
+        stage.revision = 2;
+        stage.status = StageStatus::Updating;
+        let parsed = |v: &str| {
+            parse_manifests(&[ManifestFile {
+                name: "web.yaml",
+                content: &manifest(v, true, 10),
+            }])
+            .unwrap()
+            .workloads
+        };
+        let mut commands: Vec<Command> = local
+            .clusters
+            .values()
+            .map(|c| Command::UpsertCluster { cluster: c.clone() })
+            .collect();
+        commands.extend([
+            Command::put_workloads(parsed("v1"), 1),
+            Command::SetPlacement {
+                placement: local.placements[&key()].clone(),
+            },
+            Command::put_workloads(parsed("v2"), 2),
+            Command::SetRollout {
+                key: key(),
+                rollout: first,
+            },
+            Command::UpdateRollout {
+                key: key(),
+                action: RolloutAction::Pause,
+                now_ms: 3,
+            },
+        ]);
+        for cmd in commands {
+            let response = store.propose(cmd.clone()).await.unwrap();
+            assert!(
+                !matches!(response, CommandResponse::Ignored(_)),
+                "{cmd:?}: {response:?}"
+            );
+        }
+        let written = store.read(Clone::clone);
+        let rollout = written.workloads[&key()].rollout.clone().unwrap();
+        assert_eq!(rollout.phase, RolloutPhase::Paused);
+        store.shutdown().await.unwrap();
+        drop(store);
+
+        let store = Store::open(config()).await.unwrap();
+        let reread = store.read(Clone::clone);
+        assert_eq!(reread, written);
+        assert_eq!(reread.workloads[&key()].history.len(), 2);
+        assert_eq!(version_in(&reread, "eu-1"), (2, "v2".into()));
+        assert_eq!(version_in(&reread, "us-1"), (1, "v1".into()));
+        store.shutdown().await.unwrap();
+    }
+
     #[test]
     fn rollout_commands_round_trip_through_json() {
         let mut state = placed(true);
