@@ -9,6 +9,7 @@ mod dns;
 mod federators;
 mod logs;
 mod output;
+mod rollout;
 mod snapshot;
 
 use std::path::PathBuf;
@@ -116,6 +117,11 @@ enum Command {
     },
     /// A replica's output (stdout and stderr), from its cluster's agent.
     Logs(logs::LogsArgs),
+    /// A workload's rollout across clusters: status, history, undo, pause, resume.
+    Rollout {
+        #[command(subcommand)]
+        command: rollout::RolloutCommand,
+    },
     /// Who the federator is and who you are to it.
     Info {
         #[arg(short, long, value_enum, default_value = "table")]
@@ -349,6 +355,7 @@ async fn dispatch(channel: tonic::transport::Channel, command: &Command) -> anyh
         }
         Command::Info { output } => commands::info(&mut client, *output).await,
         Command::Logs(args) => logs::logs(channel, args).await,
+        Command::Rollout { command } => rollout::run(&mut client, command).await,
         Command::Federators { command } => match command {
             FederatorsCommand::List { output } => federators::list(channel, *output).await,
             FederatorsCommand::Add {

@@ -4,6 +4,7 @@ pub mod manifest;
 pub mod model;
 pub mod overrides;
 pub mod policy;
+pub mod rollout;
 pub mod validate;
 
 pub use manifest::{parse_manifests, ManifestError, ManifestErrors, ManifestFile, Parsed};

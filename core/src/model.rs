@@ -67,6 +67,12 @@ pub struct Workload {
     /// How a new revision replaces the old one within each cluster.
     #[serde(default, skip_serializing_if = "UpdateStrategy::is_default")]
     pub update: UpdateStrategy,
+    /// How a new revision moves across clusters, and how many revisions are kept.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::rollout::RolloutSpec::is_default"
+    )]
+    pub rollout: crate::rollout::RolloutSpec,
 }
 
 impl Workload {

@@ -457,6 +457,7 @@ mod tests {
                 }],
             }),
             update: UpdateStrategy::default(),
+            rollout: Default::default(),
         }
     }
 

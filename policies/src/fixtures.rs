@@ -60,6 +60,7 @@ pub(crate) fn workload(replicas: u32, scheduling: ReplicaScheduling) -> Workload
         },
         service: None,
         update: Default::default(),
+        rollout: Default::default(),
     }
 }
 
@@ -127,6 +128,7 @@ pub(crate) fn web() -> Workload {
             }],
         }),
         update: Default::default(),
+        rollout: Default::default(),
     }
 }
 

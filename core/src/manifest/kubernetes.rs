@@ -146,6 +146,7 @@ pub(super) fn read_deployment(value: &Value, d: &mut Diag) -> Option<Deployment>
             placement: PlacementSpec::default(),
             service: None,
             update,
+            rollout: Default::default(),
         },
         template_labels,
         joined: None,

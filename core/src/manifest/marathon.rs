@@ -258,6 +258,7 @@ fn app(mut a: Obj<'_>, parent: &str, d: &mut Diag) -> Option<Workload> {
             ports: service_ports,
         }),
         update,
+        rollout: Default::default(),
     })
 }
 

@@ -16,6 +16,7 @@ use crate::model::{
     TaskTemplate, UpdateStrategy, Weighting, Workload, DEFAULT_NAMESPACE,
 };
 use crate::policy::{AffinityGroup, Requirement, SpreadConstraint, SpreadKey, Toleration};
+use crate::rollout::{ClusterOrder, ClusterRollout, OnFailure, RolloutSpec};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -49,12 +50,28 @@ struct Spec {
     update: Option<Update>,
 }
 
-/// `spec.update`: Kubernetes' rolling-update bounds.
+/// `spec.update`: Kubernetes' rolling-update bounds within a cluster, the staged rollout
+/// across clusters, and the revisions kept.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Update {
     max_surge: Option<Value>,
     max_unavailable: Option<Value>,
+    clusters: Option<Clusters>,
+    revision_history_limit: Option<i64>,
+}
+
+/// `spec.update.clusters`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Clusters {
+    max_parallel: Option<i64>,
+    order: Option<Value>,
+    min_healthy_seconds: Option<i64>,
+    on_failure: Option<String>,
+    progress_deadline_seconds: Option<i64>,
+    #[serde(default)]
+    auto_revert: bool,
 }
 
 fn one() -> i64 {
@@ -312,7 +329,7 @@ pub(super) fn read(value: &Value, d: &mut Diag) -> Option<Workload> {
     let service = spec
         .service
         .map(|s| service(d, s, &metadata.name, &template.ports));
-    let update = spec.update.map(|u| update(d, u)).unwrap_or_default();
+    let (update, rollout) = spec.update.map(|u| update(d, u)).unwrap_or_default();
     (d.errors.len() == errors_before).then(|| Workload {
         name: metadata.name,
         namespace: metadata
@@ -325,10 +342,18 @@ pub(super) fn read(value: &Value, d: &mut Diag) -> Option<Workload> {
         placement,
         service,
         update,
+        rollout,
     })
 }
 
-fn update(d: &mut Diag, u: Update) -> UpdateStrategy {
+fn update(d: &mut Diag, u: Update) -> (UpdateStrategy, RolloutSpec) {
+    let mut rollout = RolloutSpec::default();
+    if let Some(limit) = u.revision_history_limit {
+        if let Some(n) = range(d, "spec.update.revisionHistoryLimit", limit, 1, 1000) {
+            rollout.revision_history_limit = n;
+        }
+    }
+    rollout.clusters = u.clusters.map(|c| clusters(d, c));
     let mut out = UpdateStrategy::default();
     for (key, value, slot) in [
         ("maxSurge", u.max_surge, &mut out.max_surge),
@@ -350,6 +375,58 @@ fn update(d: &mut Diag, u: Update) -> UpdateStrategy {
             "spec.update.maxUnavailable",
             "may not be 0 when maxSurge is 0",
         );
+    }
+    (out, rollout)
+}
+
+fn clusters(d: &mut Diag, c: Clusters) -> ClusterRollout {
+    const BASE: &str = "spec.update.clusters";
+    let mut out = ClusterRollout::default();
+    let day = 86_400;
+    if let Some(v) = c.max_parallel {
+        out.max_parallel = range(d, &format!("{BASE}.maxParallel"), v, 1, 10_000).unwrap_or(1);
+    }
+    if let Some(v) = c.min_healthy_seconds {
+        out.min_healthy_seconds =
+            range(d, &format!("{BASE}.minHealthySeconds"), v, 0, day).unwrap_or_default();
+    }
+    if let Some(v) = c.progress_deadline_seconds {
+        out.progress_deadline_seconds =
+            range(d, &format!("{BASE}.progressDeadlineSeconds"), v, 1, 7 * day).unwrap_or(1);
+    }
+    match c.on_failure.as_deref() {
+        None | Some("pause") => {}
+        Some("rollback") => out.on_failure = OnFailure::Rollback,
+        Some(other) => d.error(
+            format!("{BASE}.onFailure"),
+            format!("must be pause or rollback (got {other:?})"),
+        ),
+    }
+    out.auto_revert = c.auto_revert;
+    match c.order {
+        None => {}
+        Some(Value::String(s)) if s == "byRegion" => out.order = ClusterOrder::ByRegion,
+        Some(Value::Array(items)) => {
+            let mut names: Vec<String> = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("{BASE}.order[{i}]");
+                match item.as_str() {
+                    Some(name) if names.iter().any(|n| n == name) => {
+                        d.error(path, format!("cluster {name} is listed twice"));
+                    }
+                    Some(name) if !name.is_empty() => names.push(name.to_string()),
+                    _ => d.error(path, format!("must be a cluster name (got {item})")),
+                }
+            }
+            if items.is_empty() {
+                d.error(format!("{BASE}.order"), "an empty list names no cluster");
+            }
+            out.order = ClusterOrder::Names(names);
+        }
+        Some(other) => d.error(
+            format!("{BASE}.order"),
+            format!("must be a list of cluster names or \"byRegion\" (got {other})"),
+        ),
     }
     out
 }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod policies;
+pub mod rollout;
 pub mod sync;
 pub mod views;
 
@@ -13,8 +14,9 @@ use hansa_core::manifest::{parse_manifests, ManifestFile};
 use hansa_core::{Placement, Workload, WorkloadKey};
 use hansa_proto::v1::{
     federation_server::Federation, ApplyRequest, ApplyResponse, ApplyResult, DeleteRequest,
-    DeleteResponse, DescribeRequest, DescribeResponse, GetRequest, GetResponse, InfoRequest,
-    InfoResponse, UpdateClusterRequest, UpdateClusterResponse,
+    DeleteResponse, DescribeRequest, DescribeResponse, GetRequest, GetResponse, GetRolloutRequest,
+    InfoRequest, InfoResponse, RolloutResponse, UpdateClusterRequest, UpdateClusterResponse,
+    UpdateRolloutRequest,
 };
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -526,6 +528,27 @@ impl Federation for FederationService {
         }))
     }
 
+    async fn get_rollout(
+        &self,
+        request: Request<GetRolloutRequest>,
+    ) -> Result<Response<RolloutResponse>, Status> {
+        caller(&request, &self.trust_domain, API_ROLES)?;
+        let request = request.into_inner();
+        consistent_read(&self.store, request.stale).await?;
+        Ok(Response::new(self.rollout_view(request)?))
+    }
+
+    async fn update_rollout(
+        &self,
+        request: Request<UpdateRolloutRequest>,
+    ) -> Result<Response<RolloutResponse>, Status> {
+        let who = caller(&request, &self.trust_domain, API_ROLES)?;
+        let response = self
+            .rollout_action(&who.to_string(), request.into_inner())
+            .await?;
+        Ok(Response::new(response))
+    }
+
     async fn info(&self, request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         let who = caller(&request, &self.trust_domain, API_ROLES)?;
         let metrics = self.store.metrics();
@@ -655,7 +678,11 @@ fn workload_view(
             let healthy = live.get(cluster).map_or(0, |l| {
                 l.replicas
                     .iter()
-                    .filter(|r| &r.workload == key && r.revision == record.revision && r.healthy)
+                    .filter(|r| {
+                        &r.workload == key
+                            && r.revision == record.revision_for(cluster)
+                            && r.healthy
+                    })
                     .count()
             });
             u32::try_from(healthy).unwrap_or(u32::MAX).min(*assigned)

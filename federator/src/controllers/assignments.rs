@@ -1,51 +1,58 @@
 //! What each cluster must run, derived from workloads, placements and override policies. Pure.
 
 use hansa_core::overrides::render;
-use hansa_core::{Assignment, Cluster, OverrideObject};
+use hansa_core::{Assignment, Cluster, OverrideObject, WorkloadKey};
 use hansa_policies::selects;
 use tracing::warn;
 
 use crate::store::FederationState;
 
-/// The assignment set of `cluster`, sorted by workload: each workload's template with the
-/// override rules that target this cluster applied (see [`hansa_core::overrides`]).
+/// The assignment set of `cluster`, sorted by workload: for each workload, the revision a
+/// staged rollout has reached there (the latest without one), its template with the override
+/// rules that target this cluster applied (see [`hansa_core::overrides`]).
 pub fn for_cluster(state: &FederationState, cluster: &str) -> Vec<Assignment> {
-    let facts = state.clusters.get(cluster);
     state
         .placements
-        .iter()
-        .filter_map(|(key, placement)| {
-            let placed = *placement.clusters.get(cluster)?;
-            let record = state.workloads.get(key)?;
-            if placed == 0 {
-                return None;
-            }
-            let overrides = state.overrides_for(&record.workload);
-            let (template, replicas) = if overrides.is_empty() {
-                (record.workload.template.clone(), placed)
-            } else {
-                match render(
-                    &record.workload.template,
-                    overriders_for(&overrides, facts),
-                ) {
-                    Ok(r) => (r.template, r.replicas.unwrap_or(placed)),
-                    Err(e) => {
-                        // The API renders every override before storing it, so this needs a
-                        // template and an override stored by an older federator.
-                        warn!(workload = %key, %cluster, error = %e, "cannot apply overrides; running the template as written");
-                        (record.workload.template.clone(), placed)
-                    }
-                }
-            };
-            (replicas > 0).then(|| Assignment {
-                workload: key.clone(),
-                revision: record.revision,
-                replicas,
-                template,
-                update: record.workload.update,
-            })
-        })
+        .keys()
+        .filter_map(|key| assignment(state, key, cluster))
         .collect()
+}
+
+/// What `cluster` must run of the workload `key`, if anything.
+pub fn assignment(state: &FederationState, key: &WorkloadKey, cluster: &str) -> Option<Assignment> {
+    let facts = state.clusters.get(cluster);
+    let placed = *state.placements.get(key)?.clusters.get(cluster)?;
+    let record = state.workloads.get(key)?;
+    if placed == 0 {
+        return None;
+    }
+    let revision = record.revision_for(cluster);
+    let (base, kept) = record.template_of(revision);
+    // An older revision renders with the override policies of its time.
+    let overrides: Vec<&OverrideObject> = match kept {
+        Some(kept) => kept.iter().collect(),
+        None => state.overrides_for(&record.workload),
+    };
+    let (template, replicas) = if overrides.is_empty() {
+        (base.clone(), placed)
+    } else {
+        match render(base, overriders_for(&overrides, facts)) {
+            Ok(r) => (r.template, r.replicas.unwrap_or(placed)),
+            Err(e) => {
+                // The API renders every override before storing it, so this needs a
+                // template and an override stored by an older federator.
+                warn!(workload = %key, %cluster, error = %e, "cannot apply overrides; running the template as written");
+                (base.clone(), placed)
+            }
+        }
+    };
+    (replicas > 0).then(|| Assignment {
+        workload: key.clone(),
+        revision,
+        replicas,
+        template,
+        update: record.workload.update,
+    })
 }
 
 /// For every registered cluster, the override rules that apply to `workload` there, named

@@ -1,11 +1,12 @@
 //! Controllers run on the Raft leader only: they start when this node gains leadership and
-//! stop when it loses it, so there are never two placers at once. In peer mode every peer
-//! leads its own store; its controllers then place only the workloads it owns and decide
-//! only its own cluster's health (see `crate::peer`).
+//! stop when it loses it, so there are never two placers (or rollout drivers) at once. In
+//! peer mode every peer leads its own store; its controllers then place and roll out only the
+//! workloads it owns and decide only its own cluster's health (see `crate::peer`).
 
 pub mod assignments;
 pub mod health;
 pub mod placement;
+pub mod rollout;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,12 @@ pub async fn run_on_leadership(
             let term = shutdown.child_token();
             let mut controllers = JoinSet::new();
             controllers.spawn(placement::run(
+                store.clone(),
+                live.clone(),
+                peer.clone(),
+                term.clone(),
+            ));
+            controllers.spawn(rollout::run(
                 store.clone(),
                 live.clone(),
                 peer.clone(),

@@ -296,6 +296,7 @@ mod tests {
             placement: PlacementSpec::default(),
             service: None,
             update: Default::default(),
+            rollout: Default::default(),
         }
     }
 

@@ -56,6 +56,8 @@ pub fn record(workload: Workload) -> WorkloadRecord {
         created_ms: 0,
         updated_ms: 0,
         overrides: Vec::new(),
+        history: Vec::new(),
+        rollout: None,
     }
 }
 

@@ -18,6 +18,7 @@ mod leader;
 mod log_store;
 mod network;
 mod peer;
+mod revisions;
 mod state;
 mod state_machine;
 
@@ -36,6 +37,7 @@ use tracing::info;
 pub use error::StoreError;
 pub use network::{Authorize, RaftGrpc};
 pub use peer::{GossipHandler, MembershipChange, NodeStatus, RelayHandler};
+pub use revisions::RolloutAction;
 pub use state::{
     placement_key, policy_key, Command, CommandResponse, FederationState, OverrideRecord,
     PolicyRecord, PutOutcome, WorkloadRecord,

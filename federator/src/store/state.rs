@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use hansa_core::manifest::PolicyObject;
+use hansa_core::rollout::{RevisionRecord, Rollout};
 use hansa_core::{Cluster, ClusterHealth, OverrideObject, Placement, Taint, Workload, WorkloadKey};
 use hansa_gossip::{Kind as RecordKind, Record, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,13 @@ pub struct WorkloadRecord {
     /// changes, what the clusters run changes, so the revision moves.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<(String, u64)>,
+    /// The last `revisionHistoryLimit` revisions, oldest first, and any older one a cluster
+    /// still runs (see [`super::revisions`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RevisionRecord>,
+    /// The staged rollout of the latest revision across clusters (`spec.update.clusters`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
 }
 
 /// A placement policy as stored (`PlacementPolicy`, `PropagationPolicy`,
@@ -132,6 +140,18 @@ pub enum Command {
     /// for another generation than the workload's current one.
     SetPlacement {
         placement: Placement,
+    },
+    /// The rollout controller's next step for a workload's rollout, computed from the stored
+    /// rollout of the same `version` (ignored otherwise: someone else changed it meanwhile).
+    SetRollout {
+        key: WorkloadKey,
+        rollout: Rollout,
+    },
+    /// An operator's `hansa rollout pause|resume|undo`.
+    UpdateRollout {
+        key: WorkloadKey,
+        action: super::revisions::RolloutAction,
+        now_ms: u64,
     },
     /// Commands proposed together as one log entry (group commit), applied in order exactly as
     /// if each were its own entry.
@@ -324,6 +344,9 @@ impl Command {
             Command::SetPlacement { placement } => {
                 vec![ObjectKey::Placement(placement_key(placement))]
             }
+            Command::SetRollout { key, .. } | Command::UpdateRollout { key, .. } => {
+                vec![ObjectKey::Workload(key.clone())]
+            }
             Command::Batch { commands } => commands
                 .iter()
                 .flat_map(|c| c.touched_objects(state))
@@ -365,14 +388,15 @@ impl FederationState {
                 policies,
                 overrides,
             } => {
-                self.put_policies(policies, overrides);
+                self.put_policies(policies, overrides, *now_ms);
                 self.put_workloads(workloads, *now_ms)
             }
             Command::DeletePolicy { key } => {
                 let placement = self.policies.remove(key).is_some();
                 let overrides = self.overrides.remove(key).is_some();
                 if overrides {
-                    self.restamp_overrides();
+                    // No clock in this command: new revisions show no creation time.
+                    self.restamp_overrides(0);
                 }
                 CommandResponse::Deleted(placement || overrides)
             }
@@ -433,6 +457,12 @@ impl FederationState {
                 None => CommandResponse::Ignored(format!("cluster {name} is not registered")),
             },
             Command::SetPlacement { placement } => self.set_placement(placement),
+            Command::SetRollout { key, rollout } => self.set_rollout(key, rollout),
+            Command::UpdateRollout {
+                key,
+                action,
+                now_ms,
+            } => self.update_rollout(key, action, *now_ms),
             Command::Batch { commands } => {
                 CommandResponse::Batch(commands.iter().map(|c| self.apply(c)).collect())
             }
@@ -623,19 +653,28 @@ impl FederationState {
     }
 
     fn put_workload(&mut self, workload: &Workload, now_ms: u64) -> PutOutcome {
-        match self.workloads.get_mut(&workload.key()) {
+        let key = workload.key();
+        let selected = super::revisions::selected_overrides(&self.overrides, workload);
+        let placed = super::revisions::placed_clusters(self.placements.get(&key));
+        match self.workloads.get_mut(&key) {
             None => {
-                self.workloads.insert(
-                    workload.key(),
-                    WorkloadRecord {
-                        workload: workload.clone(),
-                        generation: 1,
-                        revision: 1,
-                        created_ms: now_ms,
-                        updated_ms: now_ms,
-                        overrides: self.override_stamp(workload),
-                    },
-                );
+                let mut record = WorkloadRecord {
+                    workload: workload.clone(),
+                    generation: 1,
+                    revision: 1,
+                    created_ms: now_ms,
+                    updated_ms: now_ms,
+                    overrides: self.override_stamp(workload),
+                    history: Vec::new(),
+                    rollout: None,
+                };
+                record.history.push(RevisionRecord {
+                    revision: 1,
+                    template: workload.template.clone(),
+                    overrides: selected,
+                    created_ms: now_ms,
+                });
+                self.workloads.insert(key, record);
                 PutOutcome::Created {
                     generation: 1,
                     revision: 1,
@@ -647,13 +686,18 @@ impl FederationState {
             },
             Some(record) => {
                 let stamp = override_stamp(&self.overrides, workload);
-                if record.workload.template != workload.template || record.overrides != stamp {
-                    record.revision += 1;
-                }
+                let new_revision =
+                    record.workload.template != workload.template || record.overrides != stamp;
                 record.generation += 1;
                 record.workload = workload.clone();
                 record.updated_ms = now_ms;
                 record.overrides = stamp;
+                if new_revision {
+                    record.new_revision(selected, &placed, now_ms);
+                } else if workload.rollout.clusters.is_none() {
+                    // No longer staged: every cluster runs the latest revision.
+                    record.rollout = None;
+                }
                 PutOutcome::Configured {
                     generation: record.generation,
                     revision: record.revision,
@@ -662,7 +706,12 @@ impl FederationState {
         }
     }
 
-    fn put_policies(&mut self, policies: &[PolicyObject], overrides: &[OverrideObject]) {
+    fn put_policies(
+        &mut self,
+        policies: &[PolicyObject],
+        overrides: &[OverrideObject],
+        now_ms: u64,
+    ) {
         for p in policies {
             let key = policy_key(&p.kind, p.namespace.as_deref(), &p.name);
             match self.policies.get_mut(&key) {
@@ -702,7 +751,7 @@ impl FederationState {
             }
         }
         if !overrides.is_empty() {
-            self.restamp_overrides();
+            self.restamp_overrides(now_ms);
         }
     }
 
@@ -714,12 +763,15 @@ impl FederationState {
     /// After override policies changed: a new revision for every workload whose set of
     /// overrides (or their generations) changed. The workload's generation stays: placement
     /// does not read overrides.
-    fn restamp_overrides(&mut self) {
-        for record in self.workloads.values_mut() {
-            let stamp = override_stamp(&self.overrides, &record.workload);
+    fn restamp_overrides(&mut self, now_ms: u64) {
+        let (overrides, placements) = (&self.overrides, &self.placements);
+        for (key, record) in self.workloads.iter_mut() {
+            let stamp = override_stamp(overrides, &record.workload);
             if stamp != record.overrides {
                 record.overrides = stamp;
-                record.revision += 1;
+                let selected = super::revisions::selected_overrides(overrides, &record.workload);
+                let placed = super::revisions::placed_clusters(placements.get(key));
+                record.new_revision(selected, &placed, now_ms);
             }
         }
     }
@@ -875,6 +927,7 @@ mod tests {
             placement: PlacementSpec::default(),
             service: None,
             update: Default::default(),
+            rollout: Default::default(),
         }
     }
 

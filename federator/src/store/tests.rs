@@ -47,6 +47,7 @@ fn workload(name: &str, image: &str, replicas: u32) -> Workload {
         placement: PlacementSpec::default(),
         service: None,
         update: Default::default(),
+        rollout: Default::default(),
     }
 }
 

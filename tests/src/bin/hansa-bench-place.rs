@@ -272,6 +272,7 @@ fn workload(i: usize, clusters: usize, rng: &mut StdRng) -> Workload {
         placement,
         service: None,
         update: Default::default(),
+        rollout: Default::default(),
     }
 }
 

@@ -88,7 +88,12 @@ impl TestImage {
             .status()
             .expect("run tar");
         assert!(status.success(), "tar failed");
-        let tag = format!("hansa-test/busybox:e2e-{}", std::process::id());
+        // Unique per test too: tests of one process must not remove each other's image.
+        let tag = format!(
+            "hansa-test/busybox:e2e-{}-{}",
+            std::process::id(),
+            clusters.first().copied().unwrap_or("none")
+        );
         docker(&[
             "import",
             "--change",
@@ -363,4 +368,47 @@ fn docker_replicas_serve_heal_log_and_are_adopted() {
         || (containers(&eu).is_empty() && containers(&us).is_empty()).then_some(()),
     );
     eu_agent.terminate(Duration::from_secs(20));
+}
+
+/// The staged rollout scenario of `staged_rollout.rs`, on containers: busybox httpd serves
+/// `/healthz` (a file); revision 2's health check asks for a path that is not there.
+#[test]
+fn docker_staged_rollout_reverts_a_broken_revision_and_rolls_a_good_one_cluster_by_cluster() {
+    let test =
+        "docker_staged_rollout_reverts_a_broken_revision_and_rolls_a_good_one_cluster_by_cluster";
+    if !engine_or_skip(test) {
+        return;
+    }
+    let fed = Federation::new();
+    let run_tag = std::process::id() % 100_000;
+    let (eu, us) = (
+        format!("dk-roll-eu-{run_tag}"),
+        format!("dk-roll-us-{run_tag}"),
+    );
+    let image = TestImage::build(fed.dir.path(), &[&eu, &us]);
+    let hub = fed.start_hub("fed-1");
+    let eu_config = docker_agent_config(&fed, &eu, "127.0.45.1", &hub.api);
+    let us_config = docker_agent_config(&fed, &us, "127.0.46.1", &hub.api);
+    let _eu_agent = fed.start_agent(&eu, &eu_config);
+    let _us_agent = fed.start_agent(&us, &us_config);
+    fed.wait_clusters_ready(2, LIMIT);
+    let template = |greeting: &str, health_path: &str| {
+        format!(
+            r#"    image: {}
+    imagePullPolicy: Never
+    command: ["sh", "-c"]
+    args: ["mkdir -p /www && echo {greeting} > /www/index.html && echo ok > /www/healthz && exec httpd -f -p $PORT0 -h /www"]
+    ports: [{{name: http}}]
+    resources: {{cpu: 10m, memory: 32Mi}}
+    healthCheck: {{http: {{port: http, path: {health_path}}}, intervalSeconds: 1, gracePeriodSeconds: 1}}
+"#,
+            image.tag
+        )
+    };
+    super::staged_rollout::run(&super::staged_rollout::Scenario {
+        fed: &fed,
+        first: &eu,
+        second: &us,
+        template: &template,
+    });
 }

@@ -11,3 +11,4 @@ mod peer;
 mod policies;
 mod refusals;
 mod rollout;
+mod staged_rollout;

@@ -139,6 +139,7 @@ fn reads_every_field() {
             }],
         }),
         update: Default::default(),
+        rollout: Default::default(),
     };
     assert_eq!(parsed.workloads, vec![expected]);
 }
@@ -192,5 +193,76 @@ fn bad_names_are_errors() {
     assert_eq!(
         parse_err("web.yaml", &content),
         ["web.yaml doc 1: metadata.name: \"Web_1\" is not a DNS label (1-63 lowercase letters, digits and '-', starting and ending with a letter or digit)"]
+    );
+}
+
+#[test]
+fn reads_a_staged_rollout_across_clusters() {
+    use crate::rollout::{ClusterOrder, ClusterRollout, OnFailure, RolloutSpec};
+    let content = MINIMAL.replace(
+        "  replicas: 1\n",
+        "  replicas: 1\n  update:\n    maxSurge: 1\n    revisionHistoryLimit: 3\n    clusters:\n      maxParallel: 2\n      order: [us-1, eu-1]\n      minHealthySeconds: 30\n      onFailure: rollback\n      progressDeadlineSeconds: 300\n      autoRevert: true\n",
+    );
+    let w = &parse_ok("web.yaml", &content).workloads[0];
+    assert_eq!(
+        w.rollout,
+        RolloutSpec {
+            clusters: Some(ClusterRollout {
+                max_parallel: 2,
+                order: ClusterOrder::Names(names(&["us-1", "eu-1"])),
+                min_healthy_seconds: 30,
+                on_failure: OnFailure::Rollback,
+                progress_deadline_seconds: 300,
+                auto_revert: true,
+            }),
+            revision_history_limit: 3,
+        }
+    );
+    assert_eq!(w.update.max_surge, Amount::Count(1));
+
+    let by_region = MINIMAL.replace(
+        "  replicas: 1\n",
+        "  replicas: 1\n  update: {clusters: {order: byRegion}}\n",
+    );
+    let w = &parse_ok("web.yaml", &by_region).workloads[0];
+    let clusters = w.rollout.clusters.as_ref().unwrap();
+    assert_eq!(clusters.order, ClusterOrder::ByRegion);
+    // The defaults: one cluster at a time, 10 s healthy, pause on failure.
+    assert_eq!(
+        (
+            clusters.max_parallel,
+            clusters.min_healthy_seconds,
+            clusters.on_failure
+        ),
+        (1, 10, OnFailure::Pause)
+    );
+    assert_eq!(w.rollout.revision_history_limit, 10);
+}
+
+#[test]
+fn bad_rollout_fields_are_named() {
+    let content = MINIMAL.replace(
+        "  replicas: 1\n",
+        "  replicas: 1\n  update:\n    revisionHistoryLimit: 0\n    clusters: {maxParallel: 0, order: [eu-1, eu-1, 3], onFailure: retry, progressDeadlineSeconds: 0, minHealthySeconds: -1}\n",
+    );
+    assert_eq!(
+        parse_err("web.yaml", &content),
+        [
+            "web.yaml doc 1: spec.update.revisionHistoryLimit: must be >= 1 (got 0)",
+            "web.yaml doc 1: spec.update.clusters.maxParallel: must be >= 1 (got 0)",
+            "web.yaml doc 1: spec.update.clusters.minHealthySeconds: must be >= 0 (got -1)",
+            "web.yaml doc 1: spec.update.clusters.progressDeadlineSeconds: must be >= 1 (got 0)",
+            "web.yaml doc 1: spec.update.clusters.onFailure: must be pause or rollback (got \"retry\")",
+            "web.yaml doc 1: spec.update.clusters.order[1]: cluster eu-1 is listed twice",
+            "web.yaml doc 1: spec.update.clusters.order[2]: must be a cluster name (got 3)",
+        ]
+    );
+    let content = MINIMAL.replace(
+        "  replicas: 1\n",
+        "  replicas: 1\n  update: {clusters: {order: byZone}}\n",
+    );
+    assert_eq!(
+        parse_err("web.yaml", &content),
+        ["web.yaml doc 1: spec.update.clusters.order: must be a list of cluster names or \"byRegion\" (got \"byZone\")"]
     );
 }
