@@ -161,6 +161,23 @@ impl Lab {
         }
     }
 
+    /// The root namespace's address on the bridge (a server the hosts can reach).
+    pub fn root_ip(&self) -> String {
+        format!("10.213.{}.1", self.subnet)
+    }
+
+    /// Makes host `i` resolve names through `nameserver` (port 53): `ip netns exec` mounts
+    /// `/etc/netns/NAME/resolv.conf` over the host's `/etc/resolv.conf`.
+    pub fn set_nameserver(&self, i: usize, nameserver: &str) {
+        let dir = std::path::Path::new("/etc/netns").join(&self.hosts[i]);
+        std::fs::create_dir_all(&dir).expect("create /etc/netns/<host>");
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {nameserver}\n"),
+        )
+        .expect("write the host's resolv.conf");
+    }
+
     /// Removes every partition.
     pub fn heal(&self) {
         for host in &self.hosts {
@@ -175,6 +192,7 @@ impl Drop for Lab {
         // Deleting a namespace deletes the veth ends inside it, and with them their peers.
         for host in &self.hosts {
             let _ = run(&["ip", "netns", "del", host]);
+            let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(host));
         }
         let _ = run(&["ip", "netns", "del", &self.switch()]);
         let _ = run(&["ip", "link", "del", &self.root_veth]);

@@ -419,3 +419,101 @@ fn a_partition_keeps_both_halves_running_and_heals_to_one_placement() {
     });
     drop(processes);
 }
+
+/// Answers `SRV name` with `target:port` and `A target` with `ip`, on `bind` (UDP), until the
+/// returned flag is set.
+fn srv_server(
+    bind: &str,
+    name: &str,
+    target: &str,
+    ip: std::net::Ipv4Addr,
+    port: u16,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use hickory_proto::op::{Message, OpCode};
+    use hickory_proto::rr::rdata::{A, SRV};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    let socket = std::net::UdpSocket::bind(bind).expect("bind the test DNS server");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let srv_name = Name::from_ascii(name).expect("SRV name");
+    let target = Name::from_ascii(target).expect("target name");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok((len, from)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(query) = Message::from_vec(&buf[..len]) else {
+                continue;
+            };
+            let mut response = Message::response(query.metadata.id, OpCode::Query);
+            response.metadata.authoritative = true;
+            response.metadata.recursion_desired = query.metadata.recursion_desired;
+            response.metadata.recursion_available = true;
+            for q in &query.queries {
+                response.add_query(q.clone());
+                let asked = q.name().to_lowercase();
+                if q.query_type() == RecordType::SRV && asked == srv_name.to_lowercase() {
+                    let srv = SRV::new(0, 0, port, target.clone());
+                    response.add_answer(Record::from_rdata(asked.clone(), 5, RData::SRV(srv)));
+                } else if q.query_type() == RecordType::A && asked == target.to_lowercase() {
+                    response.add_answer(Record::from_rdata(asked.clone(), 5, RData::A(A(ip))));
+                }
+            }
+            if let Ok(bytes) = response.to_vec() {
+                let _ = socket.send_to(&bytes, from);
+            }
+        }
+    });
+    stop
+}
+
+/// A peer with no join list finds the pool through a DNS SRV record.
+#[test]
+fn a_peer_joins_by_dns_srv() {
+    let lab = hansa_tests::netns::Lab::new(2);
+    let fed = Federation::new();
+    let key = fed.gossip_key("gossip.key", 1);
+    let first = fed.peer_config_on("peer-a", "ca", &lab.ip(0), (7070, 7946), &[], &key);
+    let second = fed.peer_config_on("peer-b", "cb", &lab.ip(1), (7070, 7946), &[], &key);
+    let srv = "_hansa-gossip._udp.peers.test.";
+    std::fs::write(
+        &second.config,
+        std::fs::read_to_string(&second.config)
+            .expect("config")
+            .replace("join = []", &format!("join = []\njoin_srv = \"{srv}\"")),
+    )
+    .expect("config");
+    let stop = srv_server(
+        &format!("{}:53", lab.root_ip()),
+        srv,
+        "peer-a.peers.test.",
+        lab.ip(0).parse().expect("ipv4"),
+        7946,
+    );
+    lab.set_nameserver(1, &lab.root_ip());
+    fed.write_cli_context(&first.api);
+    let mut processes = Vec::new();
+    for (i, peer) in [&first, &second].into_iter().enumerate() {
+        let mut federator = lab.command(i, &hansa_tests::bin("federator"));
+        federator
+            .arg("--config")
+            .arg(&peer.config)
+            .env("RUST_LOG", "info,hansa_federator=debug");
+        processes.push(Process::spawn(
+            &peer.name,
+            federator,
+            fed.path(&format!("{}.log", peer.name)),
+        ));
+    }
+    for (at, other) in [(&first, "peer-b"), (&second, "peer-a")] {
+        wait_for(&format!("{} to see {other} alive", at.name), LIMIT, || {
+            (peer_state(&fed, at, other).as_deref() == Some("alive")).then_some(())
+        });
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(processes);
+}
