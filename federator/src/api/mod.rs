@@ -172,7 +172,7 @@ impl Federation for FederationService {
                         dry_run,
                     );
                     let bound = hansa_core::manifest::bound(w, effective.placement.iter().copied());
-                    let preview = solve(state, &self.live, &bound, 0);
+                    let preview = solve(state, &self.live, self.peer.as_deref(), &bound, 0);
                     let change = placement_change(state.placements.get(&key), &preview);
                     (preview, change, action)
                 })
@@ -191,7 +191,7 @@ impl Federation for FederationService {
                         }
                         let bound =
                             hansa_core::manifest::bound(w, effective.placement.iter().copied());
-                        let preview = solve(state, &self.live, &bound, 0);
+                        let preview = solve(state, &self.live, self.peer.as_deref(), &bound, 0);
                         let change = placement_change(state.placements.get(&w.key()), &preview);
                         format!("{} [{change}]", w.name)
                     })
@@ -322,7 +322,7 @@ impl Federation for FederationService {
                     .clusters
                     .values()
                     .filter(|c| name.is_empty() || name == &c.name)
-                    .map(|c| json(&cluster_view(state, &self.live, c)))
+                    .map(|c| json(&cluster_view(state, &self.live, self.peer.as_deref(), c)))
                     .collect::<Result<_, _>>()?,
                 Kind::Placement => state
                     .placements
@@ -388,7 +388,7 @@ impl Federation for FederationService {
         let key = WorkloadKey::new(namespace_or_default(&request.namespace), &request.name);
         let description = self
             .store
-            .read(|state| describe_workload(state, &self.live, &key))
+            .read(|state| describe_workload(state, &self.live, self.peer.as_deref(), &key))
             .ok_or_else(|| ApiError::NotFound(format!("workload {key} not found")))?;
         let description_json = serde_json::to_string(&description)
             .map_err(|e| ApiError::Internal(format!("encode description: {e}")))?;
@@ -519,7 +519,7 @@ impl Federation for FederationService {
             state
                 .clusters
                 .get(&name)
-                .map(|c| cluster_view(state, &self.live, c))
+                .map(|c| cluster_view(state, &self.live, self.peer.as_deref(), c))
         });
         let view =
             view.ok_or_else(|| ApiError::NotFound(format!("cluster {name} is not registered")))?;
@@ -713,19 +713,25 @@ fn workload_view(
     })
 }
 
+/// In peer mode a cluster whose peer is down shows as `Unreachable` (see `PeerMode::overlay`).
 fn cluster_view(
     state: &FederationState,
     live: &Liveness,
+    peer: Option<&crate::peer::PeerMode>,
     cluster: &hansa_core::Cluster,
 ) -> ClusterView {
     let soft = live.get(&cluster.name);
+    let mut cluster = cluster.clone();
+    if let Some(peer) = peer {
+        peer.overlay(&mut cluster);
+    }
     let replicas: u32 = state
         .placements
         .values()
         .filter_map(|p| p.clusters.get(&cluster.name))
         .sum();
     ClusterView {
-        cluster: cluster.clone(),
+        cluster,
         connected: soft.as_ref().is_some_and(|s| s.connected),
         last_seen_ms: soft
             .as_ref()
@@ -738,6 +744,7 @@ fn cluster_view(
 fn describe_workload(
     state: &FederationState,
     live: &Liveness,
+    peer: Option<&crate::peer::PeerMode>,
     key: &WorkloadKey,
 ) -> Option<WorkloadDescription> {
     let summary = workload_view(state, live, key)?;
@@ -746,6 +753,7 @@ fn describe_workload(
     let fresh = solve(
         state,
         live,
+        peer,
         &bound(state, &record.workload),
         record.generation,
     );

@@ -69,10 +69,11 @@ fn live_clusters(
 pub fn solve(
     state: &FederationState,
     live: &Liveness,
+    peer: Option<&PeerMode>,
     workload: &Workload,
     generation: u64,
 ) -> Placement {
-    let clusters = live_clusters(state, live, None);
+    let clusters = live_clusters(state, live, peer);
     let item = Item {
         workload,
         generation,

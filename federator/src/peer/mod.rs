@@ -48,6 +48,8 @@ const SOFT_REFRESH: Duration = Duration::from_secs(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Versions merged into the store in one write, at most.
 const MERGE_AT_ONCE: usize = 512;
+/// How often tombstones older than the gossip store's TTL are dropped from the store.
+const TOMBSTONE_GC: Duration = Duration::from_secs(600);
 /// How often a peer alone in the pool looks up `join_srv` again.
 const SRV_RETRY: Duration = Duration::from_secs(5);
 
@@ -161,6 +163,7 @@ impl PeerMode {
         ));
         tasks.spawn(peer.clone().soft_state(addresses, live, shutdown.clone()));
         tasks.spawn(peer.clone().watch_members(shutdown.clone()));
+        tasks.spawn(forget_tombstones(store.clone(), shutdown.clone()));
         if let Some(srv) = config.join_srv.clone() {
             tasks.spawn(peer.clone().join_by_srv(srv, shutdown.clone()));
         }
@@ -454,6 +457,33 @@ impl PeerMode {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(SRV_RETRY) => {}
             }
+        }
+    }
+}
+
+/// Drops tombstones from the store once the gossip store has (after its TTL, by which
+/// every peer away for less has caught up), so deletes do not accumulate for ever.
+async fn forget_tombstones(
+    store: Store,
+    shutdown: CancellationToken,
+) -> Result<(), FederatorError> {
+    let ttl =
+        u64::try_from(hansa_gossip::store::default_tombstone_ttl().as_millis()).unwrap_or(u64::MAX);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(TOMBSTONE_GC) => {}
+        }
+        match store
+            .forget_tombstones(system_time_ms().saturating_sub(ttl))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => info!(
+                tombstones = n,
+                "forgot deletes older than the tombstone TTL"
+            ),
+            Err(e) => warn!(error = %e, "could not drop old tombstones"),
         }
     }
 }

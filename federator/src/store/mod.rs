@@ -406,6 +406,18 @@ impl Store {
         }
     }
 
+    /// Peer mode: drops tombstones deleted before `before_ms` (see
+    /// `Command::ForgetTombstones`); returns how many.
+    pub async fn forget_tombstones(&self, before_ms: u64) -> Result<usize, StoreError> {
+        match self
+            .propose_as_is(Command::ForgetTombstones { before_ms })
+            .await?
+        {
+            CommandResponse::Merged(n) => Ok(n),
+            other => Err(StoreError::Fatal(format!("unexpected response {other:?}"))),
+        }
+    }
+
     /// Where soft state relayed by followers goes while this node leads.
     pub fn set_relay_handler(&self, handler: RelayHandler) {
         *self

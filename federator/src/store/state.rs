@@ -171,6 +171,11 @@ pub enum Command {
     Merge {
         records: Vec<Record>,
     },
+    /// Peer mode: drops the versions of deleted objects (tombstones) deleted before
+    /// `before_ms`, once every peer has had time to hear of the delete.
+    ForgetTombstones {
+        before_ms: u64,
+    },
 }
 
 /// What applying a command did.
@@ -360,6 +365,10 @@ impl Command {
                     .collect();
                 objects.into_iter().chain(records).collect()
             }
+            Command::ForgetTombstones { before_ms } => state
+                .expired_tombstones(*before_ms)
+                .map(|k| ObjectKey::Record(k.clone()))
+                .collect(),
             Command::Merge { records } => records
                 .iter()
                 .filter_map(|r| ObjectKey::parse(&r.key))
@@ -474,7 +483,22 @@ impl FederationState {
             Command::Merge { records } => {
                 CommandResponse::Merged(records.iter().filter(|r| self.merge(r)).count())
             }
+            Command::ForgetTombstones { before_ms } => {
+                let expired: Vec<String> = self.expired_tombstones(*before_ms).cloned().collect();
+                for key in &expired {
+                    self.records.remove(key);
+                }
+                CommandResponse::Merged(expired.len())
+            }
         }
+    }
+
+    /// Keys of tombstones deleted before `before_ms`.
+    fn expired_tombstones(&self, before_ms: u64) -> impl Iterator<Item = &String> {
+        self.records
+            .iter()
+            .filter(move |(_, r)| r.deleted_at.is_some_and(|at| at < before_ms))
+            .map(|(k, _)| k)
     }
 
     fn apply_stamped(
@@ -1501,6 +1525,34 @@ spec:
         assert!(!other
             .workloads
             .contains_key(&WorkloadKey::new("default", "api")));
+    }
+
+    #[test]
+    fn old_tombstones_are_forgotten_and_live_records_kept() {
+        let mut state = FederationState::default();
+        stamped(
+            &mut state,
+            Command::put_workloads(
+                vec![workload("web", "img", 1), workload("api", "img", 1)],
+                1,
+            ),
+            10,
+            "p1",
+        );
+        stamped(
+            &mut state,
+            Command::DeleteWorkload {
+                key: WorkloadKey::new("default", "web"),
+            },
+            20,
+            "p1",
+        );
+        let forget = |before_ms| Command::ForgetTombstones { before_ms };
+        assert_eq!(state.apply(&forget(20)), CommandResponse::Merged(0));
+        assert!(state.records.contains_key("workload/default/web"));
+        assert_eq!(state.apply(&forget(21)), CommandResponse::Merged(1));
+        assert!(!state.records.contains_key("workload/default/web"));
+        assert!(state.records.contains_key("workload/default/api"));
     }
 
     proptest::proptest! {

@@ -174,6 +174,18 @@ fn peers_place_across_clusters_and_take_over_a_dead_peer() {
         detected < Duration::from_secs(15),
         "peer-2 declared dead only after {detected:?} (suspicion 1.5 s)"
     );
+    // Its cluster shows as unreachable where its peer is known dead.
+    wait_for("c2 Unreachable as peer-1 sees it", LIMIT, || {
+        let clusters = fed
+            .hansa_json_at(&peers[0].api, &["get", "clusters"])
+            .ok()?;
+        let c2 = clusters
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == "c2")?
+            .clone();
+        (c2["health"] == "Unreachable").then_some(())
+    });
     // Both workloads, peer-2's own included, are re-placed on the live clusters at full count.
     for workload in ["alpha", "beta"] {
         for at in [&peers[0], &peers[2]] {
