@@ -62,6 +62,13 @@ fn foca_config(config: &MembershipConfig) -> foca::Config {
     // After a partition each side holds the other as down and never probes it again: keep
     // knocking on a couple of down members, so the halves find each other once the network
     // heals (and a peer wrongly declared dead is let back in).
+    // A join is news that reaches everyone only while its retransmissions last; when many
+    // peers join at once some never hear of some others. Asking a random member for its view
+    // now and then fills such gaps.
+    foca.periodic_announce = Some(PeriodicParams {
+        frequency: config.probe_period * 4,
+        num_members: NonZeroUsize::MIN,
+    });
     foca.periodic_announce_to_down_members = Some(PeriodicParams {
         frequency: config.probe_period * 2,
         num_members: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
