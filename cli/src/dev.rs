@@ -1,5 +1,7 @@
 //! `hansa dev`: a whole federation on one machine — one hub federator, three member clusters
 //! with their own loopback addresses and regions, an ephemeral CA — as `nomad agent -dev` does.
+//! With `--peer`, the same clusters in peer mode: a federator peer beside each cluster, on the
+//! cluster's own address, gossiping with the others and no master.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -60,7 +62,99 @@ pub struct DevOptions {
     pub apply: Vec<PathBuf>,
     /// The DNS port on 127.0.0.1, UDP and TCP (0: any free port).
     pub dns_port: u16,
+    /// Peer mode: a federator peer per cluster instead of one hub.
+    pub peer: bool,
 }
+
+/// Issues a certificate from the dev CA: role, name, hosts.
+type Issue<'a> = dyn Fn(Role, &str, &[String]) -> anyhow::Result<TlsFiles> + 'a;
+
+/// The federators `hansa dev` runs: one hub, or one peer per cluster.
+fn federator_configs(
+    options: &DevOptions,
+    data_dir: &Path,
+    issue: &Issue<'_>,
+) -> anyhow::Result<Vec<Config>> {
+    let loopback = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    let dns = Some(hansa_federator::dns::DnsConfig {
+        listen: loopback(options.dns_port),
+        ..Default::default()
+    });
+    if !options.peer {
+        return Ok(vec![Config {
+            name: "dev".into(),
+            node_id: 1,
+            mode: Mode::Hub,
+            listen: loopback(options.port),
+            peer_listen: loopback(0),
+            peer_advertise: None,
+            data_dir: data_dir.join("federator"),
+            bootstrap: true,
+            tls: issue(
+                Role::Federator,
+                "dev",
+                &["localhost".into(), "127.0.0.1".into()],
+            )?,
+            cluster_grace_seconds: 15,
+            peers: Vec::new(),
+            join: None,
+            dns,
+            http_listen: None,
+            peer: None,
+        }]);
+    }
+    let key_file = data_dir.join("gossip.key");
+    std::fs::write(&key_file, hansa_gossip::GossipKey::generate().to_base64())
+        .with_context(|| format!("write {}", key_file.display()))?;
+    let first_gossip = SocketAddr::new(IpAddr::V4(CLUSTERS[0].address), GOSSIP_PORT);
+    CLUSTERS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let ip = IpAddr::V4(c.address);
+            let name = format!("peer-{}", c.name);
+            Ok(Config {
+                name: name.clone(),
+                node_id: 1,
+                mode: Mode::Peer,
+                listen: SocketAddr::new(ip, options.port),
+                peer_listen: SocketAddr::new(ip, 0),
+                peer_advertise: None,
+                data_dir: data_dir.join("peers").join(&name),
+                bootstrap: true,
+                tls: issue(
+                    Role::Federator,
+                    &name,
+                    &["localhost".into(), ip.to_string()],
+                )?,
+                cluster_grace_seconds: 15,
+                peers: Vec::new(),
+                join: None,
+                // One DNS server is enough on one machine; every peer could serve one.
+                dns: if i == 0 { dns.clone() } else { None },
+                http_listen: None,
+                peer: Some(hansa_federator::config::PeerModeConfig {
+                    cluster: c.name.into(),
+                    gossip_listen: SocketAddr::new(ip, GOSSIP_PORT),
+                    gossip_advertise: None,
+                    gossip_key_file: key_file.clone(),
+                    join: if i == 0 {
+                        Vec::new()
+                    } else {
+                        vec![first_gossip.to_string()]
+                    },
+                    join_srv: None,
+                    suspicion_timeout_ms: 2000,
+                    probe_period_ms: 800,
+                    anti_entropy_interval_ms: 1000,
+                }),
+            })
+        })
+        .collect()
+}
+
+/// The gossip port of `hansa dev --peer`'s peers, each on its cluster's own address.
+const GOSSIP_PORT: u16 = 7946;
 
 pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     // An explicit data dir is kept; the default one is ephemeral, like the CA.
@@ -92,40 +186,18 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
-    let federator_config = Config {
-        name: "dev".into(),
-        node_id: 1,
-        mode: Mode::Hub,
-        listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), options.port),
-        peer_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-        peer_advertise: None,
-        data_dir: data_dir.join("federator"),
-        bootstrap: true,
-        tls: issue(
-            Role::Federator,
-            "dev",
-            &["localhost".into(), "127.0.0.1".into()],
-        )?,
-        cluster_grace_seconds: 15,
-        peers: Vec::new(),
-        join: None,
-        dns: Some(hansa_federator::dns::DnsConfig {
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), options.dns_port),
-            ..Default::default()
-        }),
-        http_listen: None,
-        peer: None,
-    };
-    let federator = Federator::start(federator_config, shutdown.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "start the federator on 127.0.0.1:{} (use --port to pick another)",
-                options.port
-            )
-        })?;
-    let api = federator.api_addr.to_string();
-    let dns = federator
+    let mut federators = Vec::new();
+    for config in federator_configs(&options, &data_dir, &issue)? {
+        let listen = config.listen;
+        let federator = Federator::start(config, shutdown.clone())
+            .await
+            .with_context(|| {
+                format!("start the federator on {listen} (use --port to pick another)")
+            })?;
+        federators.push(federator);
+    }
+    let apis: Vec<String> = federators.iter().map(|f| f.api_addr.to_string()).collect();
+    let dns = federators[0]
         .dns_addr
         .map(|a| a.to_string())
         .unwrap_or_else(|| "off".into());
@@ -149,7 +221,9 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         }
     };
     let mut agents = Vec::new();
-    for c in &CLUSTERS {
+    for (i, c) in CLUSTERS.iter().enumerate() {
+        // In peer mode each agent connects to the peer beside its cluster.
+        let own = if options.peer { &apis[i] } else { &apis[0] };
         let config = AgentConfig {
             cluster: c.name.into(),
             region: c.region.into(),
@@ -157,7 +231,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             provider: "dev".into(),
             labels: [("environment".to_string(), "dev".to_string())].into(),
             taints: Vec::new(),
-            federators: vec![api.clone()],
+            federators: vec![own.clone()],
             node_address: IpAddr::V4(c.address),
             addresses: vec![format!(
                 "{}/24",
@@ -182,14 +256,23 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     }
 
     let user = issue(Role::User, "admin", &[])?;
-    let context_path = write_context(&api, &user)?;
+    let context_path = write_context(&apis, &user)?;
 
     println!();
-    println!("Hansa dev federation is up (hub mode, trust domain {TRUST_DOMAIN}).");
     println!(
-        "  API:       https://{api}  (mutual TLS; ephemeral CA in {})",
-        pki.display()
+        "Hansa dev federation is up ({} mode, trust domain {TRUST_DOMAIN}).",
+        if options.peer { "peer" } else { "hub" }
     );
+    for (api, federator) in apis.iter().zip(&federators) {
+        let who = match &federator.peer {
+            Some(peer) => format!(" (peer {} beside {})", peer.name(), peer.cluster()),
+            None => String::new(),
+        };
+        println!(
+            "  API:       https://{api}{who}  (mutual TLS; ephemeral CA in {})",
+            pki.display()
+        );
+    }
     println!("  DNS:       {dns}  (zone hansa.internal., UDP and TCP)");
     for c in &CLUSTERS {
         println!(
@@ -215,6 +298,9 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     println!("  hansa apply -f policies/examples/web.yaml");
     println!("  hansa get workloads");
     println!("  hansa describe workload web");
+    if options.peer {
+        println!("  hansa get peers");
+    }
     println!("  hansa dns query web.default.svc.hansa.internal --server {dns}");
     println!();
     println!("Ctrl-C stops the federation and every replica it started.");
@@ -222,12 +308,12 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     if !options.apply.is_empty() {
         let files = options.apply.clone();
         let context = Context {
-            federators: vec![api.clone()],
+            federators: apis.clone(),
             ca: user.ca.clone(),
             cert: user.cert.clone(),
             key: user.key.clone(),
         };
-        wait_for_clusters(&federator, CLUSTERS.len(), Duration::from_secs(10)).await;
+        wait_for_clusters(&federators[0], CLUSTERS.len(), Duration::from_secs(10)).await;
         let mut client = crate::client::connect(&context).await?;
         if let Err(e) =
             crate::commands::apply(&mut client, &files, false, crate::output::Format::Table).await
@@ -244,7 +330,9 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     for agent in agents {
         agent.wait().await;
     }
-    federator.wait(shutdown).await?;
+    for federator in federators {
+        federator.wait(shutdown.clone()).await?;
+    }
     println!("stopped.");
     Ok(())
 }
@@ -264,7 +352,7 @@ async fn wait_for_clusters(federator: &Federator, count: usize, limit: Duration)
 }
 
 /// Writes the `dev` context (and makes it current), keeping the user's other contexts.
-fn write_context(api: &str, user: &TlsFiles) -> anyhow::Result<PathBuf> {
+fn write_context(apis: &[String], user: &TlsFiles) -> anyhow::Result<PathBuf> {
     let path = context::config_path()?;
     let dir = context::config_dir()?.join(CONTEXT);
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
@@ -274,7 +362,7 @@ fn write_context(api: &str, user: &TlsFiles) -> anyhow::Result<PathBuf> {
         Ok(to)
     };
     let context = Context {
-        federators: vec![api.to_string()],
+        federators: apis.to_vec(),
         ca: copy(&user.ca, "ca.crt")?,
         cert: copy(&user.cert, "user.crt")?,
         key: copy(&user.key, "user.key")?,

@@ -156,6 +156,9 @@ enum Command {
         /// The DNS port on 127.0.0.1, UDP and TCP (0: any free port).
         #[arg(long, default_value_t = 8600)]
         dns_port: u16,
+        /// Peer mode: a federator peer beside each cluster, gossiping, with no master.
+        #[arg(long)]
+        peer: bool,
     },
     /// Ask a Hansa DNS server (or any DNS server) a question.
     Dns {
@@ -249,6 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             apply,
             dns_port,
+            peer,
         } => {
             init_logging(cli.log_format);
             return dev::run(dev::DevOptions {
@@ -256,6 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir,
                 apply,
                 dns_port,
+                peer,
             })
             .await;
         }

@@ -731,14 +731,28 @@ fn run_in_process(n: usize, key: &GossipKey) -> anyhow::Result<()> {
             if started.elapsed() > Duration::from_secs(300) {
                 bail!("only {full} of {n} peers have a full view after 300 s");
             }
-            if std::env::var_os("HANSA_BENCH_DETAIL").is_some() && started.elapsed().as_millis() % 5000 < 100 {
+            if std::env::var_os("HANSA_BENCH_DETAIL").is_some()
+                && started.elapsed().as_millis() % 5000 < 100
+            {
                 let least = peers
                     .iter()
-                    .map(|(_, m)| m.members().iter().filter(|x| x.state == MemberState::Alive).count())
+                    .map(|(_, m)| {
+                        m.members()
+                            .iter()
+                            .filter(|x| x.state == MemberState::Alive)
+                            .count()
+                    })
                     .min()
                     .unwrap_or(0);
-                let known = peers.iter().map(|(_, m)| m.members().len()).min().unwrap_or(0);
-                println!("    {:.0} s: {full} full, least alive {least}, least known {known}", started.elapsed().as_secs_f64());
+                let known = peers
+                    .iter()
+                    .map(|(_, m)| m.members().len())
+                    .min()
+                    .unwrap_or(0);
+                println!(
+                    "    {:.0} s: {full} full, least alive {least}, least known {known}",
+                    started.elapsed().as_secs_f64()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

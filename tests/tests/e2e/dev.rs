@@ -83,3 +83,73 @@ fn dev_starts_a_federation_serves_web_and_stops_without_orphans() {
         assert!(!alive(pid), "replica {pid} outlived hansa dev");
     }
 }
+
+#[test]
+fn dev_peer_runs_a_peer_federation_with_no_master() {
+    let fed = Federation::new();
+    let data = fed.path("dev-peer-data");
+    let web = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/examples/web.yaml");
+    let mut command = Command::new(bin("hansa"));
+    command
+        .args([
+            "dev",
+            "--peer",
+            "--port",
+            "0",
+            "--dns-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .args(["--apply", web])
+        .env("HANSA_CONFIG", fed.path("cli.toml"))
+        .env("RUST_LOG", "info");
+    let mut dev = Process::spawn("hansa dev --peer", command, fed.path("dev-peer.log"));
+
+    // Every peer sees the other two alive.
+    wait_for("three peers, all alive", LIMIT, || {
+        let peers = fed.hansa_json(&["get", "peers"]).ok()?;
+        let states: Vec<&str> = peers
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["state"].as_str())
+            .collect();
+        (states == ["self", "alive", "alive"]).then_some(())
+    });
+    // The web example runs as in hub mode: 3 replicas in eu-1 and 1 in us-1, all serving.
+    let description = wait_for("web to run 4/4 with serving endpoints", LIMIT, || {
+        let d = fed.hansa_json(&["describe", "workload", "web"]).ok()?;
+        let eps = d["endpoints"].as_array()?.clone();
+        let serving = eps.len() == 4
+            && eps.iter().all(|e| {
+                let address = format!(
+                    "{}:{}",
+                    e["address"].as_str().unwrap_or_default(),
+                    e["port"]
+                );
+                matches!(http_get(&address, "/"), Ok((200, _)))
+            });
+        serving.then_some(d)
+    });
+    assert_eq!(
+        description["summary"]["clusters"]["eu-1"], 3,
+        "{description}"
+    );
+    assert!(
+        dev.log_text().contains("peer mode"),
+        "dev says which mode: {}",
+        dev.log_text()
+    );
+
+    let pids = dev_replica_pids(&data);
+    signal(dev.pid() as i32, nix::sys::signal::Signal::SIGINT);
+    let status = dev.wait_exit(LIMIT);
+    assert!(
+        status.success(),
+        "hansa dev --peer exited with {status}: {}",
+        dev.log_text()
+    );
+    for pid in pids {
+        assert!(!alive(pid), "replica {pid} outlived hansa dev --peer");
+    }
+}
