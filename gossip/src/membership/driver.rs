@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU8, NonZeroUsize};
 use std::sync::Arc;
+use std::time::Duration;
 
 use foca::{
     AccumulatingRuntime, Foca, OwnedNotification, PeriodicParams, PostcardCodec, State, Timer,
@@ -40,7 +41,14 @@ pub(super) struct Driver {
     rejoin: Interval,
     shared: Arc<Shared>,
     events: broadcast::Sender<MembershipEvent>,
+    /// When the member table was last brought in line with foca.
+    refreshed: Instant,
 }
+
+/// The member table is refreshed at once when foca reports a member up, down or renamed, and
+/// otherwise at most this often (foca does not report suspicions): a full pass costs one
+/// lookup per member, too much to do for every datagram in a large pool.
+const REFRESH_EVERY: Duration = Duration::from_millis(50);
 
 fn foca_config(config: &MembershipConfig) -> foca::Config {
     let mut foca = foca::Config::new_lan(
@@ -105,6 +113,7 @@ impl Driver {
             rejoin,
             shared,
             events,
+            refreshed: Instant::now(),
         }
     }
 
@@ -230,8 +239,12 @@ impl Driver {
         while let Some((after, timer)) = self.runtime.to_schedule() {
             self.timers.push(Reverse((now + after, timer)));
         }
+        let mut news = false;
         while let Some(notification) = self.runtime.to_notify() {
             match notification {
+                OwnedNotification::MemberUp(_)
+                | OwnedNotification::MemberDown(_)
+                | OwnedNotification::Rename(..) => news = true,
                 OwnedNotification::Rejoin(identity) => {
                     tracing::warn!(
                         epoch = identity.epoch,
@@ -242,9 +255,12 @@ impl Driver {
                 OwnedNotification::Defunct => tracing::warn!("declared down by the pool"),
                 OwnedNotification::Idle => tracing::info!("no live gossip peers left"),
                 OwnedNotification::Active => tracing::debug!("joined the gossip pool"),
-                _ => {}
             }
         }
+        if !news && self.refreshed.elapsed() < REFRESH_EVERY {
+            return;
+        }
+        self.refreshed = Instant::now();
         if self.refresh_members() {
             // A peer newly suspect, down or back is news to spread now, not at the next
             // gossip tick: the dead are known sooner, and a wrongly suspected peer hears of it
