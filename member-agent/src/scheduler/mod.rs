@@ -12,6 +12,7 @@
 //! adopts them). Restart counts and backoff positions start over.
 
 pub mod backoff;
+pub mod nodes;
 pub mod plan;
 pub mod ports;
 mod reconcile;
