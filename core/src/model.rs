@@ -526,6 +526,25 @@ pub struct Cluster {
     pub cordoned: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub taints: Vec<Taint>,
+    /// The cluster's nodes as its agent schedules onto them (`allocatable` and `available`
+    /// above are their sums). Empty for agents that do not report nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeCapacity>,
+}
+
+/// One node of a member cluster: where its replicas' endpoints live and what it can run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCapacity {
+    pub name: String,
+    pub address: String,
+    #[serde(default)]
+    pub runtimes: Vec<RuntimeKind>,
+    #[serde(default)]
+    pub allocatable: Resources,
+    /// allocatable minus the requests of the replicas the agent placed on the node.
+    #[serde(default)]
+    pub available: Resources,
 }
 
 /// The federation's decision for one workload: replicas per cluster, and why.

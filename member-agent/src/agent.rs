@@ -84,6 +84,8 @@ impl Agent {
                     effect: t.effect.to_string(),
                 })
                 .collect(),
+            // The agent runs one node and does not list it yet.
+            nodes: Vec::new(),
         };
         let connection = Connection {
             federators: config.federators.clone(),

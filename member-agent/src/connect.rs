@@ -179,6 +179,7 @@ impl Connection {
                     .iter()
                     .map(v1::ReplicaStatus::from)
                     .collect(),
+                nodes: Vec::new(),
             })),
         }
     }

@@ -163,7 +163,37 @@ impl From<&core::Cluster> for v1::ClusterInfo {
                     effect: t.effect.to_string(),
                 })
                 .collect(),
+            nodes: c.nodes.iter().map(v1::NodeCapacity::from).collect(),
         }
+    }
+}
+
+impl From<&core::NodeCapacity> for v1::NodeCapacity {
+    fn from(n: &core::NodeCapacity) -> Self {
+        v1::NodeCapacity {
+            name: n.name.clone(),
+            address: n.address.clone(),
+            runtimes: n.runtimes.iter().map(ToString::to_string).collect(),
+            allocatable: Some(n.allocatable.into()),
+            available: Some(n.available.into()),
+        }
+    }
+}
+
+impl TryFrom<v1::NodeCapacity> for core::NodeCapacity {
+    type Error = ConvertError;
+    fn try_from(n: v1::NodeCapacity) -> Result<Self, ConvertError> {
+        Ok(core::NodeCapacity {
+            runtimes: n
+                .runtimes
+                .iter()
+                .map(|r| runtime_from(r))
+                .collect::<Result<_, _>>()?,
+            name: n.name,
+            address: n.address,
+            allocatable: n.allocatable.map(Into::into).unwrap_or_default(),
+            available: n.available.map(Into::into).unwrap_or_default(),
+        })
     }
 }
 
@@ -199,6 +229,11 @@ impl TryFrom<v1::ClusterInfo> for core::Cluster {
                         added_ms: 0,
                     })
                 })
+                .collect::<Result<_, _>>()?,
+            nodes: c
+                .nodes
+                .into_iter()
+                .map(core::NodeCapacity::try_from)
                 .collect::<Result<_, _>>()?,
         })
     }

@@ -945,6 +945,7 @@ mod tests {
             health: ClusterHealth::Ready,
             cordoned: false,
             taints: Vec::new(),
+            nodes: Vec::new(),
         }
     }
 
