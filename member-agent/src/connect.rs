@@ -179,7 +179,12 @@ impl Connection {
                     .iter()
                     .map(v1::ReplicaStatus::from)
                     .collect(),
-                nodes: Vec::new(),
+                nodes: self
+                    .scheduler
+                    .nodes()
+                    .iter()
+                    .map(v1::NodeCapacity::from)
+                    .collect(),
             })),
         }
     }

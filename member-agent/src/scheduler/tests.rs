@@ -677,7 +677,7 @@ async fn replicas_that_do_not_fit_wait_and_capacity_is_accounted() {
     let dir = tempfile::tempdir().unwrap();
     let _reaper = Reaper(dir.path().to_path_buf());
     let mut config = config(dir.path());
-    config.allocatable.cpu_millis = 1000;
+    config.nodes[0].allocatable.cpu_millis = 1000;
     let agent = agent(config).await;
     let mut template = sleeper();
     template.resources.cpu_millis = 400;
