@@ -4,6 +4,8 @@
 //! replicas a previous agent started, so a restarted agent adopts instead of duplicating.
 
 pub mod docker;
+#[cfg(test)]
+mod docker_tls_tests;
 mod multi;
 pub mod process;
 
