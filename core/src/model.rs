@@ -838,6 +838,26 @@ mod tests {
     }
 
     #[test]
+    fn clusters_stored_before_nodes_read_and_write_as_before() {
+        let old = serde_json::json!({"name": "eu-1", "allocatable": {"cpuMillis": 4000}});
+        let cluster: Cluster = serde_json::from_value(old).expect("a cluster without nodes");
+        assert!(cluster.nodes.is_empty());
+        let written = serde_json::to_value(&cluster).expect("json");
+        assert!(written.get("nodes").is_none(), "{written}");
+
+        let mut with_nodes = cluster;
+        with_nodes.nodes.push(NodeCapacity {
+            name: "node-a".into(),
+            address: "10.0.0.1".into(),
+            ..NodeCapacity::default()
+        });
+        let written = serde_json::to_value(&with_nodes).expect("json");
+        assert_eq!(written["nodes"][0]["name"], "node-a");
+        let back: Cluster = serde_json::from_value(written).expect("round trip");
+        assert_eq!(back, with_nodes);
+    }
+
+    #[test]
     fn default_scheduling_is_divided_equally() {
         assert_eq!(
             ReplicaScheduling::default(),

@@ -302,6 +302,40 @@ mod tests {
     }
 
     #[test]
+    fn cluster_nodes_round_trip() {
+        let node = |name: &str, cpu_millis: u64| core::NodeCapacity {
+            name: name.into(),
+            address: "10.0.0.1".into(),
+            runtimes: vec![core::RuntimeKind::Process, core::RuntimeKind::Docker],
+            allocatable: core::Resources {
+                cpu_millis,
+                memory_bytes: 1 << 30,
+                disk_bytes: 0,
+            },
+            available: core::Resources {
+                cpu_millis: cpu_millis / 2,
+                ..Default::default()
+            },
+        };
+        let info = v1::ClusterInfo {
+            name: "eu-1".into(),
+            nodes: vec![(&node("a", 1000)).into(), (&node("b", 2000)).into()],
+            ..Default::default()
+        };
+        let cluster = core::Cluster::try_from(info).expect("valid");
+        assert_eq!(cluster.nodes, [node("a", 1000), node("b", 2000)]);
+        let back = v1::ClusterInfo::from(&cluster);
+        assert_eq!(
+            core::Cluster::try_from(back).expect("valid").nodes,
+            cluster.nodes
+        );
+
+        let mut bad = v1::NodeCapacity::from(&node("a", 1000));
+        bad.runtimes = vec!["vm".into()];
+        core::NodeCapacity::try_from(bad).expect_err("unknown runtime");
+    }
+
+    #[test]
     fn bad_fields_are_named() {
         let err = core::ReplicaStatus::try_from(v1::ReplicaStatus {
             state: "Dancing".into(),
