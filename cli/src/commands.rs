@@ -631,6 +631,15 @@ fn describe_text(d: &WorkloadDescription) -> String {
     } else {
         let _ = writeln!(out, "  none reported yet");
     }
+    for c in &d.clusters {
+        if let Some(u) = &c.unplaced {
+            let _ = writeln!(
+                out,
+                "  {}: {} replica(s) not placed: {}",
+                c.cluster, u.replicas, u.reason
+            );
+        }
+    }
     let _ = writeln!(out, "Endpoints (healthy):");
     if d.endpoints.is_empty() {
         let _ = writeln!(out, "  none");

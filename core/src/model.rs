@@ -547,6 +547,15 @@ pub struct NodeCapacity {
     pub available: Resources,
 }
 
+/// Replicas of a workload that a cluster's agent could place on none of its nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unplaced {
+    pub workload: WorkloadKey,
+    pub replicas: u32,
+    pub reason: String,
+}
+
 /// The federation's decision for one workload: replicas per cluster, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -185,6 +185,12 @@ impl Connection {
                     .iter()
                     .map(v1::NodeCapacity::from)
                     .collect(),
+                unplaced: self
+                    .scheduler
+                    .unplaced()
+                    .iter()
+                    .map(v1::Unplaced::from)
+                    .collect(),
             })),
         }
     }

@@ -197,6 +197,27 @@ impl TryFrom<v1::NodeCapacity> for core::NodeCapacity {
     }
 }
 
+impl From<&core::Unplaced> for v1::Unplaced {
+    fn from(u: &core::Unplaced) -> Self {
+        v1::Unplaced {
+            namespace: u.workload.namespace.clone(),
+            workload: u.workload.name.clone(),
+            replicas: u.replicas,
+            reason: u.reason.clone(),
+        }
+    }
+}
+
+impl From<v1::Unplaced> for core::Unplaced {
+    fn from(u: v1::Unplaced) -> Self {
+        core::Unplaced {
+            workload: core::WorkloadKey::new(u.namespace, u.workload),
+            replicas: u.replicas,
+            reason: u.reason,
+        }
+    }
+}
+
 /// A registering agent's cluster. Health and `available` are the federator's to set.
 impl TryFrom<v1::ClusterInfo> for core::Cluster {
     type Error = ConvertError;

@@ -253,6 +253,8 @@ async fn receive_reports(
             })
             .collect();
         live.heartbeat(&cluster.name, session, available, replicas);
+        let unplaced = heartbeat.unplaced.into_iter().map(Into::into).collect();
+        live.set_unplaced(&cluster.name, session, unplaced);
         if capacity_shift_is_significant(&cluster, &available) {
             cluster.available = available;
             // Per-node free capacity is written with the cluster's, at the same pace.

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
-use hansa_core::{Assignment, NodeCapacity, ReplicaStatus, Resources};
+use hansa_core::{Assignment, NodeCapacity, ReplicaStatus, Resources, Unplaced};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -99,6 +99,8 @@ pub struct SchedulerHandle {
 struct Shared {
     desired: watch::Sender<Arc<Vec<Assignment>>>,
     statuses: Mutex<Vec<ReplicaStatus>>,
+    /// Replicas the last pass wanted to start but could place on no node.
+    unplaced: Mutex<Vec<Unplaced>>,
     /// Sum of the requests of the replicas the scheduler runs, per node.
     in_use: Mutex<BTreeMap<String, Resources>>,
     nodes: Vec<NodeSpec>,
@@ -134,6 +136,11 @@ impl SchedulerHandle {
     /// Every replica, ordered by workload, then id.
     pub fn statuses(&self) -> Vec<ReplicaStatus> {
         lock(&self.shared.statuses).clone()
+    }
+
+    /// Replicas of assigned workloads that fit no node right now, with the reason.
+    pub fn unplaced(&self) -> Vec<Unplaced> {
+        lock(&self.shared.unplaced).clone()
     }
 
     /// Bumps whenever any replica status changes (state, health, endpoints, restarts).
@@ -200,6 +207,7 @@ impl SchedulerHandle {
         });
         futures::future::join_all(stops).await;
         *lock(&shared.statuses) = Vec::new();
+        lock(&shared.unplaced).clear();
         lock(&shared.in_use).clear();
         shared.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -225,6 +233,7 @@ pub async fn start(
     let shared = Arc::new(Shared {
         desired: watch::Sender::new(assignments.clone()),
         statuses: Mutex::new(Vec::new()),
+        unplaced: Mutex::new(Vec::new()),
         in_use: Mutex::new(BTreeMap::new()),
         nodes: config.nodes.clone(),
         changes: watch::Sender::new(0),

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hansa_core::{Assignment, ReplicaState, ReplicaStatus, Resources, WorkloadKey};
+use hansa_core::{Assignment, ReplicaState, ReplicaStatus, Resources, Unplaced, WorkloadKey};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -257,6 +257,7 @@ impl Scheduler {
         let actions = plan::plan(desired, &views);
         self.blocked
             .retain(|workload, _| desired.iter().any(|a| &a.workload == workload));
+        let mut unplaced = Vec::new();
         for action in actions {
             match action {
                 Action::Retire { id, reason } => self.retire(&id, &reason),
@@ -264,14 +265,22 @@ impl Scheduler {
                     let Some(assignment) = find(desired, &workload, None) else {
                         continue;
                     };
-                    for _ in 0..count {
+                    for started in 0..count {
                         if !self.start_new(assignment).await {
+                            if let Some(reason) = self.blocked.get(&workload) {
+                                unplaced.push(Unplaced {
+                                    workload: workload.clone(),
+                                    replicas: count - started,
+                                    reason: reason.clone(),
+                                });
+                            }
                             break;
                         }
                     }
                 }
             }
         }
+        *lock(&self.shared.unplaced) = unplaced;
     }
 
     fn retire(&mut self, id: &str, reason: &RetireReason) {

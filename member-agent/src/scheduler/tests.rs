@@ -688,7 +688,19 @@ async fn replicas_that_do_not_fit_wait_and_capacity_is_accounted() {
     assert_eq!(agent.handle.allocatable().cpu_millis, 1000);
     assert_eq!(agent.handle.available().cpu_millis, 200);
     assert_eq!(agent.runtime.list().await.unwrap().len(), 2);
+    let unplaced = agent.handle.unplaced();
+    assert_eq!(unplaced.len(), 1, "{unplaced:?}");
+    assert_eq!(unplaced[0].workload.name, "web");
+    assert_eq!(unplaced[0].replicas, 1);
+    assert!(
+        unplaced[0].reason.starts_with(
+            "no node has room: needs cpu 400m memory 0; largest free: local (cpu 200m "
+        ),
+        "{}",
+        unplaced[0].reason
+    );
     agent.handle.stop_all().await;
+    assert!(agent.handle.unplaced().is_empty());
     assert_eq!(agent.handle.available().cpu_millis, 1000);
 }
 

@@ -221,4 +221,40 @@ fn replicas_fill_one_node_then_the_next_and_stay_put() {
             .is_empty()
             .then_some(())
     });
+
+    // Fragmentation: 2 cpu free in sum, but 1 per node. Three 600m replicas fit the
+    // cluster's total, so the federator assigns them all; the third fits no node, and
+    // describe says so.
+    wait_for("the freed capacity to be reported", LIMIT, || {
+        let c = cluster(&fed)?;
+        (nodes(&c).iter().all(|n| n.3 == 1000)).then_some(())
+    });
+    let big = manifest(&marker)
+        .replace("name: web", "name: big")
+        .replace("replicas: 6", "replicas: 3")
+        .replace("cpu: 250m", "cpu: 600m");
+    std::fs::write(&file, big).expect("manifest");
+    fed.hansa_ok(&["apply", "-f", file.to_str().expect("path")]);
+    let text = wait_for("the unplaced replica in describe", LIMIT, || {
+        let text = fed.hansa_ok(&["describe", "workload", "big"]);
+        text.contains("not placed").then_some(text)
+    });
+    assert!(
+        text.contains("eu-1: 1 replica(s) not placed: no node has room: needs cpu 600m memory 64Mi; largest free: node-a (cpu 400m memory 960Mi"),
+        "{text}"
+    );
+    let described = fed
+        .hansa_json(&["describe", "workload", "big"])
+        .expect("describe -o json");
+    assert_eq!(
+        described["clusters"][0]["unplaced"]["replicas"], 1,
+        "{described}"
+    );
+    assert_eq!(processes_with_env("E2E_RUN", &marker).len(), 2);
+    fed.hansa_ok(&["delete", "workload", "big"]);
+    wait_for("every replica to stop", LIMIT, || {
+        processes_with_env("E2E_RUN", &marker)
+            .is_empty()
+            .then_some(())
+    });
 }
