@@ -184,7 +184,10 @@ pub async fn get(
         }
         Kind::Clusters => {
             let items: Vec<ClusterView> = decode(&response.items_json)?;
-            print(format, &items, || clusters_table(&items))
+            print(format, &items, || match nodes_table(&items) {
+                Some(nodes) => format!("{}\n{nodes}", clusters_table(&items)),
+                None => clusters_table(&items),
+            })
         }
         Kind::Placements => {
             let items: Vec<PlacementView> = decode(&response.items_json)?;
@@ -425,6 +428,47 @@ fn clusters_table(items: &[ClusterView]) -> String {
     t.render()
 }
 
+/// The nodes of clusters that have several, one row each (free capacity as last recorded).
+/// Empty when every cluster runs a single node.
+fn nodes_table(items: &[ClusterView]) -> Option<String> {
+    if items.iter().all(|c| c.cluster.nodes.len() <= 1) {
+        return None;
+    }
+    let mut t = Table::new(&[
+        "CLUSTER",
+        "NODE",
+        "ADDRESS",
+        "RUNTIMES",
+        "CPU FREE",
+        "MEMORY FREE",
+    ]);
+    for c in items.iter().filter(|c| c.cluster.nodes.len() > 1) {
+        for n in &c.cluster.nodes {
+            t.row(vec![
+                c.cluster.name.clone(),
+                n.name.clone(),
+                n.address.clone(),
+                n.runtimes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                format!(
+                    "{}/{}",
+                    format_cpu(n.available.cpu_millis),
+                    format_cpu(n.allocatable.cpu_millis)
+                ),
+                format!(
+                    "{}/{}",
+                    format_bytes(n.available.memory_bytes),
+                    format_bytes(n.allocatable.memory_bytes)
+                ),
+            ]);
+        }
+    }
+    Some(t.render())
+}
+
 fn placements_table(items: &[PlacementView]) -> String {
     let mut t = Table::new(&["NAMESPACE", "WORKLOAD", "PLACED", "CLUSTERS", "EXPLANATION"]);
     for p in items {
@@ -586,6 +630,15 @@ fn describe_text(d: &WorkloadDescription) -> String {
         out.push_str(&t.render());
     } else {
         let _ = writeln!(out, "  none reported yet");
+    }
+    for c in &d.clusters {
+        if let Some(u) = &c.unplaced {
+            let _ = writeln!(
+                out,
+                "  {}: {} replica(s) not placed: {}",
+                c.cluster, u.replicas, u.reason
+            );
+        }
     }
     let _ = writeln!(out, "Endpoints (healthy):");
     if d.endpoints.is_empty() {

@@ -232,7 +232,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             labels: [("environment".to_string(), "dev".to_string())].into(),
             taints: Vec::new(),
             federators: vec![own.clone()],
-            node_address: IpAddr::V4(c.address),
+            node_address: Some(IpAddr::V4(c.address)),
             addresses: vec![format!(
                 "{}/24",
                 Ipv4Addr::from(u32::from(c.address) & 0xffff_ff00)
@@ -240,6 +240,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             data_dir: data_dir.join("clusters").join(c.name),
             runtimes: runtimes.clone(),
             docker: None,
+            nodes: Vec::new(),
             capacity: CapacityConfig {
                 cpu: Some(c.cpu.into()),
                 memory: Some(c.memory.into()),

@@ -526,6 +526,34 @@ pub struct Cluster {
     pub cordoned: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub taints: Vec<Taint>,
+    /// The cluster's nodes as its agent schedules onto them (`allocatable` and `available`
+    /// above are their sums). Empty for agents that do not report nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeCapacity>,
+}
+
+/// One node of a member cluster: where its replicas' endpoints live and what it can run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCapacity {
+    pub name: String,
+    pub address: String,
+    #[serde(default)]
+    pub runtimes: Vec<RuntimeKind>,
+    #[serde(default)]
+    pub allocatable: Resources,
+    /// allocatable minus the requests of the replicas the agent placed on the node.
+    #[serde(default)]
+    pub available: Resources,
+}
+
+/// Replicas of a workload that a cluster's agent could place on none of its nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unplaced {
+    pub workload: WorkloadKey,
+    pub replicas: u32,
+    pub reason: String,
 }
 
 /// The federation's decision for one workload: replicas per cluster, and why.
@@ -816,6 +844,26 @@ mod tests {
         };
         assert_eq!(have.fits(&per), 4);
         assert_eq!(have.fits(&Resources::ZERO), u32::MAX);
+    }
+
+    #[test]
+    fn clusters_stored_before_nodes_read_and_write_as_before() {
+        let old = serde_json::json!({"name": "eu-1", "allocatable": {"cpuMillis": 4000}});
+        let cluster: Cluster = serde_json::from_value(old).expect("a cluster without nodes");
+        assert!(cluster.nodes.is_empty());
+        let written = serde_json::to_value(&cluster).expect("json");
+        assert!(written.get("nodes").is_none(), "{written}");
+
+        let mut with_nodes = cluster;
+        with_nodes.nodes.push(NodeCapacity {
+            name: "node-a".into(),
+            address: "10.0.0.1".into(),
+            ..NodeCapacity::default()
+        });
+        let written = serde_json::to_value(&with_nodes).expect("json");
+        assert_eq!(written["nodes"][0]["name"], "node-a");
+        let back: Cluster = serde_json::from_value(written).expect("round trip");
+        assert_eq!(back, with_nodes);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hansa_core::{ReplicaStatus, Resources};
+use hansa_core::{ReplicaStatus, Resources, Unplaced};
 use tokio::sync::watch;
 
 /// The latest report of one cluster's agent.
@@ -19,6 +19,8 @@ pub struct ClusterLive {
     pub last_seen: Instant,
     pub available: Resources,
     pub replicas: Vec<ReplicaStatus>,
+    /// Replicas the agent could place on no node (not relayed between federators).
+    pub unplaced: Vec<Unplaced>,
 }
 
 /// The session of an entry relayed by a follower rather than streamed here (local sessions
@@ -84,11 +86,25 @@ impl Liveness {
                 last_seen: Instant::now(),
                 available,
                 replicas,
+                unplaced: Vec::new(),
             },
         );
         drop(clusters);
         self.bump();
         session
+    }
+
+    /// What the agent of `cluster` (on stream `session`) could not place.
+    pub fn set_unplaced(&self, cluster: &str, session: u64, unplaced: Vec<Unplaced>) {
+        let mut clusters = self.lock();
+        let Some(live) = clusters.get_mut(cluster).filter(|l| l.session == session) else {
+            return;
+        };
+        if live.unplaced != unplaced {
+            live.unplaced = unplaced;
+            drop(clusters);
+            self.bump();
+        }
     }
 
     pub fn heartbeat(
@@ -157,6 +173,7 @@ impl Liveness {
                 last_seen: now.checked_sub(silence).unwrap_or(now),
                 available,
                 replicas,
+                unplaced: Vec::new(),
             },
         );
         drop(clusters);

@@ -1,6 +1,8 @@
 //! A running member agent: the local scheduler with its runtime, and the connection to the
 //! federation.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hansa_core::RuntimeKind;
@@ -10,11 +12,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, NodePlan};
 use crate::connect::Connection;
 use crate::runtime::docker::DockerEndpoint;
 use crate::runtime::{DockerRuntime, MultiRuntime, ProcessRuntime, Runtime};
-use crate::scheduler::{self, SchedulerConfig, SchedulerHandle};
+use crate::scheduler::{self, NodeSpec, SchedulerConfig, SchedulerHandle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -26,6 +28,17 @@ pub enum AgentError {
     DuplicateRuntime(RuntimeKind),
     #[error("runtimes: docker: {0}; start the engine, fix [docker] address, or drop docker from runtimes")]
     Docker(crate::runtime::RuntimeError),
+    #[error("nodes: {node}: docker: {source}; start the engine, or fix the node's docker and docker_tls")]
+    NodeDocker {
+        node: String,
+        source: crate::runtime::RuntimeError,
+    },
+    #[error("nodes: {node}: address {address}: {source}; the process runtime runs replicas on the agent's own host, so its nodes need an address of this host")]
+    NotThisHost {
+        node: String,
+        address: IpAddr,
+        source: std::io::Error,
+    },
     #[error("local scheduler: {0:#}")]
     Scheduler(anyhow::Error),
 }
@@ -48,15 +61,27 @@ impl Agent {
                 found: tls.identity.uri(),
             });
         }
-        let runtime = runtime(&config).await?;
-        let allocatable = config.allocatable();
+        let plans = config.node_plans();
+        let runtime = if config.nodes.is_empty() {
+            runtime(&config).await?
+        } else {
+            node_runtimes(&config, &plans).await?
+        };
+        let nodes: Vec<NodeSpec> = plans
+            .iter()
+            .map(|plan| NodeSpec {
+                name: plan.name.clone(),
+                address: plan.address.to_string(),
+                allocatable: config.node_allocatable(plan),
+                runtimes: plan.runtimes.clone(),
+            })
+            .collect();
         let mut tasks = JoinSet::new();
         let scheduler = scheduler::start(
-            SchedulerConfig::new(
+            SchedulerConfig::with_nodes(
                 config.cluster.clone(),
-                config.node_address.to_string(),
+                nodes,
                 config.data_dir.clone(),
-                allocatable,
                 config.stop_grace(),
             ),
             runtime,
@@ -71,9 +96,12 @@ impl Agent {
             zone: config.zone.clone(),
             provider: config.provider.clone(),
             labels: config.labels.clone().into_iter().collect(),
-            runtimes: config.runtimes.iter().map(ToString::to_string).collect(),
+            runtimes: cluster_runtimes(&plans)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             addresses: config.cluster_addresses(),
-            allocatable: Some(allocatable.into()),
+            allocatable: Some(scheduler.allocatable().into()),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             taints: config
                 .taints
@@ -84,6 +112,11 @@ impl Agent {
                     effect: t.effect.to_string(),
                 })
                 .collect(),
+            nodes: scheduler
+                .nodes()
+                .iter()
+                .map(v1::NodeCapacity::from)
+                .collect(),
         };
         let connection = Connection {
             federators: config.federators.clone(),
@@ -93,7 +126,11 @@ impl Agent {
             scheduler: scheduler.clone(),
         };
         tasks.spawn(connection.run(shutdown));
-        info!(cluster = %config.cluster, node = %config.node_address, "member agent started");
+        let names: Vec<String> = plans
+            .iter()
+            .map(|p| format!("{} ({})", p.name, p.address))
+            .collect();
+        info!(cluster = %config.cluster, nodes = %names.join(", "), "member agent started");
         Ok(Agent { scheduler, tasks })
     }
 
@@ -136,6 +173,71 @@ async fn runtime(config: &AgentConfig) -> Result<Arc<dyn Runtime>, AgentError> {
         1 => runtimes.remove(0),
         _ => Arc::new(MultiRuntime::new(runtimes)),
     })
+}
+
+/// Every runtime kind some node offers, in the order they first appear.
+fn cluster_runtimes(plans: &[NodePlan]) -> Vec<RuntimeKind> {
+    let mut kinds = Vec::new();
+    for kind in plans.iter().flat_map(|p| &p.runtimes) {
+        if !kinds.contains(kind) {
+            kinds.push(*kind);
+        }
+    }
+    kinds
+}
+
+/// The runtimes of `[[nodes]]`: one process runtime for every node that offers it (they all
+/// run on this host), one Docker runtime per distinct engine.
+async fn node_runtimes(
+    config: &AgentConfig,
+    plans: &[NodePlan],
+) -> Result<Arc<dyn Runtime>, AgentError> {
+    let mut process: Option<Arc<dyn Runtime>> = None;
+    let mut engines: BTreeMap<String, Arc<dyn Runtime>> = BTreeMap::new();
+    let mut by_node: BTreeMap<String, Vec<Arc<dyn Runtime>>> = BTreeMap::new();
+    for plan in plans {
+        let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
+        if plan.runtimes.contains(&RuntimeKind::Process) {
+            // Binding proves the address is this host's: a process replica binds there.
+            if let Err(source) = std::net::TcpListener::bind((plan.address, 0)) {
+                return Err(AgentError::NotThisHost {
+                    node: plan.name.clone(),
+                    address: plan.address,
+                    source,
+                });
+            }
+            let runtime = process
+                .get_or_insert_with(|| Arc::new(ProcessRuntime::new(&config.data_dir)))
+                .clone();
+            runtimes.push(runtime);
+        }
+        if let Some(endpoint) = &plan.docker {
+            let runtime = match engines.get(&endpoint.address) {
+                Some(runtime) => runtime.clone(),
+                None => {
+                    let docker =
+                        endpoint
+                            .connect()
+                            .await
+                            .map_err(|source| AgentError::NodeDocker {
+                                node: plan.name.clone(),
+                                source,
+                            })?;
+                    info!(node = %plan.name, engine = %endpoint.address, "docker runtime ready");
+                    let runtime: Arc<dyn Runtime> = Arc::new(DockerRuntime::new(
+                        docker,
+                        config.cluster.clone(),
+                        &config.data_dir,
+                    ));
+                    engines.insert(endpoint.address.clone(), runtime.clone());
+                    runtime
+                }
+            };
+            runtimes.push(runtime);
+        }
+        by_node.insert(plan.name.clone(), runtimes);
+    }
+    Ok(Arc::new(MultiRuntime::with_nodes(by_node)))
 }
 
 /// Runs an agent until `shutdown` is cancelled.

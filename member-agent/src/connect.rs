@@ -179,6 +179,18 @@ impl Connection {
                     .iter()
                     .map(v1::ReplicaStatus::from)
                     .collect(),
+                nodes: self
+                    .scheduler
+                    .nodes()
+                    .iter()
+                    .map(v1::NodeCapacity::from)
+                    .collect(),
+                unplaced: self
+                    .scheduler
+                    .unplaced()
+                    .iter()
+                    .map(v1::Unplaced::from)
+                    .collect(),
             })),
         }
     }

@@ -286,6 +286,7 @@ mod tests {
             workload: WorkloadKey::new("default", "web"),
             revision: 1,
             template_hash: "00".to_string(),
+            node: "local".to_string(),
             host_ports: vec![31000],
             endpoints: Vec::new(),
             started_at_ms: 1,

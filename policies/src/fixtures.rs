@@ -31,6 +31,7 @@ pub(crate) fn cluster(name: &str) -> Cluster {
         health: ClusterHealth::Ready,
         cordoned: false,
         taints: Vec::new(),
+        nodes: Vec::new(),
     }
 }
 

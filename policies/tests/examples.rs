@@ -62,6 +62,7 @@ fn federation(web: &Workload) -> Vec<Cluster> {
                 health: ClusterHealth::Ready,
                 cordoned: false,
                 taints: Vec::new(),
+                nodes: Vec::new(),
             }
         })
         .collect()

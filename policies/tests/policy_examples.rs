@@ -54,6 +54,7 @@ fn cluster(name: &str, region: &str, zone: &str, provider: &str) -> Cluster {
         health: ClusterHealth::Ready,
         cordoned: false,
         taints: Vec::new(),
+        nodes: Vec::new(),
     }
 }
 

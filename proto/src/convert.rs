@@ -163,6 +163,57 @@ impl From<&core::Cluster> for v1::ClusterInfo {
                     effect: t.effect.to_string(),
                 })
                 .collect(),
+            nodes: c.nodes.iter().map(v1::NodeCapacity::from).collect(),
+        }
+    }
+}
+
+impl From<&core::NodeCapacity> for v1::NodeCapacity {
+    fn from(n: &core::NodeCapacity) -> Self {
+        v1::NodeCapacity {
+            name: n.name.clone(),
+            address: n.address.clone(),
+            runtimes: n.runtimes.iter().map(ToString::to_string).collect(),
+            allocatable: Some(n.allocatable.into()),
+            available: Some(n.available.into()),
+        }
+    }
+}
+
+impl TryFrom<v1::NodeCapacity> for core::NodeCapacity {
+    type Error = ConvertError;
+    fn try_from(n: v1::NodeCapacity) -> Result<Self, ConvertError> {
+        Ok(core::NodeCapacity {
+            runtimes: n
+                .runtimes
+                .iter()
+                .map(|r| runtime_from(r))
+                .collect::<Result<_, _>>()?,
+            name: n.name,
+            address: n.address,
+            allocatable: n.allocatable.map(Into::into).unwrap_or_default(),
+            available: n.available.map(Into::into).unwrap_or_default(),
+        })
+    }
+}
+
+impl From<&core::Unplaced> for v1::Unplaced {
+    fn from(u: &core::Unplaced) -> Self {
+        v1::Unplaced {
+            namespace: u.workload.namespace.clone(),
+            workload: u.workload.name.clone(),
+            replicas: u.replicas,
+            reason: u.reason.clone(),
+        }
+    }
+}
+
+impl From<v1::Unplaced> for core::Unplaced {
+    fn from(u: v1::Unplaced) -> Self {
+        core::Unplaced {
+            workload: core::WorkloadKey::new(u.namespace, u.workload),
+            replicas: u.replicas,
+            reason: u.reason,
         }
     }
 }
@@ -199,6 +250,11 @@ impl TryFrom<v1::ClusterInfo> for core::Cluster {
                         added_ms: 0,
                     })
                 })
+                .collect::<Result<_, _>>()?,
+            nodes: c
+                .nodes
+                .into_iter()
+                .map(core::NodeCapacity::try_from)
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -264,6 +320,40 @@ mod tests {
             core::ReplicaStatus::try_from(wire).expect("converts"),
             status
         );
+    }
+
+    #[test]
+    fn cluster_nodes_round_trip() {
+        let node = |name: &str, cpu_millis: u64| core::NodeCapacity {
+            name: name.into(),
+            address: "10.0.0.1".into(),
+            runtimes: vec![core::RuntimeKind::Process, core::RuntimeKind::Docker],
+            allocatable: core::Resources {
+                cpu_millis,
+                memory_bytes: 1 << 30,
+                disk_bytes: 0,
+            },
+            available: core::Resources {
+                cpu_millis: cpu_millis / 2,
+                ..Default::default()
+            },
+        };
+        let info = v1::ClusterInfo {
+            name: "eu-1".into(),
+            nodes: vec![(&node("a", 1000)).into(), (&node("b", 2000)).into()],
+            ..Default::default()
+        };
+        let cluster = core::Cluster::try_from(info).expect("valid");
+        assert_eq!(cluster.nodes, [node("a", 1000), node("b", 2000)]);
+        let back = v1::ClusterInfo::from(&cluster);
+        assert_eq!(
+            core::Cluster::try_from(back).expect("valid").nodes,
+            cluster.nodes
+        );
+
+        let mut bad = v1::NodeCapacity::from(&node("a", 1000));
+        bad.runtimes = vec!["vm".into()];
+        core::NodeCapacity::try_from(bad).expect_err("unknown runtime");
     }
 
     #[test]

@@ -761,8 +761,11 @@ fn describe_workload(
     let mut endpoints = Vec::new();
     let assigned: BTreeMap<String, u32> = placement.map(|p| p.clusters.clone()).unwrap_or_default();
     for (name, cluster) in &state.clusters {
-        let replicas: Vec<_> = live
-            .get(name)
+        let report = live.get(name);
+        let unplaced = report
+            .as_ref()
+            .and_then(|l| l.unplaced.iter().find(|u| &u.workload == key).cloned());
+        let replicas: Vec<_> = report
             .map(|l| {
                 l.replicas
                     .into_iter()
@@ -786,6 +789,7 @@ fn describe_workload(
             health: cluster.health,
             assigned: count,
             replicas,
+            unplaced,
         });
     }
     let overrides = crate::controllers::assignments::override_rules(state, &record.workload);

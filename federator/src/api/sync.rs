@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use hansa_core::{Cluster, ClusterHealth, ReplicaStatus, Resources};
+use hansa_core::{Cluster, ClusterHealth, NodeCapacity, ReplicaStatus, Resources};
 use hansa_proto::v1::{
     self, agent_message, agent_sync_server::AgentSync, federator_message, AgentMessage,
     FederatorMessage,
@@ -136,6 +136,7 @@ async fn register_cluster(store: &Store, cluster: &Cluster) -> Result<(), Status
             && s.runtimes == cluster.runtimes
             && s.addresses == cluster.addresses
             && s.allocatable == cluster.allocatable
+            && same_nodes(&s.nodes, &cluster.nodes)
             && agent_taints.len() == cluster.taints.len()
             && agent_taints
                 .iter()
@@ -240,9 +241,26 @@ async fn receive_reports(
                 }
             })
             .collect();
+        let nodes: Vec<NodeCapacity> = heartbeat
+            .nodes
+            .into_iter()
+            .filter_map(|n| match NodeCapacity::try_from(n) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    warn!(cluster = %cluster.name, error = %e, "dropping a malformed node capacity");
+                    None
+                }
+            })
+            .collect();
         live.heartbeat(&cluster.name, session, available, replicas);
+        let unplaced = heartbeat.unplaced.into_iter().map(Into::into).collect();
+        live.set_unplaced(&cluster.name, session, unplaced);
         if capacity_shift_is_significant(&cluster, &available) {
             cluster.available = available;
+            // Per-node free capacity is written with the cluster's, at the same pace.
+            if !nodes.is_empty() {
+                cluster.nodes = nodes;
+            }
             if let Err(e) = store
                 .propose(Command::UpsertCluster {
                     cluster: cluster.clone(),
@@ -257,6 +275,17 @@ async fn receive_reports(
     logs.disconnect(&cluster.name, session);
     info!(cluster = %cluster.name, session, "agent disconnected");
     done.cancel();
+}
+
+/// Whether two node lists describe the same nodes (free capacity aside: it changes all the time).
+fn same_nodes(a: &[NodeCapacity], b: &[NodeCapacity]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.name == b.name
+                && a.address == b.address
+                && a.runtimes == b.runtimes
+                && a.allocatable == b.allocatable
+        })
 }
 
 fn capacity_shift_is_significant(cluster: &Cluster, now: &Resources) -> bool {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use hansa_core::{
     Cluster, ClusterHealth, Endpoint, Explanation, ManifestFormat, Placement, ReplicaStatus,
-    Resources, Workload,
+    Resources, Unplaced, Workload,
 };
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +70,9 @@ pub struct ClusterReplicas {
     pub health: ClusterHealth,
     pub assigned: u32,
     pub replicas: Vec<ReplicaStatus>,
+    /// Assigned replicas the cluster's agent could place on none of its nodes, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplaced: Option<Unplaced>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -969,6 +969,7 @@ mod tests {
             health: ClusterHealth::Ready,
             cordoned: false,
             taints: Vec::new(),
+            nodes: Vec::new(),
         }
     }
 

@@ -65,6 +65,7 @@ fn cluster(name: &str) -> Cluster {
         health: ClusterHealth::Ready,
         cordoned: false,
         taints: Vec::new(),
+        nodes: Vec::new(),
     }
 }
 

@@ -46,6 +46,8 @@ const LABEL_TEMPLATE_HASH: &str = "hansa.dev/template-hash";
 const LABEL_HOST_PORTS: &str = "hansa.dev/host-ports";
 const LABEL_ENDPOINTS: &str = "hansa.dev/endpoints";
 const LABEL_STARTED_AT: &str = "hansa.dev/started-at-ms";
+/// The node of the cluster the container was placed on.
+pub const LABEL_NODE: &str = "hansa.dev/node";
 
 /// Saved output of stopped runs, per replica, kept under this size (the newest part).
 const SAVED_LOG_LIMIT: usize = 1 << 20;
@@ -310,6 +312,7 @@ impl Inner {
             workload: spec.workload.clone(),
             revision: spec.revision,
             template_hash: spec.template_hash.clone(),
+            node: spec.node.clone(),
             host_ports: spec.host_ports.clone(),
             endpoints: spec.endpoints(),
             started_at_ms,
@@ -682,6 +685,7 @@ pub fn labels(record: &ReplicaRecord, cluster: &str) -> HashMap<String, String> 
         (LABEL_REVISION.to_string(), record.revision.to_string()),
         (LABEL_REPLICA.to_string(), record.id.clone()),
         (LABEL_CLUSTER.to_string(), cluster.to_string()),
+        (LABEL_NODE.to_string(), record.node.clone()),
         (
             LABEL_TEMPLATE_HASH.to_string(),
             record.template_hash.clone(),
@@ -716,6 +720,8 @@ pub fn record_from_labels(labels: &HashMap<String, String>) -> Option<ReplicaRec
         workload: WorkloadKey::new(get(LABEL_NAMESPACE)?, get(LABEL_WORKLOAD)?),
         revision: get(LABEL_REVISION)?.parse().ok()?,
         template_hash: get(LABEL_TEMPLATE_HASH)?.clone(),
+        // Containers of agents from before nodes have no node label.
+        node: get(LABEL_NODE).cloned().unwrap_or_default(),
         host_ports,
         endpoints,
         started_at_ms: get(LABEL_STARTED_AT)?.parse().ok()?,
@@ -819,6 +825,7 @@ mod tests {
             workload: WorkloadKey::new("shop", "web"),
             revision: 3,
             cluster: "unit".to_string(),
+            node: "local".to_string(),
             node_address: "127.0.0.1".to_string(),
             template_hash: super::super::template_hash(&template),
             template,
@@ -839,6 +846,7 @@ mod tests {
             workload: spec.workload.clone(),
             revision: spec.revision,
             template_hash: spec.template_hash.clone(),
+            node: spec.node.clone(),
             host_ports: spec.host_ports.clone(),
             endpoints: spec.endpoints(),
             started_at_ms: 1_700_000_000_000,
@@ -858,6 +866,7 @@ mod tests {
         assert_eq!(labels[LABEL_REVISION], "3");
         assert_eq!(labels[LABEL_REPLICA], "web-abc123");
         assert_eq!(labels[LABEL_CLUSTER], "unit");
+        assert_eq!(labels[LABEL_NODE], "local");
         assert_eq!(record_from_labels(&labels), Some(record));
         let mut broken = labels.clone();
         broken.insert(LABEL_REVISION.to_string(), "x".to_string());

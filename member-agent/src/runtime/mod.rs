@@ -4,6 +4,8 @@
 //! replicas a previous agent started, so a restarted agent adopts instead of duplicating.
 
 pub mod docker;
+#[cfg(test)]
+mod docker_tls_tests;
 mod multi;
 pub mod process;
 
@@ -107,7 +109,9 @@ pub struct ReplicaSpec {
     pub workload: WorkloadKey,
     pub revision: u64,
     pub cluster: String,
-    /// Where the replica binds and its endpoints point.
+    /// The node of the cluster the replica runs on (recorded, so it stays there).
+    pub node: String,
+    /// Where the replica binds and its endpoints point: its node's address.
     pub node_address: String,
     pub template: TaskTemplate,
     /// [`template_hash`] of `template`, recorded so an operator can tell what a replica ran.
@@ -223,6 +227,10 @@ pub struct ReplicaRecord {
     pub workload: WorkloadKey,
     pub revision: u64,
     pub template_hash: String,
+    /// The node it was placed on; empty in records of agents from before nodes (they ran
+    /// one node).
+    #[serde(default)]
+    pub node: String,
     pub host_ports: Vec<u16>,
     pub endpoints: Vec<Endpoint>,
     /// Wall-clock start, milliseconds since the Unix epoch (the health grace of an adopted
@@ -360,6 +368,7 @@ mod tests {
             workload: WorkloadKey::new("shop", "web"),
             revision: 7,
             cluster: "eu-1".to_string(),
+            node: "local".to_string(),
             node_address: "127.0.1.1".to_string(),
             template_hash: template_hash(&template),
             template,

@@ -1,7 +1,9 @@
 //! Several runtimes on one node: a template with an image goes to `docker`, one without to
 //! `process`. Replica ids are unique across them (the scheduler makes them), so a stop or an
-//! inspect asks each runtime in turn.
+//! inspect asks each runtime in turn. With several nodes, each node has its own runtimes
+//! (a remote node its own Docker Engine) and a start goes to those of the replica's node.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +13,10 @@ use tokio::sync::watch;
 use super::{BoxFuture, LogStream, ReplicaInfo, ReplicaRecord, ReplicaSpec, Runtime, RuntimeError};
 
 pub struct MultiRuntime {
+    /// Every distinct runtime, once.
     runtimes: Vec<Arc<dyn Runtime>>,
+    /// The runtimes of each node, by node name; empty: every start may use any runtime.
+    nodes: BTreeMap<String, Vec<Arc<dyn Runtime>>>,
     changes: watch::Sender<u64>,
 }
 
@@ -29,7 +34,26 @@ impl MultiRuntime {
                 }
             });
         }
-        Self { runtimes, changes }
+        Self {
+            runtimes,
+            nodes: BTreeMap::new(),
+            changes,
+        }
+    }
+
+    /// Runtimes per node (a runtime may serve several nodes, e.g. the process runtime, or
+    /// one engine reached by two nodes): a replica starts on a runtime of its node.
+    pub fn with_nodes(nodes: BTreeMap<String, Vec<Arc<dyn Runtime>>>) -> Self {
+        let mut distinct: Vec<Arc<dyn Runtime>> = Vec::new();
+        for runtime in nodes.values().flatten() {
+            if !distinct.iter().any(|r| Arc::ptr_eq(r, runtime)) {
+                distinct.push(runtime.clone());
+            }
+        }
+        Self {
+            nodes,
+            ..Self::new(distinct)
+        }
     }
 
     /// The kinds offered, in order.
@@ -67,7 +91,18 @@ impl Runtime for MultiRuntime {
 
     fn start(&self, spec: ReplicaSpec) -> BoxFuture<'_, Result<ReplicaRecord, RuntimeError>> {
         Box::pin(async move {
-            let runtime = self.for_kind(spec.template.runtime_kind())?;
+            let kind = spec.template.runtime_kind();
+            let runtime = match self.nodes.get(&spec.node) {
+                Some(on_node) => on_node.iter().find(|r| r.kind() == kind).ok_or_else(|| {
+                    let offered: Vec<String> =
+                        on_node.iter().map(|r| r.kind().to_string()).collect();
+                    RuntimeError::RuntimeMissing(
+                        kind,
+                        format!("node {} offers {}", spec.node, offered.join(", ")),
+                    )
+                })?,
+                None => self.for_kind(kind)?,
+            };
             runtime.start(spec).await
         })
     }

@@ -12,6 +12,7 @@
 //! adopts them). Restart counts and backoff positions start over.
 
 pub mod backoff;
+pub mod nodes;
 pub mod plan;
 pub mod ports;
 mod reconcile;
@@ -19,18 +20,20 @@ mod replica;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
-use hansa_core::{Assignment, ReplicaStatus, Resources};
+use hansa_core::{Assignment, NodeCapacity, ReplicaStatus, Resources, Unplaced};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use self::backoff::BackoffConfig;
+pub use self::nodes::NodeSpec;
 use self::reconcile::Scheduler;
 use crate::runtime::Runtime;
 use crate::state;
@@ -39,18 +42,17 @@ use crate::state;
 pub struct SchedulerConfig {
     /// This member cluster's name (`HANSA_CLUSTER` of its replicas).
     pub cluster: String,
-    /// Where replicas bind and their endpoints point, e.g. `127.0.1.1`.
-    pub node_address: String,
+    /// The nodes replicas are placed on (at least one); replicas whose requests fit none wait.
+    pub nodes: Vec<NodeSpec>,
     /// Holds `assignments.json` (and, for the process runtime, `replicas/`).
     pub data_dir: PathBuf,
-    /// What this node offers; replicas whose requests do not fit wait.
-    pub allocatable: Resources,
     /// How long a replica has between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
     pub backoff: BackoffConfig,
 }
 
 impl SchedulerConfig {
+    /// One node, `local`, at `node_address`, offering whatever the runtime offers.
     pub fn new(
         cluster: impl Into<String>,
         node_address: impl Into<String>,
@@ -58,11 +60,25 @@ impl SchedulerConfig {
         allocatable: Resources,
         stop_grace: Duration,
     ) -> Self {
+        let node = NodeSpec {
+            name: "local".to_string(),
+            address: node_address.into(),
+            allocatable,
+            runtimes: Vec::new(),
+        };
+        Self::with_nodes(cluster, vec![node], data_dir, stop_grace)
+    }
+
+    pub fn with_nodes(
+        cluster: impl Into<String>,
+        nodes: Vec<NodeSpec>,
+        data_dir: impl Into<PathBuf>,
+        stop_grace: Duration,
+    ) -> Self {
         Self {
             cluster: cluster.into(),
-            node_address: node_address.into(),
+            nodes,
             data_dir: data_dir.into(),
-            allocatable,
             stop_grace,
             backoff: BackoffConfig::default(),
         }
@@ -83,9 +99,11 @@ pub struct SchedulerHandle {
 struct Shared {
     desired: watch::Sender<Arc<Vec<Assignment>>>,
     statuses: Mutex<Vec<ReplicaStatus>>,
-    /// Sum of the requests of the replicas the scheduler runs.
-    in_use: Mutex<Resources>,
-    allocatable: Resources,
+    /// Replicas the last pass wanted to start but could place on no node.
+    unplaced: Mutex<Vec<Unplaced>>,
+    /// Sum of the requests of the replicas the scheduler runs, per node.
+    in_use: Mutex<BTreeMap<String, Resources>>,
+    nodes: Vec<NodeSpec>,
     changes: watch::Sender<u64>,
     runtime: Arc<dyn Runtime>,
     stop_grace: Duration,
@@ -120,6 +138,11 @@ impl SchedulerHandle {
         lock(&self.shared.statuses).clone()
     }
 
+    /// Replicas of assigned workloads that fit no node right now, with the reason.
+    pub fn unplaced(&self) -> Vec<Unplaced> {
+        lock(&self.shared.unplaced).clone()
+    }
+
     /// Bumps whenever any replica status changes (state, health, endpoints, restarts).
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.shared.changes.subscribe()
@@ -130,15 +153,36 @@ impl SchedulerHandle {
         self.shared.runtime.clone()
     }
 
+    /// The sum over the nodes.
     pub fn allocatable(&self) -> Resources {
-        self.shared.allocatable
+        self.nodes()
+            .iter()
+            .fold(Resources::ZERO, |sum, n| sum.saturating_add(&n.allocatable))
     }
 
-    /// allocatable minus the requests of the replicas it runs.
+    /// allocatable minus the requests of the replicas it runs, summed over the nodes.
     pub fn available(&self) -> Resources {
+        self.nodes()
+            .iter()
+            .fold(Resources::ZERO, |sum, n| sum.saturating_add(&n.available))
+    }
+
+    /// Each node with its allocatable and available capacity, in configuration order.
+    pub fn nodes(&self) -> Vec<NodeCapacity> {
+        let in_use = lock(&self.shared.in_use);
         self.shared
-            .allocatable
-            .saturating_sub(&lock(&self.shared.in_use))
+            .nodes
+            .iter()
+            .map(|node| NodeCapacity {
+                name: node.name.clone(),
+                address: node.address.clone(),
+                runtimes: node.runtimes.clone(),
+                allocatable: node.allocatable,
+                available: node
+                    .allocatable
+                    .saturating_sub(&in_use.get(&node.name).copied().unwrap_or_default()),
+            })
+            .collect()
     }
 
     /// Stops every replica (used by `hansa dev` on Ctrl-C and by tests); waits until they are
@@ -163,7 +207,8 @@ impl SchedulerHandle {
         });
         futures::future::join_all(stops).await;
         *lock(&shared.statuses) = Vec::new();
-        *lock(&shared.in_use) = Resources::ZERO;
+        lock(&shared.unplaced).clear();
+        lock(&shared.in_use).clear();
         shared.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
@@ -177,6 +222,10 @@ pub async fn start(
     tasks: &mut JoinSet<()>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<SchedulerHandle> {
+    anyhow::ensure!(
+        !config.nodes.is_empty(),
+        "the scheduler needs at least one node"
+    );
     tokio::fs::create_dir_all(&config.data_dir)
         .await
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
@@ -184,8 +233,9 @@ pub async fn start(
     let shared = Arc::new(Shared {
         desired: watch::Sender::new(assignments.clone()),
         statuses: Mutex::new(Vec::new()),
-        in_use: Mutex::new(Resources::ZERO),
-        allocatable: config.allocatable,
+        unplaced: Mutex::new(Vec::new()),
+        in_use: Mutex::new(BTreeMap::new()),
+        nodes: config.nodes.clone(),
         changes: watch::Sender::new(0),
         runtime: runtime.clone(),
         stop_grace: config.stop_grace,

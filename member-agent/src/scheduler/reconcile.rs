@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hansa_core::{Assignment, ReplicaState, ReplicaStatus, Resources, WorkloadKey};
+use hansa_core::{Assignment, ReplicaState, ReplicaStatus, Resources, Unplaced, WorkloadKey};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::{self, Backoff};
+use super::nodes;
 use super::plan::{self, Action, ReplicaView, RetireReason};
 use super::ports::PortAllocator;
 use super::replica::{Phase, Replica};
@@ -45,7 +46,8 @@ pub(super) struct Scheduler {
     persisted: Arc<Vec<Assignment>>,
     runtime_changes: watch::Receiver<u64>,
     replicas: BTreeMap<String, Replica>,
-    ports: PortAllocator,
+    /// Host ports per node, by node name.
+    ports: BTreeMap<String, PortAllocator>,
     next_seq: u64,
     next_instance: u64,
     events_tx: mpsc::UnboundedSender<Event>,
@@ -65,7 +67,7 @@ impl Scheduler {
     ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         Self {
-            ports: PortAllocator::new(config.node_address.clone()),
+            ports: port_allocators(&config),
             desired: shared.desired.subscribe(),
             runtime_changes,
             persisted,
@@ -130,7 +132,7 @@ impl Scheduler {
             // `stop_all` stops the processes; the loop only lets go of them.
             self.background.abort_all();
             self.replicas.clear();
-            self.ports = PortAllocator::new(self.config.node_address.clone());
+            self.ports = port_allocators(&self.config);
             self.publish();
             return;
         }
@@ -209,11 +211,15 @@ impl Scheduler {
             revision = record.revision,
             "adopted a replica started by a previous agent"
         );
-        self.ports.reserve(&record.id, &record.host_ports);
+        let node = self.node_of(&record);
+        if let Some(ports) = self.ports.get_mut(&node) {
+            ports.reserve(&record.id, &record.host_ports);
+        }
         let replica = Replica {
             id: record.id.clone(),
             workload: record.workload,
             revision: record.revision,
+            node,
             template,
             host_ports: record.host_ports,
             endpoints: record.endpoints,
@@ -251,6 +257,7 @@ impl Scheduler {
         let actions = plan::plan(desired, &views);
         self.blocked
             .retain(|workload, _| desired.iter().any(|a| &a.workload == workload));
+        let mut unplaced = Vec::new();
         for action in actions {
             match action {
                 Action::Retire { id, reason } => self.retire(&id, &reason),
@@ -258,14 +265,22 @@ impl Scheduler {
                     let Some(assignment) = find(desired, &workload, None) else {
                         continue;
                     };
-                    for _ in 0..count {
+                    for started in 0..count {
                         if !self.start_new(assignment).await {
+                            if let Some(reason) = self.blocked.get(&workload) {
+                                unplaced.push(Unplaced {
+                                    workload: workload.clone(),
+                                    replicas: count - started,
+                                    reason: reason.clone(),
+                                });
+                            }
                             break;
                         }
                     }
                 }
             }
         }
+        *lock(&self.shared.unplaced) = unplaced;
     }
 
     fn retire(&mut self, id: &str, reason: &RetireReason) {
@@ -279,33 +294,42 @@ impl Scheduler {
         replica.message = format!("stopping: {reason}");
     }
 
-    /// Places one new replica of `assignment` on this node and starts it; false when it does
-    /// not fit (resources or ports), which is logged and retried on the next pass.
+    /// Places one new replica of `assignment` on a node ([`nodes::choose`]) and starts it;
+    /// false when it fits no node (resources or ports), which is logged and retried on the
+    /// next pass.
     async fn start_new(&mut self, assignment: &Assignment) -> bool {
         let template = &assignment.template;
-        let available = self.config.allocatable.saturating_sub(&self.in_use());
-        if available.fits(&template.resources) == 0 {
-            let reason = format!(
-                "not enough resources on this node: a replica requests {:?}, {:?} is available",
-                template.resources, available
-            );
-            self.block(&assignment.workload, reason);
-            return false;
-        }
+        let node = match nodes::choose(
+            &self.config.nodes,
+            &self.in_use(),
+            template.runtime_kind(),
+            &template.resources,
+        ) {
+            Ok(node) => node,
+            Err(no_node) => {
+                self.block(&assignment.workload, no_node.to_string());
+                return false;
+            }
+        };
         let id = self.new_id(&assignment.workload.name);
-        let host_ports = match self.ports.allocate(&id, &template.ports) {
+        let Some(ports) = self.ports.get_mut(&node) else {
+            return false;
+        };
+        let host_ports = match ports.allocate(&id, &template.ports) {
             Ok(ports) => ports,
             Err(e) => {
-                self.block(&assignment.workload, e.to_string());
+                self.block(&assignment.workload, format!("node {node}: {e}"));
                 return false;
             }
         };
         self.blocked.remove(&assignment.workload);
-        let spec = self.spec(&id, assignment, &host_ports);
+        let spec = self.spec(&id, &node, assignment, &host_ports);
+        tracing::info!(replica = %id, workload = %assignment.workload, %node, "placed a replica");
         let replica = Replica {
             id: id.clone(),
             workload: assignment.workload.clone(),
             revision: assignment.revision,
+            node,
             template: Some(Arc::new(template.clone())),
             endpoints: spec.endpoints(),
             host_ports,
@@ -345,7 +369,8 @@ impl Scheduler {
             workload: replica.workload.clone(),
             revision: replica.revision,
             cluster: self.config.cluster.clone(),
-            node_address: self.config.node_address.clone(),
+            node: replica.node.clone(),
+            node_address: self.node_address(replica),
             template_hash: template_hash(&template),
             template: (*template).clone(),
             host_ports: replica.host_ports.clone(),
@@ -482,18 +507,20 @@ impl Scheduler {
             let Some(check) = template.health_check.clone() else {
                 continue;
             };
+            let node_address = self.node_address(replica);
             let spec = ReplicaSpec {
                 id: id.clone(),
                 workload: replica.workload.clone(),
                 revision: replica.revision,
                 cluster: self.config.cluster.clone(),
-                node_address: self.config.node_address.clone(),
+                node: replica.node.clone(),
+                node_address: node_address.clone(),
                 template_hash: String::new(),
                 template: (*template).clone(),
                 host_ports: replica.host_ports.clone(),
             };
             let target = ProbeTarget {
-                address: self.config.node_address.clone(),
+                address: node_address,
                 ports: template
                     .ports
                     .iter()
@@ -573,7 +600,9 @@ impl Scheduler {
                 match &mut replica.phase {
                     Phase::Retiring if retired => {
                         self.replicas.remove(&id);
-                        self.ports.release(&id);
+                        for ports in self.ports.values_mut() {
+                            ports.release(&id);
+                        }
                     }
                     Phase::Backoff { cleaned, .. } if !retired => *cleaned = true,
                     _ => {}
@@ -600,19 +629,67 @@ impl Scheduler {
         }
     }
 
-    fn in_use(&self) -> Resources {
-        self.replicas
-            .values()
-            .fold(Resources::ZERO, |sum, r| sum.saturating_add(&r.requests()))
+    /// The requests of the replicas on each node, by node name.
+    fn in_use(&self) -> BTreeMap<String, Resources> {
+        let mut in_use: BTreeMap<String, Resources> = BTreeMap::new();
+        for replica in self.replicas.values() {
+            let used = in_use.entry(replica.node.clone()).or_default();
+            *used = used.saturating_add(&replica.requests());
+        }
+        in_use
     }
 
-    fn spec(&self, id: &str, assignment: &Assignment, host_ports: &[u16]) -> ReplicaSpec {
+    /// The node of an adopted replica: the one recorded; for a record from before nodes, the
+    /// node whose address its endpoints point at, else the first node.
+    fn node_of(&self, record: &crate::runtime::ReplicaRecord) -> String {
+        if !record.node.is_empty() {
+            return record.node.clone();
+        }
+        let first = &self.config.nodes[0];
+        record
+            .endpoints
+            .first()
+            .and_then(|e| self.config.nodes.iter().find(|n| n.address == e.address))
+            .unwrap_or(first)
+            .name
+            .clone()
+    }
+
+    /// Where a replica binds: its node's address (for a node no longer configured, where its
+    /// endpoints point).
+    fn node_address(&self, replica: &Replica) -> String {
+        self.config
+            .nodes
+            .iter()
+            .find(|n| n.name == replica.node)
+            .map(|n| n.address.clone())
+            .or_else(|| replica.endpoints.first().map(|e| e.address.clone()))
+            .unwrap_or_else(|| self.config.nodes[0].address.clone())
+    }
+
+    fn spec(
+        &self,
+        id: &str,
+        node: &str,
+        assignment: &Assignment,
+        host_ports: &[u16],
+    ) -> ReplicaSpec {
+        let address = self
+            .config
+            .nodes
+            .iter()
+            .find(|n| n.name == node)
+            .map_or_else(
+                || self.config.nodes[0].address.clone(),
+                |n| n.address.clone(),
+            );
         ReplicaSpec {
             id: id.to_string(),
             workload: assignment.workload.clone(),
             revision: assignment.revision,
             cluster: self.config.cluster.clone(),
-            node_address: self.config.node_address.clone(),
+            node: node.to_string(),
+            node_address: address,
             template_hash: template_hash(&assignment.template),
             template: assignment.template.clone(),
             host_ports: host_ports.to_vec(),
@@ -651,6 +728,14 @@ impl Scheduler {
         self.next_instance += 1;
         self.next_instance
     }
+}
+
+fn port_allocators(config: &SchedulerConfig) -> BTreeMap<String, PortAllocator> {
+    config
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), PortAllocator::new(n.address.clone())))
+        .collect()
 }
 
 /// The assignment of `workload` (of `revision`, if given); the last one wins, as in the plan.

@@ -13,6 +13,8 @@ pub(super) struct Replica {
     pub(super) id: String,
     pub(super) workload: WorkloadKey,
     pub(super) revision: u64,
+    /// The node it was placed on; it stays there across restarts and agent restarts.
+    pub(super) node: String,
     /// The assignment's template; unknown for an adopted replica whose revision is not (or not
     /// yet) assigned.
     pub(super) template: Option<Arc<TaskTemplate>>,

@@ -677,7 +677,7 @@ async fn replicas_that_do_not_fit_wait_and_capacity_is_accounted() {
     let dir = tempfile::tempdir().unwrap();
     let _reaper = Reaper(dir.path().to_path_buf());
     let mut config = config(dir.path());
-    config.allocatable.cpu_millis = 1000;
+    config.nodes[0].allocatable.cpu_millis = 1000;
     let agent = agent(config).await;
     let mut template = sleeper();
     template.resources.cpu_millis = 400;
@@ -688,6 +688,106 @@ async fn replicas_that_do_not_fit_wait_and_capacity_is_accounted() {
     assert_eq!(agent.handle.allocatable().cpu_millis, 1000);
     assert_eq!(agent.handle.available().cpu_millis, 200);
     assert_eq!(agent.runtime.list().await.unwrap().len(), 2);
+    let unplaced = agent.handle.unplaced();
+    assert_eq!(unplaced.len(), 1, "{unplaced:?}");
+    assert_eq!(unplaced[0].workload.name, "web");
+    assert_eq!(unplaced[0].replicas, 1);
+    assert!(
+        unplaced[0].reason.starts_with(
+            "no node has room: needs cpu 400m memory 0; largest free: local (cpu 200m "
+        ),
+        "{}",
+        unplaced[0].reason
+    );
     agent.handle.stop_all().await;
+    assert!(agent.handle.unplaced().is_empty());
     assert_eq!(agent.handle.available().cpu_millis, 1000);
+}
+
+fn two_nodes(dir: &Path) -> SchedulerConfig {
+    let node = |name: &str, address: &str| super::NodeSpec {
+        name: name.to_string(),
+        address: address.to_string(),
+        allocatable: Resources {
+            cpu_millis: 1000,
+            memory_bytes: 1 << 30,
+            disk_bytes: 1 << 40,
+        },
+        runtimes: vec![hansa_core::RuntimeKind::Process],
+    };
+    SchedulerConfig::with_nodes(
+        "test-cluster",
+        vec![node("node-b", "127.0.0.52"), node("node-a", "127.0.0.51")],
+        dir,
+        Duration::from_secs(5),
+    )
+}
+
+/// Replica id -> the address its endpoint points at.
+fn addresses(statuses: &[ReplicaStatus]) -> BTreeMap<String, String> {
+    statuses
+        .iter()
+        .map(|s| (s.id.clone(), s.endpoints[0].address.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn replicas_fill_a_node_then_the_next_and_adoption_keeps_them_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let first = agent(two_nodes(dir.path())).await;
+    let mut template = sleeper();
+    template.resources.cpu_millis = 400;
+    template.ports = vec![port("http")];
+    first
+        .handle
+        .set_assignments(vec![assignment("web", 1, 3, template)]);
+    let placed = addresses(&first.wait_running("web", 3).await);
+    let on = |address: &str| placed.values().filter(|a| *a == address).count();
+    assert_eq!((on("127.0.0.51"), on("127.0.0.52")), (2, 1), "{placed:?}");
+    let free: Vec<(String, u64)> = first
+        .handle
+        .nodes()
+        .into_iter()
+        .map(|n| (n.name, n.available.cpu_millis))
+        .collect();
+    assert_eq!(
+        free,
+        [("node-b".to_string(), 600), ("node-a".to_string(), 200)]
+    );
+    for (id, address) in &placed {
+        let record = first.runtime.inspect(id).await.unwrap().unwrap().record;
+        let node = if address == "127.0.0.51" {
+            "node-a"
+        } else {
+            "node-b"
+        };
+        assert_eq!(record.node, node, "{id} records its node");
+    }
+    first.detach().await;
+
+    // Records written before nodes existed have no node: the endpoint address tells.
+    for id in placed.keys() {
+        let path = dir.path().join("replicas").join(id).join("replica.json");
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        record.as_object_mut().unwrap().remove("node");
+        std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    }
+    let second = agent(two_nodes(dir.path())).await;
+    let adopted = second.wait_running("web", 3).await;
+    assert_eq!(addresses(&adopted), placed, "nothing moved");
+    let free: Vec<u64> = second
+        .handle
+        .nodes()
+        .iter()
+        .map(|n| n.available.cpu_millis)
+        .collect();
+    assert_eq!(free, [600, 200], "adopted replicas count on their nodes");
+    assert_eq!(
+        second.runtime.list().await.unwrap().len(),
+        3,
+        "no duplicate"
+    );
+    second.handle.stop_all().await;
 }

@@ -110,6 +110,7 @@ fn federation(n: usize, rng: &mut StdRng) -> Vec<Cluster> {
                 },
                 cordoned: i % 101 == 0,
                 taints,
+                nodes: Vec::new(),
             }
         })
         .collect()

@@ -7,6 +7,7 @@ mod dns;
 mod docker;
 mod ha;
 mod lifecycle;
+mod nodes;
 mod peer;
 mod policies;
 mod refusals;

@@ -9,6 +9,12 @@ use hansa_core::{Resources, RuntimeKind};
 use hansa_federator::security::TlsFiles;
 use serde::Deserialize;
 
+mod nodes;
+#[cfg(test)]
+mod tests;
+
+pub use nodes::{DockerTlsConfig, NodeConfig, NodePlan, IMPLICIT_NODE};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
@@ -63,9 +69,11 @@ pub struct AgentConfig {
     /// Federator API addresses (`host:port` or `https://host:port`); the agent fails over
     /// among them.
     pub federators: Vec<String>,
-    /// The address replicas bind to and endpoints point at.
-    pub node_address: IpAddr,
-    /// Node addresses or CIDRs of the cluster (default: `node_address`).
+    /// The address replicas bind to and endpoints point at (the single node's; required
+    /// unless `[[nodes]]` lists the nodes).
+    #[serde(default)]
+    pub node_address: Option<IpAddr>,
+    /// Node addresses or CIDRs of the cluster (default: the nodes' addresses).
     #[serde(default)]
     pub addresses: Vec<String>,
     pub data_dir: PathBuf,
@@ -83,6 +91,10 @@ pub struct AgentConfig {
     /// local socket `unix:///var/run/docker.sock`; `tcp://host:2376` with `ca`, `cert`, `key`).
     #[serde(default)]
     pub docker: Option<crate::runtime::docker::DockerEndpoint>,
+    /// The cluster's nodes, each with its own address, capacity and runtimes. Empty: one
+    /// node, `local`, from `node_address`, `capacity`, `runtimes` and `docker`.
+    #[serde(default)]
+    pub nodes: Vec<NodeConfig>,
 }
 
 fn default_runtimes() -> Vec<RuntimeKind> {
@@ -101,7 +113,9 @@ impl AgentConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        AgentConfig::parse(path, &text)
+        let config = AgentConfig::parse(path, &text)?;
+        config.check_files(path)?;
+        Ok(config)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<AgentConfig, ConfigError> {
@@ -134,6 +148,18 @@ impl AgentConfig {
         if self.runtimes.is_empty() {
             return Err(invalid("runtimes", "must name at least one runtime".into()));
         }
+        if self.nodes.is_empty() {
+            if self.node_address.is_none() {
+                return Err(invalid(
+                    "node_address",
+                    "required (the address replicas bind to), unless [[nodes]] lists the nodes"
+                        .into(),
+                ));
+            }
+        } else {
+            self.validate_nodes()
+                .map_err(|(key, message)| invalid(&key, message))?;
+        }
         if self.heartbeat_ms < 100 {
             return Err(invalid(
                 "heartbeat_ms",
@@ -164,17 +190,11 @@ impl AgentConfig {
         })
     }
 
-    /// What the cluster can run: configured values, else the host's cores, memory and the
-    /// data dir's file system size.
+    /// What the cluster can run: the sum over its nodes.
     pub fn allocatable(&self) -> Resources {
-        let configured = self.capacity_override().unwrap_or_default();
-        Resources {
-            cpu_millis: configured.cpu_millis.unwrap_or_else(host_cpu_millis),
-            memory_bytes: configured.memory_bytes.unwrap_or_else(host_memory_bytes),
-            disk_bytes: configured
-                .disk_bytes
-                .unwrap_or_else(|| host_disk_bytes(&self.data_dir)),
-        }
+        self.node_plans().iter().fold(Resources::ZERO, |sum, node| {
+            sum.saturating_add(&self.node_allocatable(node))
+        })
     }
 
     pub fn heartbeat(&self) -> Duration {
@@ -187,19 +207,22 @@ impl AgentConfig {
 
     pub fn cluster_addresses(&self) -> Vec<String> {
         if self.addresses.is_empty() {
-            vec![self.node_address.to_string()]
+            self.node_plans()
+                .iter()
+                .map(|node| node.address.to_string())
+                .collect()
         } else {
             self.addresses.clone()
         }
     }
 }
 
-fn host_cpu_millis() -> u64 {
+pub(crate) fn host_cpu_millis() -> u64 {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     u64::try_from(cores).unwrap_or(1) * 1000
 }
 
-fn host_memory_bytes() -> u64 {
+pub(crate) fn host_memory_bytes() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {
@@ -210,7 +233,7 @@ fn host_memory_bytes() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-fn host_disk_bytes(dir: &Path) -> u64 {
+pub(crate) fn host_disk_bytes(dir: &Path) -> u64 {
     let probe = dir
         .ancestors()
         .find(|p| p.exists())
@@ -218,71 +241,4 @@ fn host_disk_bytes(dir: &Path) -> u64 {
     nix::sys::statvfs::statvfs(probe)
         .map(|s| s.blocks() * s.fragment_size())
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_shipped_example_loads() {
-        let path = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../deploy/member-agent.toml"
-        ));
-        let config = AgentConfig::load(path).expect("deploy/member-agent.toml");
-        assert_eq!(config.cluster, "eu-1");
-        assert_eq!(config.allocatable().memory_bytes, 8 << 30);
-    }
-
-    #[test]
-    fn the_shipped_docker_example_loads() {
-        let path = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../deploy/member-agent-docker.toml"
-        ));
-        let config = AgentConfig::load(path).expect("deploy/member-agent-docker.toml");
-        assert_eq!(config.runtimes, [RuntimeKind::Process, RuntimeKind::Docker]);
-        let docker = config.docker.expect("[docker]");
-        assert_eq!(docker.address, "tcp://10.2.0.11:2376");
-        assert!(docker.ca.is_some() && docker.cert.is_some() && docker.key.is_some());
-    }
-
-    #[test]
-    fn a_bad_quantity_names_its_key() {
-        let text = r#"
-cluster = "eu-1"
-federators = ["127.0.0.1:7070"]
-node_address = "127.0.1.1"
-data_dir = "/tmp/agent"
-[capacity]
-memory = "lots"
-[tls]
-ca = "ca.crt"
-cert = "c.crt"
-key = "c.key"
-"#;
-        let err = AgentConfig::parse(Path::new("a.toml"), text).expect_err("bad quantity");
-        assert!(
-            err.to_string().starts_with("a.toml: capacity.memory: "),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn unknown_keys_are_errors() {
-        let text = r#"
-cluster = "eu-1"
-federators = ["127.0.0.1:7070"]
-node_address = "127.0.1.1"
-data_dir = "/tmp/agent"
-regoin = "eu"
-[tls]
-ca = "ca.crt"
-cert = "c.crt"
-key = "c.key"
-"#;
-        let err = AgentConfig::parse(Path::new("a.toml"), text).expect_err("typo");
-        assert!(err.to_string().contains("regoin"), "{err}");
-    }
 }
