@@ -199,6 +199,9 @@ impl Federator {
 
         let mut registry = prometheus_client::registry::Registry::default();
         let dns_metrics = dns::DnsMetrics::register(&mut registry);
+        if let Some(peer) = &peer {
+            registry.register_collector(Box::new(peer.collector()));
+        }
         let dns_addr = if let Some(dns_config) = &config.dns {
             let (addr, serve) = dns::start(
                 dns_config,

@@ -502,6 +502,8 @@ pub struct Peer {
     pub api: String,
     /// Gossip (UDP) address, `ip:port`.
     pub gossip: String,
+    /// `/metrics` address, `ip:port`, when served.
+    pub metrics: Option<String>,
     pub config: PathBuf,
 }
 
@@ -529,7 +531,13 @@ impl Federation {
         key: &Path,
     ) -> Peer {
         let ports = (free_port(ip), free_udp_port(ip));
-        self.peer_config_on(name, cluster, ip, ports, join, key)
+        let mut peer = self.peer_config_on(name, cluster, ip, ports, join, key);
+        let metrics = format!("{ip}:{}", free_port(ip));
+        let text = std::fs::read_to_string(&peer.config).expect("peer config");
+        let text = text.replacen("[peer]", &format!("http_listen = \"{metrics}\"\n[peer]"), 1);
+        std::fs::write(&peer.config, text).expect("peer config");
+        peer.metrics = Some(metrics);
+        peer
     }
 
     /// [`Federation::peer_config`] with fixed (API, gossip) ports, for addresses of other
@@ -577,6 +585,7 @@ impl Federation {
             ip: ip.into(),
             api,
             gossip,
+            metrics: None,
             config,
         }
     }

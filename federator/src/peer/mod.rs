@@ -275,6 +275,13 @@ impl PeerMode {
         out
     }
 
+    /// The gossip counters and the peers by state, for `/metrics`.
+    pub fn collector(&self) -> GossipCollector {
+        GossipCollector {
+            membership: self.membership.clone(),
+        }
+    }
+
     /// The clusters as this peer sees them: one whose peer is down is `Unreachable` here,
     /// whatever its stored health says.
     pub fn overlay(&self, cluster: &mut hansa_core::Cluster) {
@@ -485,6 +492,94 @@ async fn forget_tombstones(
             ),
             Err(e) => warn!(error = %e, "could not drop old tombstones"),
         }
+    }
+}
+
+/// Peer mode's `/metrics`: `hansa_gossip_*` counters (datagrams sent, received, refused for
+/// failing to open with the gossip key, ...) and `hansa_gossip_peers{state}`.
+#[derive(Debug)]
+pub struct GossipCollector {
+    membership: Arc<Membership>,
+}
+
+impl prometheus_client::collector::Collector for GossipCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use hansa_gossip::membership::Metrics;
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let m = self.membership.metrics();
+        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 8] = [
+            (
+                "hansa_gossip_datagrams_sent",
+                "Gossip datagrams sent",
+                &m.datagrams_sent,
+            ),
+            (
+                "hansa_gossip_datagrams_received",
+                "Gossip datagrams received",
+                &m.datagrams_received,
+            ),
+            (
+                "hansa_gossip_datagrams_unauthenticated",
+                "Gossip datagrams dropped because they did not open with the gossip key",
+                &m.datagrams_unauthenticated,
+            ),
+            (
+                "hansa_gossip_datagrams_invalid",
+                "Opened gossip datagrams SWIM refused",
+                &m.datagrams_invalid,
+            ),
+            (
+                "hansa_gossip_broadcasts_queued",
+                "Records queued for gossip",
+                &m.broadcasts_queued,
+            ),
+            (
+                "hansa_gossip_broadcasts_too_large",
+                "Records too large to gossip, left to anti-entropy",
+                &m.broadcasts_too_large,
+            ),
+            (
+                "hansa_gossip_broadcasts_applied",
+                "Gossiped records that changed this peer's store",
+                &m.broadcasts_applied,
+            ),
+            (
+                "hansa_gossip_broadcasts_rejected",
+                "Gossiped records refused as malformed",
+                &m.broadcasts_rejected,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(Metrics::get(value));
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        let mut by_state: BTreeMap<&str, i64> = [("alive", 0), ("suspect", 0), ("down", 0)].into();
+        for member in self.membership.members() {
+            let state = match member.state {
+                MemberState::Alive => "alive",
+                MemberState::Suspect => "suspect",
+                MemberState::Down => "down",
+            };
+            *by_state.entry(state).or_default() += 1;
+        }
+        let mut family = encoder.encode_descriptor(
+            "hansa_gossip_peers",
+            "Other peers as this one sees them, by state",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (state, count) in by_state {
+            let gauge = ConstGauge::new(count);
+            let labels = [("state", state)];
+            gauge.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 
