@@ -19,6 +19,24 @@ fn dev_replica_pids(data: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Waits until `hansa describe workload web` lists 4 endpoints that all answer HTTP 200.
+fn wait_web_serving(fed: &Federation) -> serde_json::Value {
+    wait_for("web to run 4/4 with serving endpoints", LIMIT, || {
+        let d = fed.hansa_json(&["describe", "workload", "web"]).ok()?;
+        let eps = d["endpoints"].as_array()?.clone();
+        let serving = eps.len() == 4
+            && eps.iter().all(|e| {
+                let address = format!(
+                    "{}:{}",
+                    e["address"].as_str().unwrap_or_default(),
+                    e["port"]
+                );
+                matches!(http_get(&address, "/"), Ok((200, _)))
+            });
+        serving.then_some(d)
+    })
+}
+
 #[test]
 fn dev_starts_a_federation_serves_web_and_stops_without_orphans() {
     let fed = Federation::new();
@@ -34,20 +52,7 @@ fn dev_starts_a_federation_serves_web_and_stops_without_orphans() {
     let mut dev = Process::spawn("hansa dev", command, fed.path("dev.log"));
 
     // The CLI context it wrote lets `hansa` work with no flags.
-    let description = wait_for("web to run 4/4 with serving endpoints", LIMIT, || {
-        let d = fed.hansa_json(&["describe", "workload", "web"]).ok()?;
-        let eps = d["endpoints"].as_array()?.clone();
-        let serving = eps.len() == 4
-            && eps.iter().all(|e| {
-                let address = format!(
-                    "{}:{}",
-                    e["address"].as_str().unwrap_or_default(),
-                    e["port"]
-                );
-                matches!(http_get(&address, "/"), Ok((200, _)))
-            });
-        serving.then_some(d)
-    });
+    let description = wait_web_serving(&fed);
     assert_eq!(
         description["summary"]["clusters"]["eu-1"], 3,
         "{description}"
@@ -117,20 +122,7 @@ fn dev_peer_runs_a_peer_federation_with_no_master() {
         (states == ["self", "alive", "alive"]).then_some(())
     });
     // The web example runs as in hub mode: 3 replicas in eu-1 and 1 in us-1, all serving.
-    let description = wait_for("web to run 4/4 with serving endpoints", LIMIT, || {
-        let d = fed.hansa_json(&["describe", "workload", "web"]).ok()?;
-        let eps = d["endpoints"].as_array()?.clone();
-        let serving = eps.len() == 4
-            && eps.iter().all(|e| {
-                let address = format!(
-                    "{}:{}",
-                    e["address"].as_str().unwrap_or_default(),
-                    e["port"]
-                );
-                matches!(http_get(&address, "/"), Ok((200, _)))
-            });
-        serving.then_some(d)
-    });
+    let description = wait_web_serving(&fed);
     assert_eq!(
         description["summary"]["clusters"]["eu-1"], 3,
         "{description}"

@@ -67,6 +67,34 @@ fn placement_at(fed: &Federation, at: &Peer, workload: &str) -> Option<Value> {
         .map(|p| p["clusters"].clone())
 }
 
+/// Waits until `at` sees `n` clusters Ready.
+fn wait_ready_at(fed: &Federation, at: &Peer, n: usize) {
+    wait_for(&format!("{n} clusters Ready at {}", at.name), LIMIT, || {
+        let clusters = fed.hansa_json_at(&at.api, &["get", "clusters"]).ok()?;
+        let ready = clusters
+            .as_array()?
+            .iter()
+            .filter(|c| c["health"] == "Ready")
+            .count();
+        (ready == n).then_some(())
+    });
+}
+
+/// Writes `manifest` as `NAME.yaml` and applies it at `at`.
+fn apply_at(fed: &Federation, at: &Peer, name: &str, manifest: &str) {
+    let dir = fed.path("manifests");
+    std::fs::create_dir_all(&dir).expect("manifests dir");
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, manifest).expect("manifest");
+    let out = fed.hansa_at(&at.api, &["apply", "-f", file.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "apply {name} at {}: {}",
+        at.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn total(clusters: &Value) -> u64 {
     clusters
         .as_object()
@@ -102,31 +130,13 @@ fn peers_place_across_clusters_and_take_over_a_dead_peer() {
                 || (peer_state(&fed, at, &other.name).as_deref() == Some(want)).then_some(()),
             );
         }
-        wait_for(&format!("3 clusters Ready at {}", at.name), LIMIT, || {
-            let clusters = fed.hansa_json_at(&at.api, &["get", "clusters"]).ok()?;
-            let ready = clusters
-                .as_array()?
-                .iter()
-                .filter(|c| c["health"] == "Ready")
-                .count();
-            (ready == 3).then_some(())
-        });
+        wait_ready_at(&fed, at, 3);
     }
 
     // Applied on peer-1 (which owns it) and on peer-2 (which owns that one).
     let marker = format!("peer-{}", std::process::id());
-    let dir = fed.path("manifests");
-    std::fs::create_dir_all(&dir).expect("manifests dir");
     for (name, at) in [("alpha", &peers[0]), ("beta", &peers[1])] {
-        let file = dir.join(format!("{name}.yaml"));
-        std::fs::write(&file, workload(name, &marker)).expect("manifest");
-        let out = fed.hansa_at(&at.api, &["apply", "-f", file.to_str().expect("utf-8")]);
-        assert!(
-            out.status.success(),
-            "apply {name} at {}: {}",
-            at.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        apply_at(&fed, at, name, &workload(name, &marker));
     }
     let spread = serde_json::json!({"c1": 1, "c2": 1, "c3": 1});
     for workload in ["alpha", "beta"] {
@@ -316,33 +326,12 @@ fn a_partition_keeps_both_halves_running_and_heals_to_one_placement() {
         ));
     }
     for at in &peers {
-        wait_for(&format!("4 clusters Ready at {}", at.name), LIMIT, || {
-            let clusters = fed.hansa_json_at(&at.api, &["get", "clusters"]).ok()?;
-            let ready = clusters
-                .as_array()?
-                .iter()
-                .filter(|c| c["health"] == "Ready")
-                .count();
-            (ready == 4).then_some(())
-        });
+        wait_ready_at(&fed, at, 4);
     }
     let marker = format!("partition-{}", std::process::id());
-    let dir = fed.path("manifests");
-    std::fs::create_dir_all(&dir).expect("manifests dir");
     let apply = |name: &str, at: &Peer| {
-        let file = dir.join(format!("{name}.yaml"));
-        std::fs::write(
-            &file,
-            workload(name, &marker).replace("replicas: 3", "replicas: 4"),
-        )
-        .expect("manifest");
-        let out = fed.hansa_at(&at.api, &["apply", "-f", file.to_str().expect("utf-8")]);
-        assert!(
-            out.status.success(),
-            "apply {name} at {}: {}",
-            at.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let manifest = workload(name, &marker).replace("replicas: 3", "replicas: 4");
+        apply_at(&fed, at, name, &manifest);
     };
     apply("alpha", &peers[0]);
     let everywhere = serde_json::json!({"ca": 1, "cb": 1, "cc": 1, "cd": 1});
