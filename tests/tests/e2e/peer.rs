@@ -58,13 +58,18 @@ fn peer_state(fed: &Federation, at: &Peer, name: &str) -> Option<String> {
         .and_then(|p| p["state"].as_str().map(String::from))
 }
 
-fn placement_at(fed: &Federation, at: &Peer, workload: &str) -> Option<Value> {
-    let items = fed.hansa_json_at(&at.api, &["get", "placements"]).ok()?;
+/// The object of `kind` whose `field` is `value`, as `at` lists it (`hansa get KIND`).
+fn item_at(fed: &Federation, at: &Peer, kind: &str, field: &str, value: &str) -> Option<Value> {
+    let items = fed.hansa_json_at(&at.api, &["get", kind]).ok()?;
     items
         .as_array()?
         .iter()
-        .find(|p| p["workload"] == workload)
-        .map(|p| p["clusters"].clone())
+        .find(|i| i[field] == value)
+        .cloned()
+}
+
+fn placement_at(fed: &Federation, at: &Peer, workload: &str) -> Option<Value> {
+    Some(item_at(fed, at, "placements", "workload", workload)?["clusters"].clone())
 }
 
 /// Waits until `at` sees `n` clusters Ready.
@@ -158,14 +163,7 @@ fn peers_place_across_clusters_and_take_over_a_dead_peer() {
     }
     // Any peer answers for the workload's health, with the other clusters' replicas in it.
     wait_for("alpha healthy 3/3 as peer-3 sees it", LIMIT, || {
-        let items = fed
-            .hansa_json_at(&peers[2].api, &["get", "workloads"])
-            .ok()?;
-        let alpha = items
-            .as_array()?
-            .iter()
-            .find(|w| w["name"] == "alpha")?
-            .clone();
+        let alpha = item_at(&fed, &peers[2], "workloads", "name", "alpha")?;
         (alpha["healthy"] == 3).then_some(())
     });
 
@@ -187,14 +185,7 @@ fn peers_place_across_clusters_and_take_over_a_dead_peer() {
     );
     // Its cluster shows as unreachable where its peer is known dead.
     wait_for("c2 Unreachable as peer-1 sees it", LIMIT, || {
-        let clusters = fed
-            .hansa_json_at(&peers[0].api, &["get", "clusters"])
-            .ok()?;
-        let c2 = clusters
-            .as_array()?
-            .iter()
-            .find(|c| c["name"] == "c2")?
-            .clone();
+        let c2 = item_at(&fed, &peers[0], "clusters", "name", "c2")?;
         (c2["health"] == "Unreachable").then_some(())
     });
     // Both workloads, peer-2's own included, are re-placed on the live clusters at full count.
