@@ -46,7 +46,7 @@ pub use crypto::GossipKey;
 pub use hlc::{Clock, NodeId, Timestamp};
 pub use membership::{
     BroadcastOutcome, Member, MemberState, Membership, MembershipConfig, MembershipError,
-    MembershipEvent, PeerId,
+    MembershipEvent, MemoryNetwork, PeerId,
 };
 pub use records::{Kind, Record, RecordKey, Version};
 pub use store::{Change, ChangeSource, Digest, MergeReport, RecordStore, StoreConfig};

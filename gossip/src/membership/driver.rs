@@ -1,7 +1,7 @@
 //! The task that owns foca: sockets, timers and the member table.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BinaryHeap, HashSet};
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU8, NonZeroUsize};
 use std::sync::Arc;
@@ -11,12 +11,14 @@ use foca::{
     AccumulatingRuntime, Foca, OwnedNotification, PeriodicParams, PostcardCodec, State, Timer,
 };
 use rand::rngs::StdRng;
-use tokio::net::UdpSocket;
+use rand::RngExt;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::gossip::RecordGossip;
+use super::sync::{self, FOCA_TAG, SYNC_TAG};
+use super::transport::Socket;
 use super::{
     lock, Command, Member, MemberState, MembershipConfig, MembershipEvent, Metrics, PeerId, Shared,
     MAX_DATAGRAM,
@@ -33,12 +35,15 @@ type Swim = Foca<PeerId, PostcardCodec, StdRng, RecordGossip>;
 pub(super) struct Driver {
     foca: Swim,
     runtime: AccumulatingRuntime<PeerId>,
-    socket: UdpSocket,
+    socket: Socket,
     sealer: Sealer,
     /// foca's timers, earliest first; equal deadlines keep foca's required order.
     timers: BinaryHeap<Reverse<(Instant, Timer<PeerId>)>>,
     join: Vec<SocketAddr>,
     rejoin: Interval,
+    /// When to sync member tables with a random member (see [`sync`]).
+    state_sync: Interval,
+    rng: StdRng,
     shared: Arc<Shared>,
     events: broadcast::Sender<MembershipEvent>,
     /// When the member table was last brought in line with foca.
@@ -62,7 +67,9 @@ fn foca_config(config: &MembershipConfig) -> foca::Config {
     foca.suspect_to_down_after = config.suspicion_timeout;
     foca.num_indirect_probes =
         NonZeroUsize::new(config.indirect_probes).unwrap_or(NonZeroUsize::MIN);
-    foca.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - OVERHEAD).unwrap_or(NonZeroUsize::MIN);
+    // One byte of every datagram tells foca's from ours (see `sync`).
+    foca.max_packet_size =
+        NonZeroUsize::new(MAX_DATAGRAM - OVERHEAD - 1).unwrap_or(NonZeroUsize::MIN);
     foca.periodic_gossip = Some(PeriodicParams {
         frequency: config.gossip_interval,
         num_members: NonZeroUsize::new(config.gossip_fanout).unwrap_or(NonZeroUsize::MIN),
@@ -88,7 +95,7 @@ impl Driver {
     pub(super) fn new(
         config: &MembershipConfig,
         identity: PeerId,
-        socket: UdpSocket,
+        socket: Socket,
         sealer: Sealer,
         gossip: RecordGossip,
         shared: Arc<Shared>,
@@ -103,6 +110,12 @@ impl Driver {
         );
         let mut rejoin = tokio::time::interval(config.rejoin_interval);
         rejoin.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The first tick of an interval is immediate; the first sync is the one on join.
+        let mut state_sync = tokio::time::interval_at(
+            Instant::now() + config.state_sync_interval,
+            config.state_sync_interval,
+        );
+        state_sync.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Self {
             foca,
             runtime: AccumulatingRuntime::new(),
@@ -111,6 +124,8 @@ impl Driver {
             timers: BinaryHeap::new(),
             join: config.join.clone(),
             rejoin,
+            state_sync,
+            rng: rand::make_rng(),
             shared,
             events,
             refreshed: Instant::now(),
@@ -144,7 +159,7 @@ impl Driver {
                             .add_broadcast(&data)
                             .and_then(|_| self.foca.broadcast(&mut self.runtime)),
                         Command::Announce(addrs) => {
-                            self.announce(&addrs);
+                            self.announce(&addrs).await;
                             Ok(())
                         }
                     };
@@ -153,7 +168,7 @@ impl Driver {
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => {
                         let applied = Metrics::get(&self.metrics().broadcasts_applied);
-                        let mut result = self.receive(&buf[..len], from);
+                        let mut result = self.receive(&buf[..len], from).await;
                         // A record new to us is forwarded at once rather than at the next
                         // gossip tick: each hop costs a network delay, not up to an interval.
                         // Only the first copy of an update changes our store, so every peer
@@ -181,17 +196,28 @@ impl Driver {
                     // Also covers the first join: the first tick is immediate.
                     if self.foca.num_members() == 0 && !self.join.is_empty() {
                         let join = self.join.clone();
-                        self.announce(&join);
+                        self.announce(&join).await;
                         self.settle(Ok(())).await;
+                    }
+                }
+                _ = self.state_sync.tick() => {
+                    let count = self.foca.num_members();
+                    if count > 0 {
+                        let pick = self.rng.random_range(0..count);
+                        if let Some(addr) = self.foca.iter_members().nth(pick).map(|m| m.id().addr) {
+                            self.send_sync(addr, true).await;
+                        }
                     }
                 }
             }
         }
     }
 
-    fn announce(&mut self, addrs: &[SocketAddr]) {
+    /// Announces ourselves to each address (foca's join) and asks it for its member table.
+    async fn announce(&mut self, addrs: &[SocketAddr]) {
         let own = self.foca.identity().addr;
         for addr in addrs.iter().filter(|addr| **addr != own) {
+            self.send_sync(*addr, true).await;
             // foca accepts an announce addressed to any identity at its address.
             let target = PeerId {
                 name: String::new(),
@@ -205,7 +231,40 @@ impl Driver {
         }
     }
 
-    fn receive(&mut self, datagram: &[u8], from: SocketAddr) -> Result<(), foca::Error> {
+    /// Sends our member table to `to`, asking for theirs in return when `want_reply`.
+    async fn send_sync(&self, to: SocketAddr, want_reply: bool) {
+        let datagrams = sync::encode(
+            self.foca.iter_membership_state(),
+            want_reply,
+            MAX_DATAGRAM - OVERHEAD,
+        );
+        for datagram in datagrams {
+            self.send(&datagram, to).await;
+        }
+    }
+
+    /// Applies a member table another peer sent. Not spread further: it is what that peer
+    /// already knows, and spreading a thousand members from every joiner would flood the pool.
+    async fn receive_sync(&mut self, body: &[u8], from: SocketAddr) {
+        let (want_reply, members) = match sync::decode(body) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                Metrics::bump(&self.metrics().datagrams_invalid);
+                tracing::debug!(%from, %error, "dropped sync datagram");
+                return;
+            }
+        };
+        let result = self
+            .foca
+            .apply_many(members.into_iter(), false, &mut self.runtime);
+        self.settle(result).await;
+        if want_reply {
+            self.send_sync(from, false).await;
+        }
+    }
+
+    /// Handles one datagram; a foca message's outcome is returned for `settle`.
+    async fn receive(&mut self, datagram: &[u8], from: SocketAddr) -> Result<(), foca::Error> {
         Metrics::bump(&self.metrics().datagrams_received);
         let plaintext = match self.sealer.open(datagram) {
             Ok(plaintext) => plaintext,
@@ -215,13 +274,24 @@ impl Driver {
                 return Ok(());
             }
         };
-        if let Ok(header) = foca::Codec::<PeerId>::decode_header(&mut PostcardCodec, &plaintext[..])
-        {
+        let plaintext = match plaintext.split_first() {
+            Some((&FOCA_TAG, message)) => message,
+            Some((&SYNC_TAG, body)) => {
+                self.receive_sync(body, from).await;
+                return Ok(());
+            }
+            _ => {
+                Metrics::bump(&self.metrics().datagrams_invalid);
+                tracing::debug!(%from, "dropped gossip datagram of unknown kind");
+                return Ok(());
+            }
+        };
+        if let Ok(header) = foca::Codec::<PeerId>::decode_header(&mut PostcardCodec, plaintext) {
             if let Some(member) = lock(&self.shared.members).get_mut(&header.src.addr) {
                 member.last_heard = Some(Instant::now());
             }
         }
-        let result = self.foca.handle_data(&plaintext, &mut self.runtime);
+        let result = self.foca.handle_data(plaintext, &mut self.runtime);
         if result.is_err() {
             Metrics::bump(&self.metrics().datagrams_invalid);
         }
@@ -274,12 +344,21 @@ impl Driver {
 
     /// Seals and sends every datagram foca has queued.
     async fn flush(&mut self) {
+        let mut plaintext = Vec::with_capacity(MAX_DATAGRAM);
         while let Some((to, data)) = self.runtime.to_send() {
-            let sealed = self.sealer.seal(&data);
-            match self.socket.send_to(&sealed, to.addr).await {
-                Ok(_) => Metrics::bump(&self.metrics().datagrams_sent),
-                Err(error) => tracing::debug!(to = %to.addr, %error, "gossip send failed"),
-            }
+            plaintext.clear();
+            plaintext.push(FOCA_TAG);
+            plaintext.extend_from_slice(&data);
+            self.send(&plaintext, to.addr).await;
+        }
+    }
+
+    /// Seals one datagram's plaintext and sends it.
+    async fn send(&self, plaintext: &[u8], to: SocketAddr) {
+        let sealed = self.sealer.seal(plaintext);
+        match self.socket.send_to(&sealed, to).await {
+            Ok(_) => Metrics::bump(&self.metrics().datagrams_sent),
+            Err(error) => tracing::debug!(%to, %error, "gossip send failed"),
         }
     }
 
@@ -288,7 +367,6 @@ impl Driver {
     fn refresh_members(&mut self) -> bool {
         let mut urgent = false;
         let mut table = lock(&self.shared.members);
-        let mut seen = BTreeMap::new();
         for member in self.foca.iter_membership_state() {
             let id = member.id();
             let state = match member.state() {
@@ -296,7 +374,6 @@ impl Driver {
                 State::Suspect => MemberState::Suspect,
                 State::Down => MemberState::Down,
             };
-            seen.insert(id.addr, ());
             let entry = table.entry(id.addr).or_insert_with(|| Member {
                 name: id.name.clone(),
                 cluster: id.cluster.clone(),
@@ -338,7 +415,16 @@ impl Driver {
             // No subscribers is fine.
             let _ = self.events.send(event);
         }
-        table.retain(|addr, _| seen.contains_key(addr));
+        // foca holds one identity per address, so a table no larger than foca's has no
+        // member foca has forgotten (the common case, spared a set of every address).
+        if table.len() > self.foca.iter_membership_state().len() {
+            let known: HashSet<SocketAddr> = self
+                .foca
+                .iter_membership_state()
+                .map(|m| m.id().addr)
+                .collect();
+            table.retain(|addr, _| known.contains(addr));
+        }
         urgent
     }
 }

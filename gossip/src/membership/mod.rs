@@ -8,6 +8,10 @@
 
 mod driver;
 mod gossip;
+mod sync;
+mod transport;
+
+pub use transport::MemoryNetwork;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,6 +30,7 @@ use crate::crypto::{GossipKey, Sealer, OVERHEAD};
 use crate::hlc::system_time_ms;
 use crate::records::Record;
 use crate::store::RecordStore;
+use transport::Socket;
 
 /// The largest UDP payload we send, sealed; below common MTUs to avoid fragmentation.
 pub const MAX_DATAGRAM: usize = 1400;
@@ -60,6 +65,9 @@ pub struct MembershipConfig {
     pub expected_peers: u32,
     /// How often to re-announce to `join` while we know no live peer.
     pub rejoin_interval: Duration,
+    /// How often to exchange whole member tables with a random member, repairing what
+    /// gossip missed (a joiner does it at once with its join addresses).
+    pub state_sync_interval: Duration,
     /// Records larger than this (encoded) are not gossiped; anti-entropy carries them.
     pub max_broadcast_bytes: usize,
 }
@@ -90,6 +98,7 @@ impl MembershipConfig {
             gossip_fanout: 3,
             expected_peers: 100,
             rejoin_interval: Duration::from_secs(5),
+            state_sync_interval: Duration::from_secs(10),
             max_broadcast_bytes: 1024,
         }
     }
@@ -112,9 +121,12 @@ impl MembershipConfig {
         if self.suspicion_timeout.is_zero()
             || self.gossip_interval.is_zero()
             || self.rejoin_interval.is_zero()
+            || self.state_sync_interval.is_zero()
         {
             return invalid(
-                "suspicion_timeout, gossip_interval and rejoin_interval: must be above zero".into(),
+                "suspicion_timeout, gossip_interval, rejoin_interval and state_sync_interval: \
+                 must be above zero"
+                    .into(),
             );
         }
         if self.indirect_probes == 0 || self.gossip_fanout == 0 {
@@ -313,6 +325,33 @@ impl Membership {
                     addr: config.bind,
                     source,
                 })?;
+        Self::launch(config, Socket::Udp(socket), store, shutdown)
+    }
+
+    /// Like [`Membership::start`], on an in-process network instead of UDP (simulations;
+    /// see [`MemoryNetwork`]). A `bind` port of 0 picks a free address on the network.
+    pub fn start_in_memory(
+        config: MembershipConfig,
+        network: &MemoryNetwork,
+        store: Arc<RecordStore>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, MembershipError> {
+        config.validate()?;
+        let endpoint = network
+            .bind(config.bind)
+            .map_err(|source| MembershipError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        Self::launch(config, Socket::Memory(endpoint), store, shutdown)
+    }
+
+    fn launch(
+        config: MembershipConfig,
+        socket: Socket,
+        store: Arc<RecordStore>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, MembershipError> {
         let local_addr = socket
             .local_addr()
             .map_err(|source| MembershipError::Bind {
@@ -364,6 +403,14 @@ impl Membership {
     /// Our current identity (its epoch grows if we had to rejoin).
     pub fn identity(&self) -> PeerId {
         lock(&self.shared.identity).clone()
+    }
+
+    /// How many peers we hold in this state (cheaper than counting [`Membership::members`]).
+    pub fn count(&self, state: MemberState) -> usize {
+        lock(&self.shared.members)
+            .values()
+            .filter(|m| m.state == state)
+            .count()
     }
 
     /// Every peer we know of, dead ones included, sorted by address; not ourselves.
