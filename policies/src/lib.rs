@@ -9,6 +9,7 @@ mod constraints;
 mod divide;
 mod explain;
 mod filter;
+mod hash;
 mod priority;
 mod quantity;
 mod reason;
