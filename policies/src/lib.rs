@@ -112,8 +112,11 @@ pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
     // again, where it runs none, would differ. Such clusters are forgotten and the decision
     // is made again; each round forgets at least one, so this ends.
     let mut forget = vec![false; clusters.len()];
-    let mut considered: Vec<Considered<'_>> = loop {
+    let (mut considered, pinned) = loop {
         let mut considered: Vec<Considered<'_>> = Vec::with_capacity(order.len());
+        // Positions of the clusters that only keep what they run: few, usually none, so the
+        // checks below look at them alone instead of at every cluster.
+        let mut pinned: Vec<usize> = Vec::new();
         let mut last: Option<&str> = None;
         for &i in &order {
             let cluster = &clusters[i];
@@ -143,38 +146,36 @@ pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
                 }
             };
             last = Some(cluster.name.as_str());
+            if matches!(
+                verdict,
+                Verdict::Selected {
+                    keeps_only: Some(_),
+                    ..
+                }
+            ) {
+                pinned.push(considered.len());
+            }
             considered.push(Considered { cluster, verdict });
         }
-        let pinned: Vec<bool> = considered
-            .iter()
-            .map(|c| {
-                matches!(
-                    c.verdict,
-                    Verdict::Selected {
-                        keeps_only: Some(_),
-                        ..
-                    }
-                )
-            })
-            .collect();
         select::run(&needs, &mut considered);
         let mut again = false;
-        for ((c, &i), pinned) in considered.iter().zip(&order).zip(pinned) {
-            let kept = matches!(c.verdict, Verdict::Selected { replicas, .. } if replicas > 0);
-            if pinned && !kept {
-                forget[i] = true;
+        for &at in &pinned {
+            let kept = matches!(considered[at].verdict, Verdict::Selected { replicas, .. } if replicas > 0);
+            if !kept {
+                forget[order[at]] = true;
                 again = true;
             }
         }
         if !again {
-            break considered;
+            break (considered, pinned);
         }
     };
     // A cluster that could only keep its replicas and ends with none reads as filtered, so
     // that solving again (where it runs none) gives the same explanation.
     // One that keeps fewer than it ran fits only those from now on, and weighs as such
     // (AvailableCapacity weighs by fit).
-    for c in &mut considered {
+    for &at in &pinned {
+        let c = &mut considered[at];
         if let Verdict::Selected {
             replicas,
             keeps_only,
@@ -194,20 +195,22 @@ pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
     }
     debug_assert_eq!(postconditions(workload, &considered), Ok(()));
 
+    let chosen: Vec<(&Considered<'_>, u32)> = considered
+        .iter()
+        .filter_map(|c| match c.verdict {
+            Verdict::Selected { replicas, .. } if replicas > 0 => Some((c, replicas)),
+            _ => None,
+        })
+        .collect();
     Placement {
         workload: workload.name.clone(),
         namespace: workload.namespace.clone(),
         generation: problem.generation,
-        clusters: considered
+        clusters: chosen
             .iter()
-            .filter_map(|c| match c.verdict {
-                Verdict::Selected { replicas, .. } if replicas > 0 => {
-                    Some((c.cluster.name.clone(), replicas))
-                }
-                _ => None,
-            })
+            .map(|(c, replicas)| (c.cluster.name.clone(), *replicas))
             .collect(),
-        explanation: explain::explain(workload, &considered, problem.detail),
+        explanation: explain::explain(workload, &considered, &chosen, problem.detail),
     }
 }
 
