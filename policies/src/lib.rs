@@ -86,6 +86,33 @@ impl<'a> Problem<'a> {
 /// cordoned or NoSchedule-tainted clusters what they keep; solving again with the result as
 /// `previous` returns the same placement.
 pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
+    place_in(problem, previous, Names::of(problem.clusters))
+}
+
+/// Whether cluster names are strictly increasing: then clusters are already in name order
+/// and no two share a name. [`place_all`] finds out once per batch, not once per decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Names {
+    Ordered,
+    Unordered,
+}
+
+impl Names {
+    pub(crate) fn of(clusters: &[Cluster]) -> Self {
+        if clusters.windows(2).all(|w| w[0].name < w[1].name) {
+            Names::Ordered
+        } else {
+            Names::Unordered
+        }
+    }
+}
+
+/// [`place`] on clusters whose order is known.
+pub(crate) fn place_in(
+    problem: &Problem<'_>,
+    previous: Option<&Placement>,
+    names: Names,
+) -> Placement {
     let workload = problem.workload;
     let previous =
         previous.filter(|p| p.workload == workload.name && p.namespace == workload.namespace);
@@ -95,7 +122,7 @@ pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
     // Name order; callers that pass sorted clusters (place_all) skip the sort, and with
     // strictly increasing names no two share one.
     let mut order: Vec<usize> = (0..clusters.len()).collect();
-    let unique_sorted = clusters.windows(2).all(|w| w[0].name < w[1].name);
+    let unique_sorted = names == Names::Ordered;
     if !unique_sorted {
         order.sort_by(|&a, &b| clusters[a].name.cmp(&clusters[b].name).then(a.cmp(&b)));
     }
