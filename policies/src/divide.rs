@@ -76,15 +76,22 @@ fn apportion(seats: u128, members: &[usize], shares: &[Share], out: &mut [u32]) 
             index: i,
         });
     }
-    ranks.sort_by(|a, b| {
-        b.remainder
-            .cmp(&a.remainder)
-            .then(b.previous_above_floor.cmp(&a.previous_above_floor))
-            .then(b.previous.cmp(&a.previous))
-            .then(a.index.cmp(&b.index))
-    });
     // leftover < members.len(): each remainder is below weight_sum.
     let leftover = usize::try_from(leftover).unwrap_or(usize::MAX);
+    if leftover == 0 {
+        return;
+    }
+    // Only which ranks come first matters, not their order among themselves: a selection
+    // instead of a sort (the order is total, so the same ranks are chosen).
+    if leftover < ranks.len() {
+        ranks.select_nth_unstable_by(leftover - 1, |a, b| {
+            b.remainder
+                .cmp(&a.remainder)
+                .then(b.previous_above_floor.cmp(&a.previous_above_floor))
+                .then(b.previous.cmp(&a.previous))
+                .then(a.index.cmp(&b.index))
+        });
+    }
     for rank in ranks.iter().take(leftover) {
         out[rank.index] += 1;
     }

@@ -11,9 +11,11 @@ use crate::{Detail, ResourceKind};
 /// Long lists of clusters are cut after this many names (`..., and 12 more`).
 const LIST_LIMIT: usize = 8;
 
+/// `chosen` are the considered clusters that receive replicas, in order.
 pub(crate) fn explain(
     workload: &Workload,
     considered: &[Considered<'_>],
+    chosen: &[(&Considered<'_>, u32)],
     detail: Detail,
 ) -> Explanation {
     let duplicated = matches!(
@@ -99,11 +101,7 @@ pub(crate) fn explain(
         policy: workload.placement.policy.clone(),
         clusters: match detail {
             Detail::Full => considered.iter().map(decision).collect(),
-            Detail::Summary => considered
-                .iter()
-                .filter(|c| matches!(c.verdict, Verdict::Selected { replicas, .. } if replicas > 0))
-                .map(decision)
-                .collect(),
+            Detail::Summary => chosen.iter().map(|(c, _)| decision(c)).collect(),
         },
     }
 }

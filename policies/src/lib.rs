@@ -9,6 +9,7 @@ mod constraints;
 mod divide;
 mod explain;
 mod filter;
+mod hash;
 mod priority;
 mod quantity;
 mod reason;
@@ -85,6 +86,33 @@ impl<'a> Problem<'a> {
 /// cordoned or NoSchedule-tainted clusters what they keep; solving again with the result as
 /// `previous` returns the same placement.
 pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
+    place_in(problem, previous, Names::of(problem.clusters))
+}
+
+/// Whether cluster names are strictly increasing: then clusters are already in name order
+/// and no two share a name. [`place_all`] finds out once per batch, not once per decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Names {
+    Ordered,
+    Unordered,
+}
+
+impl Names {
+    pub(crate) fn of(clusters: &[Cluster]) -> Self {
+        if clusters.windows(2).all(|w| w[0].name < w[1].name) {
+            Names::Ordered
+        } else {
+            Names::Unordered
+        }
+    }
+}
+
+/// [`place`] on clusters whose order is known.
+pub(crate) fn place_in(
+    problem: &Problem<'_>,
+    previous: Option<&Placement>,
+    names: Names,
+) -> Placement {
     let workload = problem.workload;
     let previous =
         previous.filter(|p| p.workload == workload.name && p.namespace == workload.namespace);
@@ -94,7 +122,7 @@ pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
     // Name order; callers that pass sorted clusters (place_all) skip the sort, and with
     // strictly increasing names no two share one.
     let mut order: Vec<usize> = (0..clusters.len()).collect();
-    let unique_sorted = clusters.windows(2).all(|w| w[0].name < w[1].name);
+    let unique_sorted = names == Names::Ordered;
     if !unique_sorted {
         order.sort_by(|&a, &b| clusters[a].name.cmp(&clusters[b].name).then(a.cmp(&b)));
     }
@@ -111,8 +139,11 @@ pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
     // again, where it runs none, would differ. Such clusters are forgotten and the decision
     // is made again; each round forgets at least one, so this ends.
     let mut forget = vec![false; clusters.len()];
-    let mut considered: Vec<Considered<'_>> = loop {
+    let (mut considered, pinned) = loop {
         let mut considered: Vec<Considered<'_>> = Vec::with_capacity(order.len());
+        // Positions of the clusters that only keep what they run: few, usually none, so the
+        // checks below look at them alone instead of at every cluster.
+        let mut pinned: Vec<usize> = Vec::new();
         let mut last: Option<&str> = None;
         for &i in &order {
             let cluster = &clusters[i];
@@ -142,38 +173,36 @@ pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
                 }
             };
             last = Some(cluster.name.as_str());
+            if matches!(
+                verdict,
+                Verdict::Selected {
+                    keeps_only: Some(_),
+                    ..
+                }
+            ) {
+                pinned.push(considered.len());
+            }
             considered.push(Considered { cluster, verdict });
         }
-        let pinned: Vec<bool> = considered
-            .iter()
-            .map(|c| {
-                matches!(
-                    c.verdict,
-                    Verdict::Selected {
-                        keeps_only: Some(_),
-                        ..
-                    }
-                )
-            })
-            .collect();
         select::run(&needs, &mut considered);
         let mut again = false;
-        for ((c, &i), pinned) in considered.iter().zip(&order).zip(pinned) {
-            let kept = matches!(c.verdict, Verdict::Selected { replicas, .. } if replicas > 0);
-            if pinned && !kept {
-                forget[i] = true;
+        for &at in &pinned {
+            let kept = matches!(considered[at].verdict, Verdict::Selected { replicas, .. } if replicas > 0);
+            if !kept {
+                forget[order[at]] = true;
                 again = true;
             }
         }
         if !again {
-            break considered;
+            break (considered, pinned);
         }
     };
     // A cluster that could only keep its replicas and ends with none reads as filtered, so
     // that solving again (where it runs none) gives the same explanation.
     // One that keeps fewer than it ran fits only those from now on, and weighs as such
     // (AvailableCapacity weighs by fit).
-    for c in &mut considered {
+    for &at in &pinned {
+        let c = &mut considered[at];
         if let Verdict::Selected {
             replicas,
             keeps_only,
@@ -193,20 +222,22 @@ pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
     }
     debug_assert_eq!(postconditions(workload, &considered), Ok(()));
 
+    let chosen: Vec<(&Considered<'_>, u32)> = considered
+        .iter()
+        .filter_map(|c| match c.verdict {
+            Verdict::Selected { replicas, .. } if replicas > 0 => Some((c, replicas)),
+            _ => None,
+        })
+        .collect();
     Placement {
         workload: workload.name.clone(),
         namespace: workload.namespace.clone(),
         generation: problem.generation,
-        clusters: considered
+        clusters: chosen
             .iter()
-            .filter_map(|c| match c.verdict {
-                Verdict::Selected { replicas, .. } if replicas > 0 => {
-                    Some((c.cluster.name.clone(), replicas))
-                }
-                _ => None,
-            })
+            .map(|(c, replicas)| (c.cluster.name.clone(), *replicas))
             .collect(),
-        explanation: explain::explain(workload, &considered, problem.detail),
+        explanation: explain::explain(workload, &considered, &chosen, problem.detail),
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use hansa_core::{Cluster, Placement, Resources, Workload};
 
-use crate::{place, Detail, Problem};
+use crate::{place_in, Detail, Names, Problem};
 
 /// One workload of a batch.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +76,7 @@ struct Batch<'a> {
     items: &'a [Item<'a>],
     now_ms: u64,
     detail: Detail,
+    names: Names,
     position: HashMap<&'a str, usize>,
     /// Per cluster, what is free with none of the items' replicas running (capped at what
     /// the cluster can allocate: room beyond it is not real).
@@ -96,6 +97,7 @@ impl<'a> Batch<'a> {
             items,
             now_ms,
             detail,
+            names: Names::of(clusters),
             position,
             base: Vec::new(),
             order: Vec::new(),
@@ -198,7 +200,7 @@ impl<'a> Batch<'a> {
                     now_ms: self.now_ms,
                     detail: self.detail,
                 };
-                place(&problem, previous[i])
+                place_in(&problem, previous[i], self.names)
             };
             let mut placement = decide(&untaken);
             if untaken.as_slice() != usable {

@@ -2,7 +2,6 @@
 //! affinity groups (and overflow between them), spread constraints with min/max groups, then
 //! the replica division of the workload's scheduling mode.
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use hansa_core::{ReplicaScheduling, Workload};
@@ -10,6 +9,7 @@ use hansa_core::{ReplicaScheduling, Workload};
 use crate::constraints::{Attr, GroupRule};
 use crate::divide::{self, Grouping, Share};
 use crate::filter::{selection, Filter, Needs};
+use crate::hash::FxMap;
 use crate::verdict::{Considered, FilterRef, Verdict};
 
 /// What one candidate set decided: replicas per considered index, clusters left out.
@@ -190,10 +190,13 @@ fn solve_set<'a>(
     rules.extend(needs.constraints.groups.iter().cloned());
     let mut result = SetResult::default();
     let mut members: Vec<usize> = members.to_vec();
+    let mut values_by_rule = Vec::with_capacity(rules.len());
     for rule in &rules {
-        let (kept, dropped) = select_groups(rule, considered, &members, total);
+        let values = Values::of(&rule.attr, considered, &members);
+        let (kept, dropped) = select_groups(rule, considered, &members, total, &values);
         result.dropped.extend(dropped);
         members = kept;
+        values_by_rule.push(values);
     }
     let shares: Vec<(Share, bool)> = members.iter().map(|&i| share(&considered[i])).collect();
     let counts: Vec<u32> = match placement.replica_scheduling {
@@ -222,8 +225,9 @@ fn solve_set<'a>(
         _ => {
             let groupings: Vec<Grouping> = rules
                 .iter()
-                .filter(|r| r.cap.is_some() || r.balance)
-                .map(|r| grouping(r, considered, &members))
+                .zip(&values_by_rule)
+                .filter(|(r, _)| r.cap.is_some() || r.balance)
+                .map(|(r, values)| grouping(r, values, &members))
                 .collect();
             // Clusters that only keep what they run are pinned to it (in name order while
             // the total allows); the others divide the rest.
@@ -286,54 +290,97 @@ fn solve_set<'a>(
     result
 }
 
-fn grouping(rule: &GroupRule, considered: &[Considered<'_>], members: &[usize]) -> Grouping {
-    let mut ids: BTreeMap<&str, usize> = BTreeMap::new();
-    let of = members
-        .iter()
-        .map(|&i| {
-            let value = rule.attr.value(considered[i].cluster).unwrap_or("");
-            let next = ids.len();
-            *ids.entry(value).or_insert(next)
-        })
-        .collect();
+/// The values a rule's attribute takes among some clusters, numbered in order of appearance,
+/// so that grouping compares numbers instead of strings.
+struct Values<'a> {
+    /// Per considered index: the number of the cluster's value (`None`: it has none, or it is
+    /// not among the clusters looked at).
+    of: Vec<Option<u32>>,
+    /// The values, by number.
+    names: Vec<&'a str>,
+}
+
+impl<'a> Values<'a> {
+    fn of(attr: &Attr, considered: &[Considered<'a>], members: &[usize]) -> Self {
+        let mut numbers: FxMap<&'a str, u32> = FxMap::default();
+        let mut names = Vec::new();
+        let mut of = vec![None; considered.len()];
+        for &i in members {
+            if let Some(value) = attr.value(considered[i].cluster) {
+                let next = u32::try_from(names.len()).unwrap_or(u32::MAX);
+                let number = *numbers.entry(value).or_insert_with(|| {
+                    names.push(value);
+                    next
+                });
+                of[i] = Some(number);
+            }
+        }
+        Values { of, names }
+    }
+
+    fn count(&self) -> usize {
+        self.names.len()
+    }
+
+    fn name(&self, number: u32) -> &'a str {
+        self.names[number as usize]
+    }
+
+    /// The values in order, for reasons that list them.
+    fn sorted(&self, numbers: impl Iterator<Item = u32>) -> Vec<&'a str> {
+        let mut names: Vec<&str> = numbers.map(|v| self.name(v)).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// Members that lack the attribute form one more group (they only reach the divide phase
+/// when no rule drops them).
+fn grouping(rule: &GroupRule, values: &Values<'_>, members: &[usize]) -> Grouping {
+    let without = values.count();
     Grouping {
-        of,
-        groups: ids.len(),
+        of: members
+            .iter()
+            .map(|&i| values.of[i].map_or(without, |v| v as usize))
+            .collect(),
+        groups: without + 1,
         cap: rule.cap,
         balance: rule.balance,
     }
 }
 
 /// Applies a rule's min/max groups: which members stay, and why the others are left out.
+/// `values` numbers the members' values of the rule's attribute.
 fn select_groups<'a>(
     rule: &GroupRule,
     considered: &[Considered<'a>],
     members: &[usize],
     total: u32,
+    values: &Values<'a>,
 ) -> (Vec<usize>, Vec<(usize, FilterRef<'a>)>) {
     let mut dropped = Vec::new();
-    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut valued = Vec::with_capacity(members.len());
     let mut without: Option<Rc<Filter>> = None;
     for &i in members {
-        match rule.attr.value(considered[i].cluster) {
-            Some(v) => groups.entry(v).or_default().push(i),
-            None => {
-                let reason = without.get_or_insert_with(|| {
-                    Rc::new(Filter::Spread {
-                        reason: format!(
-                            "has no {}, which {} spreads by",
-                            attr_name(&rule.attr),
-                            rule.written
-                        ),
-                    })
-                });
-                dropped.push((i, FilterRef::Shared(Rc::clone(reason))));
-            }
+        if values.of[i].is_some() {
+            valued.push(i);
+            continue;
         }
+        let reason = without.get_or_insert_with(|| {
+            Rc::new(Filter::Spread {
+                reason: format!(
+                    "has no {}, which {} spreads by",
+                    attr_name(&rule.attr),
+                    rule.written
+                ),
+            })
+        });
+        dropped.push((i, FilterRef::Shared(Rc::clone(reason))));
     }
-    let found = u32::try_from(groups.len()).unwrap_or(u32::MAX);
+    let groups = values.count();
+    let found = u32::try_from(groups).unwrap_or(u32::MAX);
     if found < rule.min_groups {
-        let available: Vec<&str> = groups.keys().copied().collect();
+        let available = values.sorted(0..found);
         let reason = format!(
             "{} needs minGroups {}: only {found} {} available ({})",
             rule.written,
@@ -342,57 +389,63 @@ fn select_groups<'a>(
             available.join(", ")
         );
         let reason = Rc::new(Filter::Spread { reason });
-        for i in groups.into_values().flatten() {
-            dropped.push((i, FilterRef::Shared(Rc::clone(&reason))));
-        }
+        dropped.extend(
+            valued
+                .into_iter()
+                .map(|i| (i, FilterRef::Shared(Rc::clone(&reason)))),
+        );
         return (Vec::new(), dropped);
     }
     // Nothing to place: no group needs to be chosen.
     let Some(max) = rule.max_groups.filter(|&max| found > max && total > 0) else {
-        let mut kept: Vec<usize> = groups.into_values().flatten().collect();
-        kept.sort_unstable();
-        return (kept, dropped);
+        return (valued, dropped);
     };
     // Keep the roomiest groups (room counted up to the replicas wanted, so that roomy groups
     // tie and the order stays put as capacity moves), then by value.
-    let mut ranked: Vec<(&str, u64)> = groups
-        .iter()
-        .map(|(v, is)| {
-            let room: u64 = is
-                .iter()
-                .map(|&i| share(&considered[i]).0)
-                .filter(|s| s.weight > 0)
-                .map(|s| u64::from(s.fits.min(total)))
-                .sum();
-            (*v, room.min(u64::from(total)))
-        })
-        .collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    let mut keep: Vec<&str> = ranked
-        .iter()
-        .take(usize::try_from(max).unwrap_or(usize::MAX))
-        .map(|r| r.0)
-        .collect();
-    keep.sort_unstable();
-    let mut kept = Vec::new();
-    for (v, is) in groups {
-        if keep.contains(&v) {
-            kept.extend(is);
-        } else {
-            let reason = format!(
-                "{} {v} not among the {max} chosen by {} (maxGroups {max}: {})",
-                attr_name(&rule.attr),
-                rule.written,
-                keep.join(", ")
-            );
-            let reason = Rc::new(Filter::Spread { reason });
-            dropped.extend(
-                is.into_iter()
-                    .map(|i| (i, FilterRef::Shared(Rc::clone(&reason)))),
-            );
+    let mut room = vec![0u64; groups];
+    for &i in &valued {
+        let share = share(&considered[i]).0;
+        if share.weight > 0 {
+            if let Some(v) = values.of[i] {
+                room[v as usize] += u64::from(share.fits.min(total));
+            }
         }
     }
-    kept.sort_unstable();
+    let mut ranked: Vec<u32> = (0..found).collect();
+    ranked.sort_by(|&a, &b| {
+        let room = |v: u32| room[v as usize].min(u64::from(total));
+        room(b)
+            .cmp(&room(a))
+            .then(values.name(a).cmp(values.name(b)))
+    });
+    let mut keep = vec![false; groups];
+    let chosen = usize::try_from(max).unwrap_or(usize::MAX);
+    for &v in ranked.iter().take(chosen) {
+        keep[v as usize] = true;
+    }
+    let kept_names = values
+        .sorted(ranked.iter().take(chosen).copied())
+        .join(", ");
+    let mut reasons: Vec<Option<Rc<Filter>>> = vec![None; groups];
+    let mut kept = Vec::with_capacity(valued.len());
+    for i in valued {
+        let Some(v) = values.of[i] else { continue };
+        if keep[v as usize] {
+            kept.push(i);
+            continue;
+        }
+        let reason = reasons[v as usize].get_or_insert_with(|| {
+            Rc::new(Filter::Spread {
+                reason: format!(
+                    "{} {} not among the {max} chosen by {} (maxGroups {max}: {kept_names})",
+                    attr_name(&rule.attr),
+                    values.name(v),
+                    rule.written,
+                ),
+            })
+        });
+        dropped.push((i, FilterRef::Shared(Rc::clone(reason))));
+    }
     (kept, dropped)
 }
 

@@ -33,14 +33,15 @@ pub(crate) enum Verdict<'a> {
     },
 }
 
-/// A [`Filter`] that borrows what it names; [`FilterRef::to_filter`] renders it.
+/// A [`Filter`] that borrows what it names; [`FilterRef::to_filter`] renders it. Kept small
+/// (a borrowed `String` is one word, a `&str` two): one is built and moved for every cluster.
 #[derive(Debug, Clone)]
 pub(crate) enum FilterRef<'a> {
     Plain(Plain),
     NotInClusterNames(&'a [String]),
     LabelMismatch {
-        key: &'a str,
-        required: &'a str,
+        key: &'a String,
+        required: &'a String,
         found: Option<&'a str>,
     },
     Requirement {
@@ -201,7 +202,7 @@ impl FilterRef<'_> {
 pub(crate) struct Note<'a> {
     pub because: Because<'a>,
     /// The clusterAffinities group the cluster is used in.
-    pub group: Option<&'a str>,
+    pub group: Option<&'a String>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
