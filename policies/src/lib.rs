@@ -9,7 +9,6 @@ mod constraints;
 mod divide;
 mod explain;
 mod filter;
-mod hash;
 mod priority;
 mod quantity;
 mod reason;

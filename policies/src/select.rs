@@ -9,7 +9,7 @@ use hansa_core::{ReplicaScheduling, Workload};
 use crate::constraints::{Attr, GroupRule};
 use crate::divide::{self, Grouping, Share};
 use crate::filter::{selection, Filter, Needs};
-use crate::hash::FxMap;
+use rustc_hash::FxHashMap;
 use crate::verdict::{Considered, FilterRef, Verdict};
 
 /// What one candidate set decided: replicas per considered index, clusters left out.
@@ -302,7 +302,7 @@ struct Values<'a> {
 
 impl<'a> Values<'a> {
     fn of(attr: &Attr, considered: &[Considered<'a>], members: &[usize]) -> Self {
-        let mut numbers: FxMap<&'a str, u32> = FxMap::default();
+        let mut numbers: FxHashMap<&'a str, u32> = FxHashMap::default();
         let mut names = Vec::new();
         let mut of = vec![None; considered.len()];
         for &i in members {
