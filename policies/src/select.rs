@@ -9,8 +9,8 @@ use hansa_core::{ReplicaScheduling, Workload};
 use crate::constraints::{Attr, GroupRule};
 use crate::divide::{self, Grouping, Share};
 use crate::filter::{selection, Filter, Needs};
-use rustc_hash::FxHashMap;
 use crate::verdict::{Considered, FilterRef, Verdict};
+use rustc_hash::FxHashMap;
 
 /// What one candidate set decided: replicas per considered index, clusters left out.
 #[derive(Default)]
