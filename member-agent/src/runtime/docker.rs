@@ -786,7 +786,7 @@ fn now_ms() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
     use std::process::Command;
 
@@ -909,7 +909,7 @@ mod tests {
     }
 
     /// An engine, or `None` (a loud skip) outside CI; in CI a missing engine fails.
-    async fn engine() -> Option<Docker> {
+    pub(crate) async fn engine() -> Option<Docker> {
         match DockerEndpoint::local().connect().await {
             Ok(docker) => Some(docker),
             Err(e) => {
@@ -925,10 +925,10 @@ mod tests {
 
     /// A busybox image from /bin/busybox; removed on drop, with every container of the
     /// test's cluster (also when the test fails half-way).
-    struct Image(String, String);
+    pub(crate) struct Image(String, String);
 
     impl Image {
-        fn build(tag: &str, cluster: &str) -> Image {
+        pub(crate) fn build(tag: &str, cluster: &str) -> Image {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path().join("root");
             std::fs::create_dir_all(root.join("bin")).unwrap();

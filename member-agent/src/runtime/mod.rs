@@ -49,6 +49,31 @@ pub trait Runtime: Send + Sync {
     /// agent started and this one adopted.
     fn list(&self) -> BoxFuture<'_, Result<Vec<ReplicaInfo>, RuntimeError>>;
 
+    /// [`Runtime::list`] for the scheduler's periodic look: never waits longer than
+    /// [`SURVEY_TIMEOUT`], and a runtime made of several ([`MultiRuntime`]) reports the ones
+    /// that did not answer instead of failing as a whole, so one unreachable Docker Engine
+    /// does not blind the agent to every other node.
+    fn survey(&self) -> BoxFuture<'_, Survey> {
+        Box::pin(async move {
+            let (replicas, error) = match tokio::time::timeout(SURVEY_TIMEOUT, self.list()).await {
+                Ok(Ok(replicas)) => (replicas, None),
+                Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
+                Err(_) => (Vec::new(), Some(survey_timed_out())),
+            };
+            Survey {
+                replicas,
+                unreachable: error
+                    .map(|error| Unreachable {
+                        node: None,
+                        kind: self.kind(),
+                        error,
+                    })
+                    .into_iter()
+                    .collect(),
+            }
+        })
+    }
+
     fn inspect<'a>(
         &'a self,
         id: &'a str,
@@ -99,6 +124,54 @@ pub fn tail_lines(text: &[u8], tail: Option<u32>) -> Vec<u8> {
         Vec::new()
     } else {
         text.to_vec()
+    }
+}
+
+/// How long [`Runtime::survey`] waits for a runtime to list its replicas.
+pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) fn survey_timed_out() -> String {
+    format!(
+        "did not list its replicas within {} s",
+        SURVEY_TIMEOUT.as_secs()
+    )
+}
+
+/// What [`Runtime::survey`] found.
+#[derive(Debug, Default)]
+pub struct Survey {
+    /// The replicas of every runtime that answered.
+    pub replicas: Vec<ReplicaInfo>,
+    /// The runtimes that did not: their replicas are missing from `replicas`, but not gone.
+    pub unreachable: Vec<Unreachable>,
+}
+
+/// A runtime that did not list its replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreachable {
+    /// The node it serves; `None`: every node (an agent with one runtime).
+    pub node: Option<String>,
+    pub kind: RuntimeKind,
+    pub error: String,
+}
+
+impl Unreachable {
+    /// Whether this is the runtime of `kind` (of any kind for `None`) on `node`.
+    pub fn covers(&self, node: &str, kind: Option<RuntimeKind>) -> bool {
+        self.node.as_deref().is_none_or(|n| n == node) && kind.is_none_or(|k| k == self.kind)
+    }
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(node) = &self.node {
+            write!(f, "node {node}: ")?;
+        }
+        write!(
+            f,
+            "the {} runtime is unreachable: {}",
+            self.kind, self.error
+        )
     }
 }
 

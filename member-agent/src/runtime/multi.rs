@@ -3,20 +3,26 @@
 //! inspect asks each runtime in turn. With several nodes, each node has its own runtimes
 //! (a remote node its own Docker Engine) and a start goes to those of the replica's node.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hansa_core::RuntimeKind;
 use tokio::sync::watch;
 
-use super::{BoxFuture, LogStream, ReplicaInfo, ReplicaRecord, ReplicaSpec, Runtime, RuntimeError};
+use super::{
+    BoxFuture, LogStream, ReplicaInfo, ReplicaRecord, ReplicaSpec, Runtime, RuntimeError, Survey,
+    Unreachable,
+};
 
 pub struct MultiRuntime {
     /// Every distinct runtime, once.
     runtimes: Vec<Arc<dyn Runtime>>,
     /// The runtimes of each node, by node name; empty: every start may use any runtime.
     nodes: BTreeMap<String, Vec<Arc<dyn Runtime>>>,
+    /// Which of `runtimes` holds each replica we started or saw listed, so that stopping a
+    /// replica on one node does not depend on every other node's engine answering.
+    homes: Mutex<HashMap<String, usize>>,
     changes: watch::Sender<u64>,
 }
 
@@ -37,6 +43,7 @@ impl MultiRuntime {
         Self {
             runtimes,
             nodes: BTreeMap::new(),
+            homes: Mutex::new(HashMap::new()),
             changes,
         }
     }
@@ -71,14 +78,51 @@ impl MultiRuntime {
             })
     }
 
-    /// The runtime that runs replica `id`, if any does.
+    fn homes(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        self.homes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn index_of(&self, runtime: &Arc<dyn Runtime>) -> Option<usize> {
+        self.runtimes.iter().position(|r| Arc::ptr_eq(r, runtime))
+    }
+
+    /// The runtimes to ask about replica `id`: the one known to hold it, else all of them.
+    fn candidates(&self, id: &str) -> Vec<&Arc<dyn Runtime>> {
+        match self.homes().get(id) {
+            Some(&home) => vec![&self.runtimes[home]],
+            None => self.runtimes.iter().collect(),
+        }
+    }
+
+    /// The runtime that runs replica `id`, if any does. A runtime that fails to answer is
+    /// skipped; its error is returned only when no runtime has the replica.
     async fn holder(&self, id: &str) -> Result<Option<&Arc<dyn Runtime>>, RuntimeError> {
-        for runtime in &self.runtimes {
-            if runtime.inspect(id).await?.is_some() {
-                return Ok(Some(runtime));
+        let mut failed = None;
+        for runtime in self.candidates(id) {
+            match runtime.inspect(id).await {
+                Ok(Some(_)) => return Ok(Some(runtime)),
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
             }
         }
-        Ok(None)
+        failed.map_or(Ok(None), Err)
+    }
+
+    /// Runs `action` on each runtime that may hold `id`; all are tried, the first error is
+    /// returned.
+    async fn on_each<'a, F>(&'a self, id: &str, action: F) -> Result<(), RuntimeError>
+    where
+        F: Fn(&'a Arc<dyn Runtime>) -> BoxFuture<'a, Result<(), RuntimeError>>,
+    {
+        let mut first_error = None;
+        for runtime in self.candidates(id) {
+            if let Err(e) = action(runtime).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 }
 
@@ -103,24 +147,23 @@ impl Runtime for MultiRuntime {
                 })?,
                 None => self.for_kind(kind)?,
             };
-            runtime.start(spec).await
+            let id = spec.id.clone();
+            let record = runtime.start(spec).await?;
+            if let Some(home) = self.index_of(runtime) {
+                self.homes().insert(id, home);
+            }
+            Ok(record)
         })
     }
 
     fn stop<'a>(&'a self, id: &'a str, grace: Duration) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        Box::pin(async move {
-            for runtime in &self.runtimes {
-                runtime.stop(id, grace).await?;
-            }
-            Ok(())
-        })
+        Box::pin(async move { self.on_each(id, |runtime| runtime.stop(id, grace)).await })
     }
 
     fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async move {
-            for runtime in &self.runtimes {
-                runtime.remove(id).await?;
-            }
+            self.on_each(id, |runtime| runtime.remove(id)).await?;
+            self.homes().remove(id);
             Ok(())
         })
     }
@@ -135,17 +178,51 @@ impl Runtime for MultiRuntime {
         })
     }
 
+    /// Asks every runtime at once; one that fails or does not answer in time is reported for
+    /// each node it serves, and the others' replicas are returned.
+    fn survey(&self) -> BoxFuture<'_, Survey> {
+        Box::pin(async move {
+            let surveys = futures::future::join_all(self.runtimes.iter().map(|r| r.survey())).await;
+            let mut out = Survey::default();
+            for (index, (runtime, survey)) in self.runtimes.iter().zip(surveys).enumerate() {
+                {
+                    let mut homes = self.homes();
+                    for info in &survey.replicas {
+                        homes.insert(info.record.id.clone(), index);
+                    }
+                }
+                out.replicas.extend(survey.replicas);
+                for failed in survey.unreachable {
+                    let served: Vec<&String> = self
+                        .nodes
+                        .iter()
+                        .filter(|(_, on_node)| on_node.iter().any(|r| Arc::ptr_eq(r, runtime)))
+                        .map(|(node, _)| node)
+                        .collect();
+                    if served.is_empty() {
+                        out.unreachable.push(failed);
+                        continue;
+                    }
+                    out.unreachable
+                        .extend(served.into_iter().map(|node| Unreachable {
+                            node: Some(node.clone()),
+                            ..failed.clone()
+                        }));
+                }
+            }
+            out
+        })
+    }
+
     fn inspect<'a>(
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<ReplicaInfo>, RuntimeError>> {
         Box::pin(async move {
-            for runtime in &self.runtimes {
-                if let Some(info) = runtime.inspect(id).await? {
-                    return Ok(Some(info));
-                }
+            match self.holder(id).await? {
+                Some(runtime) => runtime.inspect(id).await,
+                None => Ok(None),
             }
-            Ok(None)
         })
     }
 

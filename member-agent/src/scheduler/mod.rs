@@ -192,13 +192,12 @@ impl SchedulerHandle {
         let shared = &self.shared;
         shared.stopped.store(true, Ordering::SeqCst);
         let _gate = shared.start_gate.lock().await;
-        let replicas = match shared.runtime.list().await {
-            Ok(replicas) => replicas,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list replicas to stop them");
-                Vec::new()
-            }
-        };
+        // What the runtimes that answer run; one that does not keeps its replicas.
+        let survey = shared.runtime.survey().await;
+        for failed in &survey.unreachable {
+            tracing::error!(%failed, "cannot list replicas to stop them");
+        }
+        let replicas = survey.replicas;
         let stops = replicas.iter().map(|info| async move {
             let id = &info.record.id;
             if let Err(e) = shared.runtime.stop(id, shared.stop_grace).await {

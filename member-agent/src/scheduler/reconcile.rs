@@ -18,7 +18,7 @@ use super::ports::PortAllocator;
 use super::replica::{Phase, Replica};
 use super::{lock, SchedulerConfig, Shared};
 use crate::health::{self, ProbeTarget, Verdict};
-use crate::runtime::{template_hash, ReplicaInfo, ReplicaSpec, RunState};
+use crate::runtime::{template_hash, ReplicaInfo, ReplicaSpec, RunState, Unreachable};
 use crate::state;
 
 /// The loop runs at least this often, even without a trigger: events can be missed.
@@ -56,6 +56,8 @@ pub(super) struct Scheduler {
     background: JoinSet<()>,
     /// Why a workload's replicas cannot be placed, as last logged (logged once per reason).
     blocked: HashMap<WorkloadKey, String>,
+    /// The runtimes that did not answer the last look: no new replica goes to them.
+    unreachable: Vec<Unreachable>,
 }
 
 impl Scheduler {
@@ -78,6 +80,7 @@ impl Scheduler {
             events_rx,
             background: JoinSet::new(),
             blocked: HashMap::new(),
+            unreachable: Vec::new(),
             shared,
             config,
         }
@@ -159,18 +162,21 @@ impl Scheduler {
 
     /// Notices exited replicas and adopts replicas the runtime runs that we do not know (those
     /// a previous agent started).
+    /// A runtime that does not answer (a node's engine is down) leaves its replicas as they
+    /// were, marked unreachable, while the other runtimes' replicas are looked after as usual.
     async fn observe(&mut self, desired: &[Assignment]) {
-        let listed = match self.shared.runtime.list().await {
-            Ok(listed) => listed,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list the runtime's replicas");
-                return;
+        let survey = self.shared.runtime.survey().await;
+        for failed in &survey.unreachable {
+            if !self.unreachable.contains(failed) {
+                tracing::error!(%failed, "cannot list replicas");
             }
-        };
-        let mut by_id: HashMap<String, ReplicaInfo> = listed
+        }
+        let mut by_id: HashMap<String, ReplicaInfo> = survey
+            .replicas
             .into_iter()
             .map(|info| (info.record.id.clone(), info))
             .collect();
+        self.unreachable = survey.unreachable;
         let live: Vec<String> = self
             .replicas
             .values()
@@ -178,13 +184,29 @@ impl Scheduler {
             .map(|r| r.id.clone())
             .collect();
         for id in live {
+            let Some(replica) = self.replicas.get_mut(&id) else {
+                continue;
+            };
+            let kind = replica.template.as_ref().map(|t| t.runtime_kind());
+            replica.unreachable = match by_id.get(&id) {
+                Some(_) => None,
+                None => self
+                    .unreachable
+                    .iter()
+                    .find(|u| u.covers(&replica.node, kind))
+                    .map(ToString::to_string),
+            };
+            let runtime_answered = replica.unreachable.is_none();
             match by_id.get(&id).map(|info| &info.run) {
                 Some(RunState::Running) => {}
                 Some(RunState::Exited { reason }) => {
                     let reason = reason.clone();
                     self.fail(&id, ReplicaState::Failed, &reason);
                 }
-                None => self.fail(&id, ReplicaState::Failed, "vanished from the runtime"),
+                None if runtime_answered => {
+                    self.fail(&id, ReplicaState::Failed, "vanished from the runtime")
+                }
+                None => {}
             }
         }
         by_id.retain(|id, _| !self.replicas.contains_key(id));
@@ -229,6 +251,7 @@ impl Scheduler {
             backoff: Backoff::default(),
             healthy_since: (!has_check).then(Instant::now),
             message: String::new(),
+            unreachable: None,
             instance: self.next_instance(),
             started_at_ms: record.started_at_ms,
             prober: None,
@@ -299,12 +322,28 @@ impl Scheduler {
     /// next pass.
     async fn start_new(&mut self, assignment: &Assignment) -> bool {
         let template = &assignment.template;
-        let node = match nodes::choose(
-            &self.config.nodes,
-            &self.in_use(),
-            template.runtime_kind(),
-            &template.resources,
-        ) {
+        let kind = template.runtime_kind();
+        // A node whose runtime for this template did not answer takes nothing new.
+        let unreachable = |node: &str| self.unreachable.iter().find(|u| u.covers(node, Some(kind)));
+        let reachable: Vec<nodes::NodeSpec> = self
+            .config
+            .nodes
+            .iter()
+            .filter(|n| unreachable(&n.name).is_none())
+            .cloned()
+            .collect();
+        let offered = self.config.nodes.iter().any(|n| n.offers(kind));
+        if offered && !reachable.iter().any(|n| n.offers(kind)) {
+            let why = self
+                .config
+                .nodes
+                .iter()
+                .find_map(|n| unreachable(&n.name))
+                .map_or_else(String::new, ToString::to_string);
+            self.block(&assignment.workload, why);
+            return false;
+        }
+        let node = match nodes::choose(&reachable, &self.in_use(), kind, &template.resources) {
             Ok(node) => node,
             Err(no_node) => {
                 self.block(&assignment.workload, no_node.to_string());
@@ -339,6 +378,7 @@ impl Scheduler {
             backoff: Backoff::default(),
             healthy_since: None,
             message: String::new(),
+            unreachable: None,
             instance: 0,
             started_at_ms: 0,
             prober: None,
@@ -407,6 +447,7 @@ impl Scheduler {
             return;
         };
         replica.stop_probing();
+        replica.unreachable = None;
         let ran_healthy = replica
             .healthy_since
             .take()

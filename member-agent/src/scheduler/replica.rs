@@ -28,6 +28,9 @@ pub(super) struct Replica {
     /// Since when the current run is healthy; `None` while starting or failed.
     pub(super) healthy_since: Option<Instant>,
     pub(super) message: String,
+    /// Why the runtime holding it did not answer the last look (its node's Docker Engine is
+    /// unreachable, say): it may still run, but nothing vouches for it.
+    pub(super) unreachable: Option<String>,
     /// Bumped on every start, so verdicts about an earlier run are ignored.
     pub(super) instance: u64,
     /// Wall-clock start of the current run (the health grace counts from it).
@@ -52,11 +55,14 @@ pub(super) enum Phase {
 
 impl Replica {
     pub(super) fn ready(&self) -> bool {
-        matches!(self.phase, Phase::Live) && self.healthy_since.is_some()
+        matches!(self.phase, Phase::Live)
+            && self.healthy_since.is_some()
+            && self.unreachable.is_none()
     }
 
     pub(super) fn state(&self) -> ReplicaState {
         match &self.phase {
+            Phase::Live if self.unreachable.is_some() => ReplicaState::Unhealthy,
             Phase::Live if self.healthy_since.is_some() => ReplicaState::Running,
             Phase::Live => ReplicaState::Starting,
             Phase::Backoff { shown, .. } => *shown,
@@ -73,7 +79,7 @@ impl Replica {
             healthy: self.ready(),
             restarts: self.restarts,
             endpoints: self.endpoints.clone(),
-            message: self.message.clone(),
+            message: self.unreachable.as_ref().unwrap_or(&self.message).clone(),
         }
     }
 

@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{start, SchedulerConfig, SchedulerHandle};
 use crate::runtime::process::{group_alive, process_alive, read_stat};
-use crate::runtime::{ProcessRuntime, ReplicaRecord, Runtime, RuntimeHandle};
+use crate::runtime::{
+    DockerRuntime, MultiRuntime, ProcessRuntime, ReplicaRecord, Runtime, RuntimeHandle,
+};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -129,8 +131,9 @@ impl Drop for Reaper {
             let Ok(record) = serde_json::from_slice::<ReplicaRecord>(&bytes) else {
                 continue;
             };
+            // Containers are the docker tests' Image's to remove.
             let RuntimeHandle::Process { pid, start_ticks } = record.handle else {
-                panic!("a process handle");
+                continue;
             };
             if let (true, Ok(raw)) = (process_alive(pid, start_ticks), i32::try_from(pid)) {
                 let _ = signal::killpg(Pid::from_raw(raw), Signal::SIGKILL);
@@ -790,4 +793,224 @@ async fn replicas_fill_a_node_then_the_next_and_adoption_keeps_them_there() {
         "no duplicate"
     );
     second.handle.stop_all().await;
+}
+
+/// A node whose Docker Engine does not answer (nothing listens at its address) must not
+/// blind the scheduler to the other runtimes: process replicas are still watched and
+/// restarted, and a replica that needs the engine waits with the reason.
+#[tokio::test]
+async fn an_unreachable_engine_does_not_blind_the_scheduler_to_the_other_runtimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    // A port nothing listens on: every call to the engine is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let docker = bollard::Docker::connect_with_http(
+        &format!("http://127.0.0.1:{closed}"),
+        5,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .unwrap();
+    let engine: Arc<dyn Runtime> = Arc::new(DockerRuntime::new(docker, "test-cluster", dir.path()));
+    let process = Arc::new(ProcessRuntime::new(dir.path()));
+    let mut config = two_nodes(dir.path());
+    config.nodes[0]
+        .runtimes
+        .push(hansa_core::RuntimeKind::Docker);
+    let as_runtime: Arc<dyn Runtime> = process.clone();
+    let runtime = MultiRuntime::with_nodes(BTreeMap::from([
+        ("node-a".to_string(), vec![as_runtime.clone()]),
+        ("node-b".to_string(), vec![as_runtime, engine]),
+    ]));
+    let mut tasks = JoinSet::new();
+    let shutdown = CancellationToken::new();
+    let handle = start(config, Arc::new(runtime), &mut tasks, shutdown.clone())
+        .await
+        .expect("scheduler starts");
+    let agent = Agent {
+        handle,
+        runtime: process,
+        tasks,
+        shutdown,
+    };
+
+    let mut web = sleeper();
+    web.resources.cpu_millis = 400;
+    web.ports = vec![port("http")];
+    agent
+        .handle
+        .set_assignments(vec![assignment("web", 1, 3, web.clone())]);
+    let placed = addresses(&agent.wait_running("web", 3).await);
+    let on_b: Vec<&String> = placed
+        .iter()
+        .filter(|(_, address)| *address == "127.0.0.52")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(on_b.len(), 1, "{placed:?}");
+
+    // The killed replica shares its node with the dead engine: still noticed and restarted.
+    let id = on_b[0].clone();
+    kill(agent.process(&id).await.0);
+    agent
+        .wait_for("the killed replica to run again", |s| {
+            by_id(s, &id).is_some_and(|r| r.state == ReplicaState::Running && r.restarts == 1)
+        })
+        .await;
+
+    let mut image = sleeper();
+    image.image = Some("busybox:latest".into());
+    agent.handle.set_assignments(vec![
+        assignment("web", 1, 3, web),
+        assignment("db", 1, 1, image),
+    ]);
+    agent
+        .wait_for("the image replica to wait for the engine", |_| {
+            agent.handle.unplaced().iter().any(|u| {
+                u.reason
+                    .starts_with("node node-b: the docker runtime is unreachable: ")
+            })
+        })
+        .await;
+    agent.handle.stop_all().await;
+    assert!(
+        agent.runtime.list().await.unwrap().is_empty(),
+        "stop_all stops what the reachable runtimes run"
+    );
+}
+
+/// A TCP listener that forwards to the local Docker Engine's socket, standing in for a
+/// node's remote engine; `cut` drops it and every connection through it, as a dead host or
+/// network would, and `restore` listens on the same port again.
+struct EngineLink {
+    port: u16,
+    forwarding: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl EngineLink {
+    async fn open() -> EngineLink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        EngineLink {
+            port,
+            forwarding: Some(tokio::spawn(Self::forward(listener))),
+        }
+    }
+
+    async fn forward(listener: tokio::net::TcpListener) {
+        let mut connections = JoinSet::new();
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            connections.spawn(async move {
+                if let Ok(mut engine) =
+                    tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut engine).await;
+                }
+            });
+        }
+    }
+
+    fn cut(&mut self) {
+        if let Some(forwarding) = self.forwarding.take() {
+            // Aborting drops the listener and the JoinSet, which aborts every connection.
+            forwarding.abort();
+        }
+    }
+
+    async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.forwarding = Some(tokio::spawn(Self::forward(listener)));
+    }
+}
+
+/// With a real engine: a container on a node whose engine becomes unreachable is neither
+/// failed nor replaced; it is reported unhealthy with the reason while the engine is away,
+/// and Running again, without a restart, once it answers.
+#[tokio::test]
+async fn a_container_on_an_engine_that_goes_away_is_unreachable_until_it_returns() {
+    let Some(_) = crate::runtime::docker::tests::engine().await else {
+        return;
+    };
+    let run = std::process::id();
+    let cluster = format!("unreach-{run}");
+    let tag = format!("hansa-test/busybox:unreach-{run}");
+    let _image = crate::runtime::docker::tests::Image::build(&tag, &cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let mut link = EngineLink::open().await;
+    let docker = bollard::Docker::connect_with_http(
+        &format!("http://127.0.0.1:{}", link.port),
+        3,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .unwrap();
+    let engine: Arc<dyn Runtime> =
+        Arc::new(DockerRuntime::new(docker, cluster.clone(), dir.path()));
+    let process = Arc::new(ProcessRuntime::new(dir.path()));
+    let mut config = two_nodes(dir.path());
+    config.cluster.clone_from(&cluster);
+    config.nodes[0].runtimes = vec![hansa_core::RuntimeKind::Docker];
+    let runtime = MultiRuntime::with_nodes(BTreeMap::from([
+        (
+            "node-a".to_string(),
+            vec![process.clone() as Arc<dyn Runtime>],
+        ),
+        ("node-b".to_string(), vec![engine]),
+    ]));
+    let mut tasks = JoinSet::new();
+    let shutdown = CancellationToken::new();
+    let handle = start(config, Arc::new(runtime), &mut tasks, shutdown.clone())
+        .await
+        .expect("scheduler starts");
+    let agent = Agent {
+        handle,
+        runtime: process,
+        tasks,
+        shutdown,
+    };
+
+    let container = TaskTemplate {
+        image: Some(tag.clone()),
+        command: vec!["sleep".to_string(), "600".to_string()],
+        image_pull_policy: hansa_core::ImagePullPolicy::Never,
+        ..TaskTemplate::default()
+    };
+    agent.handle.set_assignments(vec![
+        assignment("box", 1, 1, container),
+        assignment("web", 1, 1, sleeper()),
+    ]);
+    agent.wait_running("box", 1).await;
+    agent.wait_running("web", 1).await;
+
+    link.cut();
+    let statuses = agent
+        .wait_for("the container to be reported unreachable", |s| {
+            s.iter().any(|r| {
+                r.workload.name == "box"
+                    && r.state == ReplicaState::Unhealthy
+                    && r.message
+                        .starts_with("node node-b: the docker runtime is unreachable")
+            })
+        })
+        .await;
+    let boxes: Vec<_> = statuses
+        .iter()
+        .filter(|r| r.workload.name == "box")
+        .collect();
+    assert_eq!(
+        boxes.len(),
+        1,
+        "not replaced while unreachable: {statuses:#?}"
+    );
+    assert!(!boxes[0].healthy);
+    assert_eq!(boxes[0].restarts, 0);
+
+    link.restore().await;
+    let back = agent.wait_running("box", 1).await;
+    assert_eq!(back[0].restarts, 0, "the same container, never restarted");
+    agent.wait_running("web", 1).await;
+    agent.handle.stop_all().await;
 }
