@@ -42,14 +42,23 @@ fn config(dir: &Path) -> SchedulerConfig {
 
 async fn agent(config: SchedulerConfig) -> Agent {
     let runtime = Arc::new(ProcessRuntime::new(&config.data_dir));
+    agent_on(config, runtime.clone(), runtime).await
+}
+
+/// A scheduler on `runtime`, of which `process` is the process runtime (for pids).
+async fn agent_on(
+    config: SchedulerConfig,
+    process: Arc<ProcessRuntime>,
+    runtime: Arc<dyn Runtime>,
+) -> Agent {
     let mut tasks = JoinSet::new();
     let shutdown = CancellationToken::new();
-    let handle = start(config, runtime.clone(), &mut tasks, shutdown.clone())
+    let handle = start(config, runtime, &mut tasks, shutdown.clone())
         .await
         .expect("scheduler starts");
     Agent {
         handle,
-        runtime,
+        runtime: process,
         tasks,
         shutdown,
     }
@@ -824,17 +833,7 @@ async fn an_unreachable_engine_does_not_blind_the_scheduler_to_the_other_runtime
         ("node-a".to_string(), vec![as_runtime.clone()]),
         ("node-b".to_string(), vec![as_runtime, engine]),
     ]));
-    let mut tasks = JoinSet::new();
-    let shutdown = CancellationToken::new();
-    let handle = start(config, Arc::new(runtime), &mut tasks, shutdown.clone())
-        .await
-        .expect("scheduler starts");
-    let agent = Agent {
-        handle,
-        runtime: process,
-        tasks,
-        shutdown,
-    };
+    let agent = agent_on(config, process, Arc::new(runtime)).await;
 
     let mut web = sleeper();
     web.resources.cpu_millis = 400;
@@ -960,17 +959,7 @@ async fn a_container_on_an_engine_that_goes_away_is_unreachable_until_it_returns
         ),
         ("node-b".to_string(), vec![engine]),
     ]));
-    let mut tasks = JoinSet::new();
-    let shutdown = CancellationToken::new();
-    let handle = start(config, Arc::new(runtime), &mut tasks, shutdown.clone())
-        .await
-        .expect("scheduler starts");
-    let agent = Agent {
-        handle,
-        runtime: process,
-        tasks,
-        shutdown,
-    };
+    let agent = agent_on(config, process, Arc::new(runtime)).await;
 
     let container = TaskTemplate {
         image: Some(tag.clone()),
