@@ -147,6 +147,7 @@ fn federator_configs(
                     suspicion_timeout_ms: 2000,
                     probe_period_ms: 800,
                     anti_entropy_interval_ms: 1000,
+                    member_sync_interval_ms: 10_000,
                 }),
             })
         })

@@ -67,6 +67,10 @@ pub struct PeerModeConfig {
     /// How often this peer pulls what it misses from another (anti-entropy).
     #[serde(default = "default_anti_entropy_ms")]
     pub anti_entropy_interval_ms: u64,
+    /// How often this peer swaps its whole member table with a random peer, repairing joins
+    /// that gossip missed.
+    #[serde(default = "default_member_sync_ms")]
+    pub member_sync_interval_ms: u64,
 }
 
 fn default_suspicion_ms() -> u64 {
@@ -77,6 +81,9 @@ fn default_probe_period_ms() -> u64 {
 }
 fn default_anti_entropy_ms() -> u64 {
     1000
+}
+fn default_member_sync_ms() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,10 +245,12 @@ impl Config {
                 if peer.suspicion_timeout_ms == 0
                     || peer.probe_period_ms < 10
                     || peer.anti_entropy_interval_ms == 0
+                    || peer.member_sync_interval_ms == 0
                 {
                     return Err(invalid(
                         "peer",
-                        "suspicion_timeout_ms and anti_entropy_interval_ms must be >= 1, probe_period_ms >= 10"
+                        "suspicion_timeout_ms, anti_entropy_interval_ms and member_sync_interval_ms \
+                         must be >= 1, probe_period_ms >= 10"
                             .into(),
                     ));
                 }
@@ -289,6 +298,44 @@ mod tests {
         assert_eq!(dns.zone, "hansa.internal.");
         assert_eq!(dns.cluster.as_deref(), Some("eu-1"));
         assert!(config.http_listen.is_some());
+    }
+
+    #[test]
+    fn peer_timings_have_defaults_and_zero_is_refused_by_name() {
+        let text = |extra: &str| {
+            format!(
+                r#"
+name = "fed-1"
+mode = "peer"
+listen = "127.0.0.1:7070"
+peer_listen = "127.0.0.1:7071"
+data_dir = "/tmp/x"
+[peer]
+cluster = "eu-1"
+gossip_listen = "127.0.0.1:7946"
+gossip_key_file = "gossip.key"
+{extra}
+[tls]
+ca = "ca.crt"
+cert = "c.crt"
+key = "c.key"
+"#
+            )
+        };
+        let config = Config::parse(Path::new("f.toml"), &text("")).expect("peer config");
+        let peer = config.peer.expect("[peer]");
+        assert_eq!(
+            (
+                peer.suspicion_timeout_ms,
+                peer.probe_period_ms,
+                peer.anti_entropy_interval_ms,
+                peer.member_sync_interval_ms
+            ),
+            (2000, 800, 1000, 10_000)
+        );
+        let err = Config::parse(Path::new("f.toml"), &text("member_sync_interval_ms = 0"))
+            .expect_err("a zero interval");
+        assert!(err.to_string().contains("member_sync_interval_ms"), "{err}");
     }
 
     #[test]

@@ -127,6 +127,8 @@ impl PeerMode {
         membership_config.join = resolve_join(&config.join).await;
         membership_config.suspicion_timeout = Duration::from_millis(config.suspicion_timeout_ms);
         membership_config.probe_period = Duration::from_millis(config.probe_period_ms);
+        membership_config.state_sync_interval =
+            Duration::from_millis(config.member_sync_interval_ms);
         membership_config.probe_rtt =
             (membership_config.probe_period * 2 / 5).max(Duration::from_millis(5));
         let membership = Arc::new(
