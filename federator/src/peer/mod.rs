@@ -357,10 +357,29 @@ impl PeerMode {
         let mut published: BTreeMap<String, (Vec<u8>, Instant)> = BTreeMap::new();
         let mut tick = tokio::time::interval(SOFT_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A peer that comes up missed what we published before: it gets all of it at the next
+        // tick, not at the next refresh (it cannot even reach us by anti-entropy before it has
+        // our `peer/NAME`). Several arrivals within a tick cost one republish.
+        let mut members = self.membership.subscribe();
+        let mut arrived = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                event = members.recv() => {
+                    match event {
+                        Ok(MembershipEvent::Up(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                            arrived = true;
+                        }
+                        Ok(_) => {}
+                        // The membership stopped: we are shutting down.
+                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    }
+                    continue;
+                }
                 _ = tick.tick() => {}
+            }
+            if std::mem::take(&mut arrived) {
+                published.clear();
             }
             let mut due: Vec<(String, Vec<u8>)> = Vec::new();
             let mut wanted = vec![(own_key.clone(), own.clone())];
