@@ -97,7 +97,7 @@ impl MembershipConfig {
             gossip_interval: Duration::from_millis(200),
             gossip_fanout: 3,
             expected_peers: 100,
-            rejoin_interval: Duration::from_secs(5),
+            rejoin_interval: Duration::from_secs(1),
             state_sync_interval: Duration::from_secs(10),
             max_broadcast_bytes: 1024,
         }
