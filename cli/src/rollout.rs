@@ -139,8 +139,11 @@ fn history_table(view: &RolloutView) -> String {
     let mut table = Table::new(&["REVISION", "CREATED", "RUNS", "CHANGE", "CLUSTERS", "NOTE"]);
     for h in &view.history {
         let mut notes = Vec::new();
-        if h.revision == view.revision {
-            notes.push("latest".to_string());
+        if h.revision == view.current {
+            notes.push("current".to_string());
+        } else if h.revision == view.revision {
+            // Only after a rollback reverted the workload to the stable revision.
+            notes.push("rolled back".to_string());
         }
         if h.revision == view.stable {
             notes.push("stable".to_string());
@@ -287,6 +290,7 @@ mod tests {
             namespace: "default".into(),
             name: "web".into(),
             revision: 2,
+            current: 2,
             staged: true,
             phase,
             reason: "cluster eu-1: revision 2 fails its health checks".into(),

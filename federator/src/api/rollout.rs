@@ -18,8 +18,12 @@ use crate::store::{Command, CommandResponse, FederationState, RolloutAction};
 pub struct RolloutView {
     pub namespace: String,
     pub name: String,
-    /// The latest revision: what the rollout is rolling out.
+    /// What the rollout is rolling out (or rolled back).
     pub revision: u64,
+    /// The revision the workload is at: `revision`, unless a rollback reverted the workload to
+    /// the stable one.
+    #[serde(default)]
+    pub current: u64,
     /// Whether `spec.update.clusters` stages the rollout.
     pub staged: bool,
     pub phase: RolloutPhase,
@@ -232,7 +236,8 @@ pub fn view(state: &FederationState, live: &Liveness, key: &WorkloadKey) -> Opti
     Some(RolloutView {
         namespace: key.namespace.clone(),
         name: key.name.clone(),
-        revision: record.revision,
+        revision: rollout.map_or(record.revision, |r| r.revision),
+        current: record.revision,
         staged: record.workload.rollout.clusters.is_some(),
         phase,
         reason,

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hansa_core::rollout::{RevisionRecord, Rollout};
+use hansa_core::rollout::{RevisionRecord, Rollout, RolloutPhase};
 use hansa_core::{OverrideObject, Placement, TaskTemplate, Workload, WorkloadKey};
 use serde::{Deserialize, Serialize};
 
@@ -67,14 +67,37 @@ impl WorkloadRecord {
     }
 
     /// The template of `revision`, and the override policies it renders with (`None`: the
-    /// ones in force now). Unknown revisions give the latest template.
+    /// ones in force now). Unknown revisions give the current template.
     pub fn template_of(&self, revision: u64) -> (&TaskTemplate, Option<&[OverrideObject]>) {
-        if revision != self.revision {
-            if let Some(old) = self.revision_record(revision) {
-                return (&old.template, Some(&old.overrides));
-            }
+        // The current revision's record holds the overrides in force too, unless the workload
+        // was reverted to it: then they may have changed since, and it must render as it did.
+        if let Some(old) = self.revision_record(revision) {
+            return (&old.template, Some(&old.overrides));
         }
         (&self.workload.template, None)
+    }
+
+    /// The number the next revision takes: revisions are never reused, even after a revert
+    /// brought the workload back to an older one.
+    fn next_revision(&self) -> u64 {
+        let newest = self.history.iter().map(|r| r.revision).max().unwrap_or(0);
+        newest.max(self.revision) + 1
+    }
+
+    /// After a rollout rolled back: the workload itself returns to `stable` (its template,
+    /// a new generation), as Nomad's `auto_revert` does, so applying the failed manifest again
+    /// is a change that starts a new rollout. The failed revision stays in the history.
+    fn revert_to(&mut self, stable: u64, now_ms: u64) {
+        let Some(old) = self.revision_record(stable) else {
+            return;
+        };
+        if self.revision == stable {
+            return;
+        }
+        self.workload.template = old.template.clone();
+        self.revision = stable;
+        self.generation += 1;
+        self.updated_ms = now_ms;
     }
 
     /// Moves to the next revision of the (already updated) workload: keeps it in the history
@@ -93,7 +116,7 @@ impl WorkloadRecord {
             .collect();
         let stable = self.rollout.as_ref().map_or(previous, |r| r.stable);
         let version = self.rollout.as_ref().map_or(0, |r| r.version + 1);
-        self.revision += 1;
+        self.revision = self.next_revision();
         self.history.push(RevisionRecord {
             revision: self.revision,
             template: self.workload.template.clone(),
@@ -142,8 +165,13 @@ impl FederationState {
                 current.version, current.revision
             ));
         }
+        let reverts =
+            proposed.phase == RolloutPhase::RolledBack && current.phase != RolloutPhase::RolledBack;
         let mut rollout = proposed.clone();
         rollout.version += 1;
+        if reverts {
+            record.revert_to(rollout.stable, rollout.updated_ms);
+        }
         record.rollout = Some(rollout);
         record.trim_history();
         CommandResponse::Done
@@ -166,6 +194,17 @@ impl FederationState {
         };
         match action {
             RolloutAction::Pause | RolloutAction::Resume => {
+                // Retrying a rollout that reverted the workload brings its revision back.
+                let retried = record
+                    .rollout
+                    .as_ref()
+                    .filter(|r| {
+                        *action == RolloutAction::Resume && r.phase == RolloutPhase::RolledBack
+                    })
+                    .map(|r| r.revision)
+                    .filter(|r| *r != record.revision)
+                    .and_then(|r| record.revision_record(r))
+                    .map(|old| (old.revision, old.template.clone()));
                 let Some(rollout) = record.rollout.as_mut() else {
                     return CommandResponse::Ignored(format!(
                         "workload {key} has no staged rollout (spec.update.clusters)"
@@ -180,6 +219,12 @@ impl FederationState {
                     Err(why) => CommandResponse::Ignored(format!("workload {key}: {why}")),
                     Ok(()) => {
                         rollout.version += 1;
+                        if let Some((revision, template)) = retried {
+                            record.workload.template = template;
+                            record.revision = revision;
+                            record.generation += 1;
+                            record.updated_ms = now_ms;
+                        }
                         CommandResponse::Done
                     }
                 }
@@ -325,6 +370,90 @@ mod tests {
             }),
             CommandResponse::Ignored(_)
         ));
+    }
+
+    /// What the controller proposes when revision 2 fails its health checks in eu-1 under
+    /// autoRevert: every cluster back on `stable`.
+    fn rolled_back(state: &FederationState) -> Rollout {
+        let mut r = state.workloads[&key()].rollout.clone().unwrap();
+        for stage in r.clusters.values_mut() {
+            stage.revision = r.stable;
+            stage.status = StageStatus::RolledBack;
+        }
+        r.phase = RolloutPhase::RolledBack;
+        r.reason = "cluster eu-1: revision 2 fails its health checks".into();
+        r.updated_ms = 3;
+        r
+    }
+
+    #[test]
+    fn a_rollback_reverts_the_workload_so_the_failed_manifest_applies_again() {
+        let mut state = placed(true);
+        apply(&mut state, &manifest("v2", true, 10), 2);
+        let rollout = rolled_back(&state);
+        assert_eq!(
+            state.apply(&Command::SetRollout {
+                key: key(),
+                rollout
+            }),
+            CommandResponse::Done
+        );
+        let record = &state.workloads[&key()];
+        assert_eq!((record.revision, record.generation), (1, 3));
+        assert_eq!(record.workload.template.env["VERSION"], "v1");
+        let kept: Vec<u64> = record.history.iter().map(|r| r.revision).collect();
+        assert_eq!(kept, [1, 2], "the failed revision stays in the history");
+        assert_eq!(version_in(&state, "eu-1"), (1, "v1".into()));
+
+        // Applying the failed manifest again is a change: revision 3, a new rollout from 1.
+        let response = apply(&mut state, &manifest("v2", true, 10), 4);
+        let CommandResponse::Workloads(outcomes) = response else {
+            panic!("{response:?}")
+        };
+        assert_eq!(outcomes[0].revision(), 3, "{outcomes:?}");
+        let rollout = state.workloads[&key()].rollout.clone().unwrap();
+        assert_eq!(
+            (rollout.revision, rollout.stable, rollout.phase),
+            (3, 1, RolloutPhase::Progressing)
+        );
+        assert_eq!(version_in(&state, "us-1"), (1, "v1".into()));
+        // And the manifest of revision 1 would have been unchanged.
+        let mut reverted = placed(true);
+        apply(&mut reverted, &manifest("v2", true, 10), 2);
+        let rollout = rolled_back(&reverted);
+        reverted.apply(&Command::SetRollout {
+            key: key(),
+            rollout,
+        });
+        assert!(matches!(
+            apply(&mut reverted, &manifest("v1", true, 10), 4),
+            CommandResponse::Workloads(o) if matches!(o[0], PutOutcome::Unchanged { revision: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn resuming_a_rolled_back_rollout_brings_its_revision_back() {
+        let mut state = placed(true);
+        apply(&mut state, &manifest("v2", true, 10), 2);
+        let rollout = rolled_back(&state);
+        state.apply(&Command::SetRollout {
+            key: key(),
+            rollout,
+        });
+        let resume = Command::UpdateRollout {
+            key: key(),
+            action: RolloutAction::Resume,
+            now_ms: 5,
+        };
+        assert_eq!(state.apply(&resume), CommandResponse::Done);
+        let record = &state.workloads[&key()];
+        assert_eq!((record.revision, record.generation), (2, 4));
+        assert_eq!(record.workload.template.env["VERSION"], "v2");
+        let rollout = record.rollout.clone().unwrap();
+        assert_eq!(
+            (rollout.revision, rollout.phase),
+            (2, RolloutPhase::Progressing)
+        );
     }
 
     #[test]

@@ -168,6 +168,17 @@ pub fn run(scenario: &Scenario<'_>) {
     );
     let s = sample(fed, 1).expect("describe");
     assert!(s[us1].1.iter().all(|r| *r == 1), "{s:?}");
+    // The workload itself went back to revision 1; revision 2 stays in the history.
+    let history = fed.hansa_ok(&["rollout", "history", "staged"]);
+    let note = |revision: &str, note: &str| {
+        history
+            .lines()
+            .any(|l| l.starts_with(revision) && l.contains(note))
+    };
+    assert!(
+        note("1 ", "current") && note("2 ", "rolled back"),
+        "{history}"
+    );
 
     // Revision 3 is healthy: the first cluster, then the second once the first is done; never below
     // 2 - maxUnavailable healthy in a cluster, nor below 4 - 1 in all.
