@@ -78,12 +78,15 @@ impl Agent {
             .collect();
         let mut tasks = JoinSet::new();
         let scheduler = scheduler::start(
-            SchedulerConfig::with_nodes(
-                config.cluster.clone(),
-                nodes,
-                config.data_dir.clone(),
-                config.stop_grace(),
-            ),
+            SchedulerConfig {
+                replace_unreachable_after: config.replace_unreachable_after(),
+                ..SchedulerConfig::with_nodes(
+                    config.cluster.clone(),
+                    nodes,
+                    config.data_dir.clone(),
+                    config.stop_grace(),
+                )
+            },
             runtime,
             &mut tasks,
             shutdown.clone(),
@@ -187,13 +190,15 @@ fn cluster_runtimes(plans: &[NodePlan]) -> Vec<RuntimeKind> {
 }
 
 /// The runtimes of `[[nodes]]`: one process runtime for every node that offers it (they all
-/// run on this host), one Docker runtime per distinct engine.
+/// run on this host), one Docker runtime per node (seeing only that node's containers, so an
+/// engine shared by two nodes still tells them apart, and one that stops answering takes out
+/// only its own node).
 async fn node_runtimes(
     config: &AgentConfig,
     plans: &[NodePlan],
 ) -> Result<Arc<dyn Runtime>, AgentError> {
     let mut process: Option<Arc<dyn Runtime>> = None;
-    let mut engines: BTreeMap<String, Arc<dyn Runtime>> = BTreeMap::new();
+    let mut engines: BTreeMap<String, bollard::Docker> = BTreeMap::new();
     let mut by_node: BTreeMap<String, Vec<Arc<dyn Runtime>>> = BTreeMap::new();
     for plan in plans {
         let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
@@ -212,8 +217,8 @@ async fn node_runtimes(
             runtimes.push(runtime);
         }
         if let Some(endpoint) = &plan.docker {
-            let runtime = match engines.get(&endpoint.address) {
-                Some(runtime) => runtime.clone(),
+            let docker = match engines.get(&endpoint.address) {
+                Some(docker) => docker.clone(),
                 None => {
                     let docker =
                         endpoint
@@ -224,16 +229,16 @@ async fn node_runtimes(
                                 source,
                             })?;
                     info!(node = %plan.name, engine = %endpoint.address, "docker runtime ready");
-                    let runtime: Arc<dyn Runtime> = Arc::new(DockerRuntime::new(
-                        docker,
-                        config.cluster.clone(),
-                        &config.data_dir,
-                    ));
-                    engines.insert(endpoint.address.clone(), runtime.clone());
-                    runtime
+                    engines.insert(endpoint.address.clone(), docker.clone());
+                    docker
                 }
             };
-            runtimes.push(runtime);
+            runtimes.push(Arc::new(DockerRuntime::for_node(
+                docker,
+                config.cluster.clone(),
+                plan.name.clone(),
+                &config.data_dir,
+            )));
         }
         by_node.insert(plan.name.clone(), runtimes);
     }

@@ -86,6 +86,10 @@ pub struct AgentConfig {
     /// How long a replica gets between SIGTERM and SIGKILL.
     #[serde(default = "default_stop_grace_seconds")]
     pub stop_grace_seconds: u64,
+    /// How long the replicas of a node whose runtime (its Docker Engine, say) does not answer
+    /// wait before they are replaced on the cluster's other nodes; 0: never.
+    #[serde(default = "default_replace_unreachable_seconds")]
+    pub replace_unreachable_seconds: u64,
     pub tls: TlsFiles,
     /// The Docker Engine of this node, used when `runtimes` names `docker` (default: the
     /// local socket `unix:///var/run/docker.sock`; `tcp://host:2376` with `ca`, `cert`, `key`).
@@ -105,6 +109,9 @@ fn default_heartbeat_ms() -> u64 {
 }
 fn default_stop_grace_seconds() -> u64 {
     10
+}
+fn default_replace_unreachable_seconds() -> u64 {
+    crate::scheduler::SchedulerConfig::default_replace_unreachable_after().as_secs()
 }
 
 impl AgentConfig {
@@ -203,6 +210,11 @@ impl AgentConfig {
 
     pub fn stop_grace(&self) -> Duration {
         Duration::from_secs(self.stop_grace_seconds)
+    }
+
+    pub fn replace_unreachable_after(&self) -> Option<Duration> {
+        (self.replace_unreachable_seconds > 0)
+            .then(|| Duration::from_secs(self.replace_unreachable_seconds))
     }
 
     pub fn cluster_addresses(&self) -> Vec<String> {

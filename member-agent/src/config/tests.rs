@@ -57,6 +57,27 @@ fn the_shipped_nodes_example_parses() {
 }
 
 #[test]
+fn unreachable_nodes_are_replaced_after_a_minute_unless_told_otherwise() {
+    let base = "cluster = \"eu-1\"\nfederators = [\"127.0.0.1:7070\"]\nnode_address = \"127.0.1.1\"\ndata_dir = \"/tmp/agent\"\n";
+    let tls = "[tls]\nca = \"ca.crt\"\ncert = \"c.crt\"\nkey = \"c.key\"\n";
+    let parse = |extra: &str| {
+        AgentConfig::parse(Path::new("a.toml"), &format!("{base}{extra}{tls}")).unwrap()
+    };
+    assert_eq!(
+        parse("").replace_unreachable_after(),
+        Some(Duration::from_secs(60))
+    );
+    assert_eq!(
+        parse("replace_unreachable_seconds = 15\n").replace_unreachable_after(),
+        Some(Duration::from_secs(15))
+    );
+    assert_eq!(
+        parse("replace_unreachable_seconds = 0\n").replace_unreachable_after(),
+        None
+    );
+}
+
+#[test]
 fn a_bad_quantity_names_its_key() {
     let text = r#"
 cluster = "eu-1"

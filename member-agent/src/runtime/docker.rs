@@ -128,6 +128,9 @@ pub struct DockerRuntime {
 struct Inner {
     docker: Docker,
     cluster: String,
+    /// Lists only the containers of this node (a `[[nodes]]` entry): two nodes never claim
+    /// each other's containers, even on one engine.
+    node: Option<String>,
     data_dir: PathBuf,
     changes: watch::Sender<u64>,
     /// Replicas this agent started (the others it lists were adopted).
@@ -138,10 +141,26 @@ impl DockerRuntime {
     /// A runtime for `cluster`'s containers on the engine `docker` is connected to. Watches the
     /// engine's events, so exits are noticed at once.
     pub fn new(docker: Docker, cluster: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        Self::build(docker, cluster.into(), None, data_dir.into())
+    }
+
+    /// The runtime of one node of the cluster: it lists only the containers labelled with
+    /// `node`.
+    pub fn for_node(
+        docker: Docker,
+        cluster: impl Into<String>,
+        node: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self::build(docker, cluster.into(), Some(node.into()), data_dir.into())
+    }
+
+    fn build(docker: Docker, cluster: String, node: Option<String>, data_dir: PathBuf) -> Self {
         let inner = Arc::new(Inner {
             docker,
-            cluster: cluster.into(),
-            data_dir: data_dir.into(),
+            cluster,
+            node,
+            data_dir,
             changes: watch::channel(0).0,
             started: Mutex::new(HashSet::new()),
         });
@@ -441,6 +460,9 @@ impl Inner {
     /// This cluster's replicas on the engine (one, if `only` names it).
     async fn list(&self, only: Option<&str>) -> Result<Vec<ReplicaInfo>, RuntimeError> {
         let mut labels = vec![format!("{LABEL_CLUSTER}={}", self.cluster)];
+        if let Some(node) = &self.node {
+            labels.push(format!("{LABEL_NODE}={node}"));
+        }
         if let Some(id) = only {
             labels.push(format!("{LABEL_REPLICA}={id}"));
         }

@@ -49,6 +49,10 @@ pub struct SchedulerConfig {
     /// How long a replica has between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
     pub backoff: BackoffConfig,
+    /// How long the replicas of a node whose runtime does not answer wait before they are
+    /// replaced on another node that can run them (`None`: never). When the node comes back,
+    /// the replaced replicas still running there are stopped.
+    pub replace_unreachable_after: Option<Duration>,
 }
 
 impl SchedulerConfig {
@@ -81,11 +85,19 @@ impl SchedulerConfig {
             data_dir: data_dir.into(),
             stop_grace,
             backoff: BackoffConfig::default(),
+            replace_unreachable_after: Some(Self::default_replace_unreachable_after()),
         }
     }
 
     pub fn default_stop_grace() -> Duration {
         Duration::from_secs(10)
+    }
+
+    /// Nomad marks a client's allocations lost after about 30 s of missed heartbeats;
+    /// Kubernetes evicts pods from an unreachable node after 5 min. A minute rides out an
+    /// engine restart without moving anything, and moves replicas long before Kubernetes.
+    pub fn default_replace_unreachable_after() -> Duration {
+        Duration::from_secs(60)
     }
 }
 

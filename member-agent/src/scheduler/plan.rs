@@ -35,8 +35,15 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetireReason {
     NotAssigned,
-    Replaced { revision: u64 },
-    Surplus { desired: u32 },
+    Replaced {
+        revision: u64,
+    },
+    Surplus {
+        desired: u32,
+    },
+    /// Its node's runtime did not answer for so long that the replica was replaced on
+    /// another node; the node is back, so this one goes.
+    Lost,
 }
 
 impl fmt::Display for RetireReason {
@@ -47,6 +54,9 @@ impl fmt::Display for RetireReason {
             }
             RetireReason::Replaced { revision } => write!(f, "replaced by revision {revision}"),
             RetireReason::Surplus { desired } => write!(f, "surplus: {desired} replicas desired"),
+            RetireReason::Lost => {
+                f.write_str("replaced on another node while its node was unreachable")
+            }
         }
     }
 }

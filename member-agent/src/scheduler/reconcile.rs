@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hansa_core::{Assignment, ReplicaState, ReplicaStatus, Resources, Unplaced, WorkloadKey};
+use hansa_core::{
+    Assignment, ReplicaState, ReplicaStatus, Resources, RuntimeKind, Unplaced, WorkloadKey,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -58,6 +60,11 @@ pub(super) struct Scheduler {
     blocked: HashMap<WorkloadKey, String>,
     /// The runtimes that did not answer the last look: no new replica goes to them.
     unreachable: Vec<Unreachable>,
+    /// Since when each of them (node, runtime kind) has not answered.
+    down_since: HashMap<(Option<String>, RuntimeKind), Instant>,
+    /// Replicas given up on while their node was unreachable (id -> node): if the node comes
+    /// back with them, they are stopped, not adopted.
+    lost: HashMap<String, String>,
 }
 
 impl Scheduler {
@@ -81,6 +88,8 @@ impl Scheduler {
             background: JoinSet::new(),
             blocked: HashMap::new(),
             unreachable: Vec::new(),
+            down_since: HashMap::new(),
+            lost: HashMap::new(),
             shared,
             config,
         }
@@ -177,6 +186,16 @@ impl Scheduler {
             .map(|info| (info.record.id.clone(), info))
             .collect();
         self.unreachable = survey.unreachable;
+        let now = Instant::now();
+        let down: Vec<(Option<String>, RuntimeKind)> = self
+            .unreachable
+            .iter()
+            .map(|u| (u.node.clone(), u.kind))
+            .collect();
+        self.down_since.retain(|key, _| down.contains(key));
+        for key in down {
+            self.down_since.entry(key).or_insert(now);
+        }
         let live: Vec<String> = self
             .replicas
             .values()
@@ -213,12 +232,75 @@ impl Scheduler {
         let mut unknown: Vec<ReplicaInfo> = by_id.into_values().collect();
         unknown.sort_by_key(|info| (info.record.started_at_ms, info.record.id.clone()));
         for info in unknown {
+            let id = info.record.id.clone();
             self.adopt(info, desired);
+            if let Some(node) = self.lost.remove(&id) {
+                tracing::info!(replica = %id, %node, "a replaced replica is back with its node");
+                self.retire(&id, &RetireReason::Lost);
+            }
         }
+        self.give_up_unreachable();
         // An adopted replica learns its template when its revision is assigned.
         for replica in self.replicas.values_mut().filter(|r| r.template.is_none()) {
             replica.template = find(desired, &replica.workload, Some(replica.revision))
                 .map(|a| Arc::new(a.template.clone()));
+        }
+    }
+
+    /// Replicas whose node's runtime has not answered for `replace_unreachable_after` leave
+    /// the table when another reachable node can run them, so the plan starts their
+    /// replacements there; they are remembered in `lost` until their node comes back.
+    fn give_up_unreachable(&mut self) {
+        let Some(after) = self.config.replace_unreachable_after else {
+            return;
+        };
+        let now = Instant::now();
+        let long_down: Vec<&Unreachable> = self
+            .unreachable
+            .iter()
+            .filter(|u| {
+                self.down_since
+                    .get(&(u.node.clone(), u.kind))
+                    .is_some_and(|since| now.duration_since(*since) >= after)
+            })
+            .collect();
+        if long_down.is_empty() {
+            return;
+        }
+        let answering = |node: &str, kind: RuntimeKind| {
+            !self.unreachable.iter().any(|u| u.covers(node, Some(kind)))
+        };
+        let lost: Vec<(String, String)> =
+            self.replicas
+                .values()
+                .filter(|r| !matches!(r.phase, Phase::Retiring))
+                .filter_map(|r| {
+                    let kind = r.template.as_ref()?.runtime_kind();
+                    let down = long_down.iter().find(|u| u.covers(&r.node, Some(kind)))?;
+                    let elsewhere =
+                        self.config.nodes.iter().any(|n| {
+                            n.name != r.node && n.offers(kind) && answering(&n.name, kind)
+                        });
+                    elsewhere.then(|| (r.id.clone(), down.to_string()))
+                })
+                .collect();
+        for (id, why) in lost {
+            let Some(mut replica) = self.replicas.remove(&id) else {
+                continue;
+            };
+            replica.stop_probing();
+            if let Some(ports) = self.ports.get_mut(&replica.node) {
+                ports.release(&id);
+            }
+            tracing::warn!(
+                replica = %id,
+                workload = %replica.workload,
+                node = %replica.node,
+                reason = %why,
+                after_seconds = after.as_secs(),
+                "replacing a replica on an unreachable node"
+            );
+            self.lost.insert(id, replica.node);
         }
     }
 

@@ -16,10 +16,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{start, SchedulerConfig, SchedulerHandle};
+use crate::runtime::docker::LABEL_NODE;
 use crate::runtime::process::{group_alive, process_alive, read_stat};
 use crate::runtime::{
     DockerRuntime, MultiRuntime, ProcessRuntime, ReplicaRecord, Runtime, RuntimeHandle,
 };
+use bollard::query_parameters::InspectContainerOptions as Inspect;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -1001,5 +1003,118 @@ async fn a_container_on_an_engine_that_goes_away_is_unreachable_until_it_returns
     let back = agent.wait_running("box", 1).await;
     assert_eq!(back[0].restarts, 0, "the same container, never restarted");
     agent.wait_running("web", 1).await;
+    agent.handle.stop_all().await;
+}
+
+/// With a real engine: containers whose node's engine stays unreachable longer than
+/// `replace_unreachable_after` are replaced on the other node; when the engine answers again,
+/// the originals are stopped and removed, not adopted, and the replacements keep running.
+#[tokio::test]
+async fn containers_on_an_engine_gone_too_long_are_replaced_on_another_node() {
+    let Some(_) = crate::runtime::docker::tests::engine().await else {
+        return;
+    };
+    let run = std::process::id();
+    let cluster = format!("lost-{run}");
+    let tag = format!("hansa-test/busybox:lost-{run}");
+    let _image = crate::runtime::docker::tests::Image::build(&tag, &cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let mut link = EngineLink::open().await;
+    // Both nodes' engines are this host's; node-a's is reached through the link.
+    let local = bollard::Docker::connect_with_local_defaults().unwrap();
+    let through_link = bollard::Docker::connect_with_http(
+        &format!("http://127.0.0.1:{}", link.port),
+        3,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .unwrap();
+    let on = |docker: bollard::Docker, node: &str| -> Arc<dyn Runtime> {
+        Arc::new(DockerRuntime::for_node(
+            docker,
+            cluster.clone(),
+            node,
+            dir.path(),
+        ))
+    };
+    let runtime = MultiRuntime::with_nodes(BTreeMap::from([
+        ("node-a".to_string(), vec![on(through_link, "node-a")]),
+        ("node-b".to_string(), vec![on(local.clone(), "node-b")]),
+    ]));
+    let mut config = two_nodes(dir.path());
+    config.cluster.clone_from(&cluster);
+    for node in &mut config.nodes {
+        node.runtimes = vec![hansa_core::RuntimeKind::Docker];
+    }
+    config.replace_unreachable_after = Some(Duration::from_secs(2));
+    let process = Arc::new(ProcessRuntime::new(dir.path()));
+    let agent = agent_on(config, process, Arc::new(runtime)).await;
+
+    // Two replicas of 400m: bin-packing puts both on node-a (the first by name).
+    let mut container = TaskTemplate {
+        image: Some(tag.clone()),
+        command: vec!["sleep".to_string(), "600".to_string()],
+        image_pull_policy: hansa_core::ImagePullPolicy::Never,
+        ..TaskTemplate::default()
+    };
+    container.resources.cpu_millis = 400;
+    agent
+        .handle
+        .set_assignments(vec![assignment("box", 1, 2, container)]);
+    let first = agent.wait_running("box", 2).await;
+    let name = |id: &str| crate::runtime::docker::container_name(&cluster, id);
+    let inspect = |id: &str| {
+        let (local, name) = (local.clone(), name(id));
+        async move { local.inspect_container(&name, None::<Inspect>).await.ok() }
+    };
+    let node_of = |id: &str| {
+        let inspected = inspect(id);
+        async move { inspected.await?.config?.labels?.get(LABEL_NODE).cloned() }
+    };
+    for r in &first {
+        assert_eq!(
+            node_of(&r.id).await.as_deref(),
+            Some("node-a"),
+            "{first:#?}"
+        );
+    }
+
+    link.cut();
+    let cut = std::time::Instant::now();
+    let replaced = agent
+        .wait_for("replacements running on node-b", |s| {
+            s.len() == 2
+                && s.iter().all(|r| r.state == ReplicaState::Running)
+                && first.iter().all(|f| by_id(s, &f.id).is_none())
+        })
+        .await;
+    assert!(
+        cut.elapsed() >= Duration::from_secs(2),
+        "replaced before the timeout: {replaced:#?}"
+    );
+    for r in &replaced {
+        assert_eq!(node_of(&r.id).await.as_deref(), Some("node-b"));
+    }
+    // The originals still run on node-a: nothing could stop them.
+    for r in &first {
+        let running = inspect(&r.id).await.and_then(|c| c.state?.running);
+        assert_eq!(running, Some(true), "{} while its engine is away", r.id);
+    }
+
+    link.restore().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for r in &first {
+        while inspect(&r.id).await.is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} was not removed once its engine answered",
+                r.id
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let after = agent.wait_running("box", 2).await;
+    let ids = |v: &[ReplicaStatus]| v.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&after), ids(&replaced), "the replacements kept running");
     agent.handle.stop_all().await;
 }
