@@ -87,6 +87,7 @@ fn federator_configs(
             mode: Mode::Hub,
             listen: loopback(options.port),
             peer_listen: loopback(0),
+            advertise: None,
             peer_advertise: None,
             data_dir: data_dir.join("federator"),
             bootstrap: true,
@@ -119,6 +120,7 @@ fn federator_configs(
                 mode: Mode::Peer,
                 listen: SocketAddr::new(ip, options.port),
                 peer_listen: SocketAddr::new(ip, 0),
+                advertise: None,
                 peer_advertise: None,
                 data_dir: data_dir.join("peers").join(&name),
                 bootstrap: true,
@@ -249,6 +251,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             },
             heartbeat_ms: 1000,
             stop_grace_seconds: 5,
+            replace_unreachable_seconds: 60,
             tls: issue(Role::Cluster, c.name, &[])?,
         };
         let agent = Agent::start(config, shutdown.clone())

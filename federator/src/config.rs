@@ -98,6 +98,10 @@ pub struct Config {
     pub mode: Mode,
     /// The API and agent address (mutual TLS gRPC).
     pub listen: SocketAddr,
+    /// How other federators reach `listen`, e.g. `https://10.0.0.1:7070` (`hansa logs` for an
+    /// agent streaming to this federator, peer mode's address record). Defaults to it.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// The Raft peer address.
     pub peer_listen: SocketAddr,
     /// How other federators reach `peer_listen`, e.g. `https://10.0.0.1:7001`. Defaults to it.
@@ -269,6 +273,12 @@ impl Config {
         Ok(())
     }
 
+    pub fn api_url(&self, bound: SocketAddr) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| format!("https://{bound}"))
+    }
+
     pub fn peer_url(&self, bound: SocketAddr) -> String {
         self.peer_advertise
             .clone()
@@ -292,6 +302,13 @@ mod tests {
         ));
         let config = Config::load(path).expect("deploy/federator.toml");
         assert_eq!(config.name, "fed-1");
+        let bound: SocketAddr = "0.0.0.0:7070".parse().unwrap();
+        assert_eq!(config.api_url(bound), "https://10.0.0.1:7070");
+        let unset = Config {
+            advertise: None,
+            ..config.clone()
+        };
+        assert_eq!(unset.api_url(bound), "https://0.0.0.0:7070");
         let dns = config
             .dns
             .expect("deploy/federator.toml has a [dns] section");

@@ -91,6 +91,7 @@ impl Federator {
         let api_listener = bind("API", config.listen).await?;
         let peer_listener = bind("peer", config.peer_listen).await?;
         let api_addr = local_addr(&api_listener, config.listen);
+        let api_url = config.api_url(api_addr);
         let peer_addr = local_addr(&peer_listener, config.peer_listen);
 
         let mut store_config = StoreConfig::new(
@@ -103,7 +104,7 @@ impl Federator {
         store_config.initial_members = config.peers.iter().map(|p| (p.id, p.url.clone())).collect();
         let store = Store::open(store_config).await?;
         let live = Arc::new(Liveness::new());
-        store.set_relay_handler(relay::handler(live.clone()));
+        store.set_relay_handler(relay::handler(live.clone(), api_url.clone()));
         let mut tasks = JoinSet::new();
         let peer = match (&config.mode, &config.peer) {
             (config::Mode::Peer, Some(peer_config)) => Some(
@@ -112,7 +113,7 @@ impl Federator {
                     peer_config,
                     store.clone(),
                     live.clone(),
-                    format!("https://{api_addr}"),
+                    api_url.clone(),
                     config.peer_url(peer_addr),
                     &mut tasks,
                     shutdown.clone(),
@@ -165,6 +166,7 @@ impl Federator {
             live: live.clone(),
             store: store.clone(),
             trust_domain: trust_domain.clone(),
+            tls: tls.clone(),
         };
         let sync = SyncService {
             store: store.clone(),
@@ -245,7 +247,12 @@ impl Federator {
             None => None,
         };
 
-        tasks.spawn(relay::run(store.clone(), live.clone(), shutdown.clone()));
+        tasks.spawn(relay::run(
+            store.clone(),
+            live.clone(),
+            api_url.clone(),
+            shutdown.clone(),
+        ));
         if let Some(join) = config.join.clone() {
             let joining = api::admin::Join {
                 store: store.clone(),

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use hansa_core::{ReplicaStatus, Resources, Unplaced};
 use tokio::sync::watch;
 
+use crate::relay::RelayedCluster;
+
 /// The latest report of one cluster's agent.
 #[derive(Debug, Clone)]
 pub struct ClusterLive {
@@ -21,6 +23,9 @@ pub struct ClusterLive {
     pub replicas: Vec<ReplicaStatus>,
     /// Replicas the agent could place on no node (not relayed between federators).
     pub unplaced: Vec<Unplaced>,
+    /// The API URL of the federator the agent streams to, when it is another one (a relayed
+    /// report): `hansa logs` asks that federator.
+    pub via: Option<String>,
 }
 
 /// The session of an entry relayed by a follower rather than streamed here (local sessions
@@ -87,6 +92,7 @@ impl Liveness {
                 available,
                 replicas,
                 unplaced: Vec::new(),
+                via: None,
             },
         );
         drop(clusters);
@@ -149,14 +155,17 @@ impl Liveness {
 
     /// A report a follower relayed (hub mode): kept unless the agent streams to this
     /// federator itself.
-    pub fn relayed(
-        &self,
-        cluster: &str,
-        connected: bool,
-        silence: Duration,
-        available: Resources,
-        replicas: Vec<ReplicaStatus>,
-    ) {
+    pub fn relayed(&self, report: RelayedCluster) {
+        let RelayedCluster {
+            name,
+            connected,
+            silence_ms,
+            available,
+            replicas,
+            via,
+        } = report;
+        let cluster = name.as_str();
+        let silence = Duration::from_millis(silence_ms);
         let mut clusters = self.lock();
         if clusters
             .get(cluster)
@@ -174,6 +183,7 @@ impl Liveness {
                 available,
                 replicas,
                 unplaced: Vec::new(),
+                via: (!via.is_empty()).then_some(via),
             },
         );
         drop(clusters);

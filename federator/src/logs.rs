@@ -2,8 +2,9 @@
 //! CLI through the `ReplicaLogs` service.
 //!
 //! [`LogRouter`] knows which agents stream to this federator and which requests wait for
-//! chunks. A request for a cluster whose agent streams to another federator is refused with
-//! `UNAVAILABLE` naming that fact (the caller can ask that federator).
+//! chunks. A request for a cluster whose agent streams to another federator (a follower in hub
+//! mode, another peer in peer mode) is forwarded there, with this federator's identity; a
+//! forwarded request is never forwarded again.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -112,6 +113,11 @@ impl LogRouter {
         }
     }
 
+    /// Whether `cluster`'s agent streams to this federator.
+    fn serves(&self, cluster: &str) -> bool {
+        lock(&self.agents).contains_key(cluster)
+    }
+
     /// Asks `cluster`'s agent for `replica`'s output.
     async fn request(
         self: &Arc<Self>,
@@ -169,6 +175,8 @@ pub struct LogsService {
     pub live: Arc<Liveness>,
     pub store: crate::store::Store,
     pub trust_domain: String,
+    /// This federator's identity, for asking the federator an agent streams to.
+    pub tls: crate::security::TlsMaterial,
 }
 
 type LogsStream = Pin<Box<dyn Stream<Item = Result<LogsResponse, Status>> + Send>>;
@@ -232,7 +240,7 @@ impl ReplicaLogs for LogsService {
         &self,
         request: Request<LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
-        caller(&request, &self.trust_domain, &[Role::User, Role::Federator])?;
+        let identity = caller(&request, &self.trust_domain, &[Role::User, Role::Federator])?;
         let request = request.into_inner();
         if request.workload.is_empty() {
             return Err(Status::invalid_argument("workload: missing"));
@@ -252,6 +260,18 @@ impl ReplicaLogs for LogsService {
             non_empty(&request.cluster).as_deref(),
             non_empty(&request.replica).as_deref(),
         )?;
+        if !self.router.serves(&cluster) && identity.role == Role::User {
+            if let Some(via) = self.live.get(&cluster).and_then(|l| l.via) {
+                let forwarded = LogsRequest {
+                    namespace: workload.namespace.clone(),
+                    workload: workload.name.clone(),
+                    cluster: cluster.clone(),
+                    replica: replica.clone(),
+                    ..request
+                };
+                return self.forward(&cluster, &via, forwarded).await;
+            }
+        }
         let (id, mut chunks) = self
             .router
             .request(&cluster, &replica, request.follow, request.tail)
@@ -288,6 +308,34 @@ impl ReplicaLogs for LogsService {
 }
 
 impl LogsService {
+    /// Asks the federator at `via`, which `cluster`'s agent streams to, and relays its answer.
+    async fn forward(
+        &self,
+        cluster: &str,
+        via: &str,
+        request: LogsRequest,
+    ) -> Result<Response<LogsStream>, Status> {
+        let unavailable = |e: String| {
+            Status::unavailable(format!(
+                "the agent of cluster {cluster} streams to the federator at {via}: {e}"
+            ))
+        };
+        let channel = self
+            .tls
+            .channel(via)
+            .map_err(|e| unavailable(e.to_string()))?;
+        let answer = v1::replica_logs_client::ReplicaLogsClient::new(channel)
+            .logs(request)
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal => {
+                    unavailable(status.message().to_string())
+                }
+                _ => status,
+            })?;
+        Ok(Response::new(Box::pin(answer.into_inner())))
+    }
+
     fn clusters_known(&self) -> Vec<String> {
         let mut names: Vec<String> = self.store.read(|s| s.clusters.keys().cloned().collect());
         names.extend(lock(&self.router.agents).keys().cloned());

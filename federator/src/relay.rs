@@ -33,11 +33,14 @@ pub struct RelayedCluster {
     pub silence_ms: u64,
     pub available: Resources,
     pub replicas: Vec<ReplicaStatus>,
+    /// The API URL of the federator the agent streams to (empty from older federators).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub via: String,
 }
 
 /// The leader's side: relayed reports go into its `Liveness`; the answer is what it knows of
-/// every other cluster.
-pub fn handler(live: Arc<Liveness>) -> RelayHandler {
+/// every other cluster. `api_url` is how others reach this federator's API.
+pub fn handler(live: Arc<Liveness>, api_url: String) -> RelayHandler {
     Arc::new(move |from, report| {
         let clusters = serde_json::from_value::<Vec<RelayedCluster>>(report).unwrap_or_else(|e| {
             warn!(from, error = %e, "ignoring a malformed relayed report");
@@ -49,32 +52,29 @@ pub fn handler(live: Arc<Liveness>) -> RelayHandler {
             .reports()
             .into_iter()
             .filter(|(name, _)| !theirs.contains(name))
-            .map(|(name, l)| relayed(name, l))
+            .map(|(name, l)| relayed(name, l, &api_url))
             .collect();
         serde_json::to_value(view).unwrap_or_default()
     })
 }
 
-fn relayed(name: String, live: ClusterLive) -> RelayedCluster {
+/// One cluster's report as relayed to other federators; `api_url` is this federator's, which
+/// the agents streaming here are reached through.
+pub fn relayed(name: String, live: ClusterLive, api_url: &str) -> RelayedCluster {
     RelayedCluster {
         name,
         connected: live.connected,
         silence_ms: u64::try_from(live.last_seen.elapsed().as_millis()).unwrap_or(u64::MAX),
         available: live.available,
         replicas: live.replicas,
+        via: live.via.unwrap_or_else(|| api_url.to_string()),
     }
 }
 
 /// Records relayed reports; those of agents streaming to this federator itself are ignored.
 fn take(live: &Liveness, clusters: Vec<RelayedCluster>) {
     for c in clusters {
-        live.relayed(
-            &c.name,
-            c.connected,
-            Duration::from_millis(c.silence_ms),
-            c.available,
-            c.replicas,
-        );
+        live.relayed(c);
     }
 }
 
@@ -82,6 +82,7 @@ fn take(live: &Liveness, clusters: Vec<RelayedCluster>) {
 pub async fn run(
     store: Store,
     live: Arc<Liveness>,
+    api_url: String,
     shutdown: CancellationToken,
 ) -> Result<(), FederatorError> {
     let leadership = store.leadership();
@@ -99,7 +100,7 @@ pub async fn run(
         let clusters: Vec<RelayedCluster> = live
             .local_reports()
             .into_iter()
-            .map(|(name, l)| relayed(name, l))
+            .map(|(name, l)| relayed(name, l, &api_url))
             .collect();
         let report = match serde_json::to_value(&clusters) {
             Ok(report) => report,

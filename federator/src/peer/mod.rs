@@ -384,13 +384,8 @@ impl PeerMode {
             let mut due: Vec<(String, Vec<u8>)> = Vec::new();
             let mut wanted = vec![(own_key.clone(), own.clone())];
             for (name, report) in live.local_reports() {
-                let relayed = RelayedCluster {
-                    name: name.clone(),
-                    connected: report.connected,
-                    silence_ms: 0,
-                    available: report.available,
-                    replicas: report.replicas,
-                };
+                let mut relayed = crate::relay::relayed(name.clone(), report, &addresses.api);
+                relayed.silence_ms = 0;
                 if let Ok(body) = serde_json::to_vec(&relayed) {
                     wanted.push((format!("status/{name}"), body));
                 }
@@ -418,13 +413,10 @@ impl PeerMode {
                 }
                 let Some(body) = &record.body else { continue };
                 match serde_json::from_slice::<RelayedCluster>(body) {
-                    Ok(c) => live.relayed(
-                        &c.name,
-                        c.connected,
-                        Duration::ZERO,
-                        c.available,
-                        c.replicas,
-                    ),
+                    Ok(mut c) => {
+                        c.silence_ms = 0;
+                        live.relayed(c);
+                    }
                     Err(e) => debug!(key = %record.key, error = %e, "ignoring a malformed report"),
                 }
             }

@@ -290,7 +290,7 @@ fn ha_a_removed_federator_rejoins_and_a_lost_quorum_fails_fast() {
 
 fn scaled(marker: &str, replicas: u32) -> String {
     format!(
-        "apiVersion: hansa.dev/v1\nkind: Workload\nmetadata:\n  name: sleeper\nspec:\n  replicas: {replicas}\n  template:\n    command: [\"sleep\", \"3600\"]\n    env: {{E2E_RUN: \"{marker}\"}}\n    resources: {{cpu: 10m, memory: 16Mi}}\n"
+        "apiVersion: hansa.dev/v1\nkind: Workload\nmetadata:\n  name: sleeper\nspec:\n  replicas: {replicas}\n  template:\n    command: [\"sh\", \"-c\", \"echo started $E2E_RUN; exec sleep 3600\"]\n    env: {{E2E_RUN: \"{marker}\"}}\n    resources: {{cpu: 10m, memory: 16Mi}}\n"
     )
 }
 
@@ -342,6 +342,19 @@ fn ha_an_agent_on_a_follower_keeps_its_assignments_across_a_leader_change() {
     wait_for("2 replicas", LIMIT, || {
         (hansa_tests::processes_with_env("E2E_RUN", &marker).len() == 2).then_some(())
     });
+    // `hansa logs` asked of any federator reaches the agent through the one it streams to.
+    for m in &members {
+        let logs = wait_for(
+            &format!("the replica's output via {}", m.api),
+            LIMIT,
+            || {
+                let out = fed.hansa_at(&m.api, &["logs", "sleeper"]);
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                (out.status.success() && text.contains("started")).then_some(text)
+            },
+        );
+        assert!(logs.contains(&format!("started {marker}")), "{logs}");
+    }
 
     // Kill the leader; the agent's follower stays up.
     let index = members

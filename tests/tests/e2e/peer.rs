@@ -19,7 +19,7 @@ metadata: {{name: {name}}}
 spec:
   replicas: 3
   template:
-    command: ["sleep", "3600"]
+    command: ["sh", "-c", "echo $HANSA_CLUSTER says hello; exec sleep 3600"]
     env: {{E2E_PEER_RUN: "{marker}"}}
     resources: {{cpu: 50m, memory: 16Mi}}
   placement:
@@ -166,6 +166,13 @@ fn peers_place_across_clusters_and_take_over_a_dead_peer() {
         let alpha = item_at(&fed, &peers[2], "workloads", "name", "alpha")?;
         (alpha["healthy"] == 3).then_some(())
     });
+    // `hansa logs` asked of peer-1 for a replica on c3 is forwarded to peer-3, whose agent it is.
+    let logs = wait_for("c3's replica output via peer-1", LIMIT, || {
+        let out = fed.hansa_at(&peers[0].api, &["logs", "alpha", "--cluster", "c3"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    });
+    assert!(logs.contains("c3 says hello"), "{logs}");
 
     // peer-2 and its cluster die together (a lost data center).
     let mut dead = running.remove(1);
