@@ -42,10 +42,42 @@ fn show_labels(labels: &BTreeMap<String, String>) -> String {
     format!("{{{}}}", pairs.join(", "))
 }
 
+/// The annotation that stages a Deployment's rollouts across clusters: the fields of a native
+/// workload's `spec.update.clusters`, in YAML or JSON.
+pub const ROLLOUT_ANNOTATION: &str = "hansa.dev/rollout-clusters";
+
 struct Metadata {
     name: String,
     namespace: String,
     labels: BTreeMap<String, String>,
+    /// From [`ROLLOUT_ANNOTATION`].
+    rollout: Option<crate::rollout::ClusterRollout>,
+}
+
+/// A Deployment's annotations: Hansa reads its own (`hansa.dev/...`); the others are not used
+/// (one warning).
+fn annotations(m: &mut Obj<'_>, d: &mut Diag) -> Option<crate::rollout::ClusterRollout> {
+    let path = m.path_of("annotations");
+    let annotations = m.string_map(d, "annotations");
+    let mut rollout = None;
+    let mut others = false;
+    for (key, value) in &annotations {
+        let at = format!("{path}[{key:?}]");
+        if key == ROLLOUT_ANNOTATION {
+            rollout = super::native::cluster_rollout_text(d, &at, value);
+        } else if key.starts_with("hansa.dev/") {
+            d.error(
+                at,
+                format!("unknown Hansa annotation (known: {ROLLOUT_ANNOTATION})"),
+            );
+        } else {
+            others = true;
+        }
+    }
+    if others {
+        d.warn(path, "is not used by Hansa (ignored)");
+    }
+    rollout
 }
 
 fn metadata(root: &mut Obj<'_>, d: &mut Diag, use_labels: bool) -> Option<Metadata> {
@@ -60,16 +92,17 @@ fn metadata(root: &mut Obj<'_>, d: &mut Diag, use_labels: bool) -> Option<Metada
         .string(d, "namespace")
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     d.check("metadata.namespace", check_dns_label(&namespace));
-    let labels = if use_labels {
-        labels(&mut m, d, "labels")
+    let (labels, rollout) = if use_labels {
+        (labels(&mut m, d, "labels"), annotations(&mut m, d))
     } else {
-        BTreeMap::new()
+        (BTreeMap::new(), None)
     };
     m.finish(d);
     Some(Metadata {
         name: name?,
         namespace,
         labels,
+        rollout,
     })
 }
 
@@ -123,6 +156,12 @@ pub(super) fn read_deployment(value: &Value, d: &mut Diag) -> Option<Deployment>
         Some(st) => strategy(st, d),
         None => UpdateStrategy::default(),
     };
+    let mut rollout = crate::rollout::RolloutSpec::default();
+    if spec.has("revisionHistoryLimit") {
+        if let Some(n) = spec.int_in::<u32>(d, "revisionHistoryLimit", 0, 1000) {
+            rollout.revision_history_limit = n;
+        }
+    }
     spec.finish(d);
     root.finish(d);
 
@@ -130,6 +169,7 @@ pub(super) fn read_deployment(value: &Value, d: &mut Diag) -> Option<Deployment>
     if d.errors.len() != errors_before {
         return None;
     }
+    rollout.clusters = meta.rollout;
     let labels = if meta.labels.is_empty() {
         template_labels.clone()
     } else {
@@ -146,7 +186,7 @@ pub(super) fn read_deployment(value: &Value, d: &mut Diag) -> Option<Deployment>
             placement: PlacementSpec::default(),
             service: None,
             update,
-            rollout: Default::default(),
+            rollout,
         },
         template_labels,
         joined: None,

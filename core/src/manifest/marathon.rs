@@ -200,7 +200,7 @@ fn app(mut a: Obj<'_>, parent: &str, d: &mut Diag) -> Option<Workload> {
         d.check(path, check_constraint(&parts));
         constraints.push(parts);
     }
-    let labels = labels(&mut a, d);
+    let (labels, staged) = labels(&mut a, d);
     let update = match a.obj(d, "upgradeStrategy") {
         Some(mut u) => {
             let mut fraction = |key: &str| match u.get(key) {
@@ -258,7 +258,10 @@ fn app(mut a: Obj<'_>, parent: &str, d: &mut Diag) -> Option<Workload> {
             ports: service_ports,
         }),
         update,
-        rollout: Default::default(),
+        rollout: crate::rollout::RolloutSpec {
+            clusters: staged,
+            ..Default::default()
+        },
     })
 }
 
@@ -440,10 +443,24 @@ fn env(a: &mut Obj<'_>, d: &mut Diag) -> BTreeMap<String, String> {
     env
 }
 
-/// Labels that are valid Hansa labels; Marathon allows any text, so others are only warned about.
-fn labels(a: &mut Obj<'_>, d: &mut Diag) -> BTreeMap<String, String> {
+/// The label that stages an app's rollouts across clusters: the fields of a native workload's
+/// `spec.update.clusters`, in JSON (or YAML).
+pub const ROLLOUT_LABEL: &str = "HANSA_ROLLOUT_CLUSTERS";
+
+/// Labels that are valid Hansa labels; Marathon allows any text, so others are only warned
+/// about. [`ROLLOUT_LABEL`] is read, not kept.
+fn labels(
+    a: &mut Obj<'_>,
+    d: &mut Diag,
+) -> (
+    BTreeMap<String, String>,
+    Option<crate::rollout::ClusterRollout>,
+) {
     let path = a.path_of("labels");
     let mut labels = a.string_map(d, "labels");
+    let rollout = labels.remove(ROLLOUT_LABEL).and_then(|text| {
+        super::native::cluster_rollout_text(d, &format!("{path}.{ROLLOUT_LABEL}"), &text)
+    });
     labels.retain(
         |k, v| match check_label_key(k).and_then(|()| check_label_value(k, v)) {
             Ok(()) => true,
@@ -456,7 +473,7 @@ fn labels(a: &mut Obj<'_>, d: &mut Diag) -> BTreeMap<String, String> {
             }
         },
     );
-    labels
+    (labels, rollout)
 }
 
 /// The first health check; Hansa runs one.

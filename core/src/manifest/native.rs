@@ -353,7 +353,7 @@ fn update(d: &mut Diag, u: Update) -> (UpdateStrategy, RolloutSpec) {
             rollout.revision_history_limit = n;
         }
     }
-    rollout.clusters = u.clusters.map(|c| clusters(d, c));
+    rollout.clusters = u.clusters.map(|c| clusters(d, c, "spec.update.clusters"));
     let mut out = UpdateStrategy::default();
     for (key, value, slot) in [
         ("maxSurge", u.max_surge, &mut out.max_surge),
@@ -379,26 +379,46 @@ fn update(d: &mut Diag, u: Update) -> (UpdateStrategy, RolloutSpec) {
     (out, rollout)
 }
 
-fn clusters(d: &mut Diag, c: Clusters) -> ClusterRollout {
-    const BASE: &str = "spec.update.clusters";
+/// A staged rollout written as text, where Kubernetes and Marathon manifests have no field for
+/// it (an annotation, a label): the fields of `spec.update.clusters`, in YAML or JSON
+/// (`{maxParallel: 1, order: byRegion, autoRevert: true}`). Errors name `path`.
+pub(super) fn cluster_rollout_text(d: &mut Diag, path: &str, text: &str) -> Option<ClusterRollout> {
+    match serde_norway::from_str::<Option<Clusters>>(text) {
+        Ok(Some(c)) => Some(clusters(d, c, path)),
+        Ok(None) => Some(ClusterRollout::default()),
+        Err(e) => {
+            d.error(
+                path,
+                format!(
+                    "must hold the fields of spec.update.clusters in YAML or JSON \
+                     (maxParallel, order, minHealthySeconds, onFailure, \
+                     progressDeadlineSeconds, autoRevert): {e}"
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn clusters(d: &mut Diag, c: Clusters, base: &str) -> ClusterRollout {
     let mut out = ClusterRollout::default();
     let day = 86_400;
     if let Some(v) = c.max_parallel {
-        out.max_parallel = range(d, &format!("{BASE}.maxParallel"), v, 1, 10_000).unwrap_or(1);
+        out.max_parallel = range(d, &format!("{base}.maxParallel"), v, 1, 10_000).unwrap_or(1);
     }
     if let Some(v) = c.min_healthy_seconds {
         out.min_healthy_seconds =
-            range(d, &format!("{BASE}.minHealthySeconds"), v, 0, day).unwrap_or_default();
+            range(d, &format!("{base}.minHealthySeconds"), v, 0, day).unwrap_or_default();
     }
     if let Some(v) = c.progress_deadline_seconds {
         out.progress_deadline_seconds =
-            range(d, &format!("{BASE}.progressDeadlineSeconds"), v, 1, 7 * day).unwrap_or(1);
+            range(d, &format!("{base}.progressDeadlineSeconds"), v, 1, 7 * day).unwrap_or(1);
     }
     match c.on_failure.as_deref() {
         None | Some("pause") => {}
         Some("rollback") => out.on_failure = OnFailure::Rollback,
         Some(other) => d.error(
-            format!("{BASE}.onFailure"),
+            format!("{base}.onFailure"),
             format!("must be pause or rollback (got {other:?})"),
         ),
     }
@@ -409,7 +429,7 @@ fn clusters(d: &mut Diag, c: Clusters) -> ClusterRollout {
         Some(Value::Array(items)) => {
             let mut names: Vec<String> = Vec::new();
             for (i, item) in items.iter().enumerate() {
-                let path = format!("{BASE}.order[{i}]");
+                let path = format!("{base}.order[{i}]");
                 match item.as_str() {
                     Some(name) if names.iter().any(|n| n == name) => {
                         d.error(path, format!("cluster {name} is listed twice"));
@@ -419,12 +439,12 @@ fn clusters(d: &mut Diag, c: Clusters) -> ClusterRollout {
                 }
             }
             if items.is_empty() {
-                d.error(format!("{BASE}.order"), "an empty list names no cluster");
+                d.error(format!("{base}.order"), "an empty list names no cluster");
             }
             out.order = ClusterOrder::Names(names);
         }
         Some(other) => d.error(
-            format!("{BASE}.order"),
+            format!("{base}.order"),
             format!("must be a list of cluster names or \"byRegion\" (got {other})"),
         ),
     }

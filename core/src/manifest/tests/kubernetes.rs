@@ -325,3 +325,55 @@ fn no_selector_and_no_template_labels_is_an_error() {
         ["x.yaml doc 1: spec.selector: missing (required by apps/v1 Deployment), and spec.template.metadata.labels is empty too; add labels to the pod template and a selector matching them"]
     );
 }
+
+#[test]
+fn an_annotation_stages_a_deployments_rollout_across_clusters() {
+    use crate::rollout::{ClusterOrder, ClusterRollout, OnFailure};
+    let staged = DEPLOYMENT
+        .replace(
+            "annotations: {note: x}",
+            "annotations:\n    hansa.dev/rollout-clusters: '{maxParallel: 2, order: byRegion, onFailure: rollback, autoRevert: true}'",
+        )
+        .replace("  replicas: 3\n", "  replicas: 3\n  revisionHistoryLimit: 4\n");
+    let parsed = parse_ok("web.yaml", &format!("{staged}---{SERVICE}"));
+    let w = &parsed.workloads[0];
+    assert_eq!(
+        w.rollout.clusters,
+        Some(ClusterRollout {
+            max_parallel: 2,
+            order: ClusterOrder::ByRegion,
+            on_failure: OnFailure::Rollback,
+            auto_revert: true,
+            ..ClusterRollout::default()
+        })
+    );
+    assert_eq!(w.rollout.revision_history_limit, 4);
+    // Hansa's annotation is read, so only the other fields are warned about.
+    assert!(
+        !parsed.warnings.iter().any(|w| w.contains("annotations")),
+        "{:?}",
+        parsed.warnings
+    );
+
+    let with = |annotation: &str| {
+        let bad = DEPLOYMENT.replace(
+            "annotations: {note: x}",
+            &format!("annotations:\n    {annotation}"),
+        );
+        parse_err("web.yaml", &bad)
+    };
+    assert_eq!(
+        with("hansa.dev/rollout-clusters: '{maxParallel: 0}'"),
+        ["web.yaml doc 1: metadata.annotations[\"hansa.dev/rollout-clusters\"].maxParallel: must be >= 1 (got 0)"]
+    );
+    let unknown = with("hansa.dev/rollout-clusters: '{parallel: 2}'");
+    assert!(
+        unknown[0].starts_with("web.yaml doc 1: metadata.annotations[\"hansa.dev/rollout-clusters\"]: must hold the fields of spec.update.clusters")
+            && unknown[0].contains("parallel"),
+        "{unknown:?}"
+    );
+    assert_eq!(
+        with("hansa.dev/rollout: x"),
+        ["web.yaml doc 1: metadata.annotations[\"hansa.dev/rollout\"]: unknown Hansa annotation (known: hansa.dev/rollout-clusters)"]
+    );
+}

@@ -256,3 +256,33 @@ fn malformed_json_names_the_position() {
         ["a.json doc 1: invalid JSON: expected value at line 2 column 9"]
     );
 }
+
+#[test]
+fn a_label_stages_an_apps_rollout_across_clusters() {
+    use crate::rollout::{ClusterOrder, ClusterRollout};
+    let app = r#"{"id": "/web", "cmd": "web", "labels": {"team": "a",
+        "HANSA_ROLLOUT_CLUSTERS": "{\"maxParallel\": 1, \"order\": [\"eu-1\", \"us-1\"], \"minHealthySeconds\": 30, \"autoRevert\": true}"}}"#;
+    let parsed = parse_ok("web.json", app);
+    let w = &parsed.workloads[0];
+    assert_eq!(
+        w.rollout.clusters,
+        Some(ClusterRollout {
+            order: ClusterOrder::Names(vec!["eu-1".into(), "us-1".into()]),
+            min_healthy_seconds: 30,
+            auto_revert: true,
+            ..ClusterRollout::default()
+        })
+    );
+    assert_eq!(
+        w.labels,
+        BTreeMap::from([("team".to_string(), "a".to_string())]),
+        "read, not kept as a label"
+    );
+    assert_eq!(
+        parse_err(
+            "web.json",
+            r#"{"id": "/web", "cmd": "web", "labels": {"HANSA_ROLLOUT_CLUSTERS": "{\"onFailure\": \"stop\"}"}}"#
+        ),
+        ["web.json doc 1: labels.HANSA_ROLLOUT_CLUSTERS.onFailure: must be pause or rollback (got \"stop\")"]
+    );
+}
