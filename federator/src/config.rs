@@ -86,6 +86,45 @@ fn default_member_sync_ms() -> u64 {
     10_000
 }
 
+/// `[raft]`: the control plane's timing (hub mode). The defaults suit one data center; a
+/// control plane spread over distant sites wants longer timeouts, as etcd's tuning guide says.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftTiming {
+    /// How often the leader sends heartbeats (also the timeout of one replication call).
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// A follower that hears no leader for the leader lease (`election_timeout_max_ms`) plus
+    /// a random time between these two stands for election.
+    #[serde(default = "default_election_min_ms")]
+    pub election_timeout_min_ms: u64,
+    #[serde(default = "default_election_max_ms")]
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_ms: default_heartbeat_ms(),
+            election_timeout_min_ms: default_election_min_ms(),
+            election_timeout_max_ms: default_election_max_ms(),
+        }
+    }
+}
+
+fn default_heartbeat_ms() -> u64 {
+    ms(crate::store::StoreConfig::default_heartbeat_interval())
+}
+fn default_election_min_ms() -> u64 {
+    ms(crate::store::StoreConfig::default_election_timeout_min())
+}
+fn default_election_max_ms() -> u64 {
+    ms(crate::store::StoreConfig::default_election_timeout_max())
+}
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -133,6 +172,9 @@ pub struct Config {
     /// Peer mode's settings; required with `mode = "peer"`.
     #[serde(default)]
     pub peer: Option<PeerModeConfig>,
+    /// Raft timing.
+    #[serde(default)]
+    pub raft: RaftTiming,
 }
 
 /// One voter of a new control plane.
@@ -215,6 +257,32 @@ impl Config {
                     format!("must include this federator's node_id {}", self.node_id),
                 ));
             }
+        }
+        let raft = &self.raft;
+        if raft.heartbeat_ms < 10 {
+            return Err(invalid(
+                "raft.heartbeat_ms",
+                format!("must be >= 10 (got {})", raft.heartbeat_ms),
+            ));
+        }
+        if raft.election_timeout_min_ms <= raft.heartbeat_ms {
+            return Err(invalid(
+                "raft.election_timeout_min_ms",
+                format!(
+                    "must be greater than raft.heartbeat_ms ({}), or every pause between \
+                     heartbeats starts an election (got {})",
+                    raft.heartbeat_ms, raft.election_timeout_min_ms
+                ),
+            ));
+        }
+        if raft.election_timeout_max_ms <= raft.election_timeout_min_ms {
+            return Err(invalid(
+                "raft.election_timeout_max_ms",
+                format!(
+                    "must be greater than raft.election_timeout_min_ms ({}) (got {})",
+                    raft.election_timeout_min_ms, raft.election_timeout_max_ms
+                ),
+            ));
         }
         if self.join.as_deref().is_some_and(str::is_empty) {
             return Err(invalid("join", "must be a federator API address".into()));
@@ -353,6 +421,45 @@ key = "c.key"
         let err = Config::parse(Path::new("f.toml"), &text("member_sync_interval_ms = 0"))
             .expect_err("a zero interval");
         assert!(err.to_string().contains("member_sync_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn raft_timing_has_defaults_and_inconsistent_timeouts_are_refused_by_name() {
+        let text = |raft: &str| {
+            format!(
+                "name = \"fed-1\"\nlisten = \"127.0.0.1:7070\"\npeer_listen = \"127.0.0.1:7071\"\n\
+                 data_dir = \"/tmp/x\"\n{raft}\n[tls]\nca = \"ca.crt\"\ncert = \"c.crt\"\nkey = \"c.key\"\n"
+            )
+        };
+        let config = Config::parse(Path::new("f.toml"), &text("")).expect("defaults");
+        assert_eq!(
+            config.raft,
+            RaftTiming {
+                heartbeat_ms: 100,
+                election_timeout_min_ms: 200,
+                election_timeout_max_ms: 350
+            }
+        );
+        let wan = Config::parse(
+            Path::new("f.toml"),
+            &text("[raft]\nheartbeat_ms = 250\nelection_timeout_min_ms = 1500\nelection_timeout_max_ms = 3000"),
+        )
+        .expect("a WAN control plane");
+        assert_eq!(wan.raft.election_timeout_max_ms, 3000);
+        for (raft, key) in [
+            ("[raft]\nheartbeat_ms = 5", "raft.heartbeat_ms: must be >= 10"),
+            (
+                "[raft]\nelection_timeout_min_ms = 100",
+                "raft.election_timeout_min_ms: must be greater than raft.heartbeat_ms (100)",
+            ),
+            (
+                "[raft]\nelection_timeout_max_ms = 200",
+                "raft.election_timeout_max_ms: must be greater than raft.election_timeout_min_ms (200)",
+            ),
+        ] {
+            let err = Config::parse(Path::new("f.toml"), &text(raft)).expect_err(raft);
+            assert!(err.to_string().starts_with(&format!("f.toml: {key}")), "{err}");
+        }
     }
 
     #[test]

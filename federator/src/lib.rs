@@ -102,6 +102,12 @@ impl Federator {
             tls.client_config(),
         );
         store_config.initial_members = config.peers.iter().map(|p| (p.id, p.url.clone())).collect();
+        store_config.heartbeat_interval =
+            std::time::Duration::from_millis(config.raft.heartbeat_ms);
+        store_config.election_timeout_min =
+            std::time::Duration::from_millis(config.raft.election_timeout_min_ms);
+        store_config.election_timeout_max =
+            std::time::Duration::from_millis(config.raft.election_timeout_max_ms);
         let store = Store::open(store_config).await?;
         let live = Arc::new(Liveness::new());
         store.set_relay_handler(relay::handler(live.clone(), api_url.clone()));

@@ -61,6 +61,7 @@ async fn a_cluster_certificate_reports_only_for_its_own_cluster() {
             listen: "127.0.0.1:0".parse().expect("addr"),
             peer_listen: "127.0.0.1:0".parse().expect("addr"),
             advertise: None,
+            raft: Default::default(),
             peer_advertise: None,
             data_dir: dir.path().join("data"),
             bootstrap: true,
