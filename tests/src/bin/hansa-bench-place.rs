@@ -20,7 +20,8 @@
 //!
 //! Each measurement is followed by the stability check: solving again with the answer as
 //! `previous` (and, for `place_all`, the answer's replicas counted as running) should change
-//! nothing.
+//! nothing. Fingerprints of the answers (placements and explanation text) follow: a change
+//! that should only make the engine faster must print the same ones as before.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -277,6 +278,9 @@ fn workload(i: usize, clusters: usize, rng: &mut StdRng) -> Workload {
     }
 }
 
+/// Workloads solved again with `Detail::Full` for the fingerprint (every cluster's reason).
+const FULL_SAMPLE: usize = 300;
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -322,6 +326,17 @@ fn print_mix(workloads: usize) {
          labels, 4% NoSchedule and 2% PreferNoSchedule taints, 10% without containers, \
          ~1% unreachable, ~1% cordoned, 11-100% of capacity free"
     );
+}
+
+/// A digest of answers, placements and explanation text: equal digests across builds mean the
+/// engine decided and explained alike (a faster engine must print the same ones).
+fn fingerprint(answers: &[Placement]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    for p in answers {
+        format!("{p:?}").hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// Workloads whose replica counts differ between two answers.
@@ -397,6 +412,18 @@ fn main() {
             changed(&answers, &again),
             workloads.len()
         );
+        // Full detail (one decision per cluster) for a sample, to fingerprint every reason.
+        let full: Vec<Placement> = workloads
+            .iter()
+            .take(FULL_SAMPLE)
+            .map(|w| place(&Problem::new(w, 1, &clusters), None))
+            .collect();
+        println!(
+            "  fingerprints: place {:016x}, full detail of {} {:016x}",
+            fingerprint(&answers),
+            full.len(),
+            fingerprint(&full)
+        );
 
         // Every workload at once, sharing capacity, by priority.
         let items: Vec<Item<'_>> = workloads
@@ -445,6 +472,11 @@ fn main() {
             changed(&placements, &again),
             workloads.len(),
             total.as_secs_f64(),
+        );
+        println!(
+            "  fingerprints: place_all {:016x}, again {:016x}",
+            fingerprint(&placements),
+            fingerprint(&again)
         );
     }
 }
