@@ -9,6 +9,7 @@ mod constraints;
 mod divide;
 mod explain;
 mod filter;
+mod index;
 mod priority;
 mod quantity;
 mod reason;
@@ -29,11 +30,13 @@ use hansa_core::{Cluster, Placement, ReplicaScheduling, Resources, Workload};
 
 pub use explain::describe_decision;
 pub use filter::{filter_cluster, rules, selects, Filter, ResourceKind};
+pub use index::ClusterIndex;
 pub use priority::{place_all, Item};
 pub use quantity::{format_bytes, format_cpu};
 
 use divide::Share;
 use filter::Needs;
+use index::Names;
 use verdict::{Considered, Verdict};
 
 /// Everything a decision depends on.
@@ -48,6 +51,9 @@ pub struct Problem<'a> {
     /// Free capacity per cluster, in the order of `clusters`, used instead of each
     /// `Cluster::available` (how [`place_all`] shares capacity without copying clusters).
     pub available: Option<&'a [Resources]>,
+    /// `clusters` indexed, for callers that place many workloads on the same clusters (see
+    /// [`ClusterIndex`]); without one, or with one of other clusters, [`place`] indexes them.
+    pub index: Option<&'a ClusterIndex<'a>>,
     /// The proposer's clock in milliseconds, for NoExecute `tolerationSeconds`.
     pub now_ms: u64,
     pub detail: Detail,
@@ -72,8 +78,17 @@ impl<'a> Problem<'a> {
             generation,
             clusters,
             available: None,
+            index: None,
             now_ms: 0,
             detail: Detail::Full,
+        }
+    }
+
+    /// A problem on indexed clusters: index them once, then place many workloads there.
+    pub fn indexed(workload: &'a Workload, generation: u64, index: &'a ClusterIndex<'a>) -> Self {
+        Self {
+            index: Some(index),
+            ..Self::new(workload, generation, index.clusters())
         }
     }
 }
@@ -85,46 +100,29 @@ impl<'a> Problem<'a> {
 /// cordoned or NoSchedule-tainted clusters what they keep; solving again with the result as
 /// `previous` returns the same placement.
 pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
-    place_in(problem, previous, Names::of(problem.clusters))
-}
-
-/// Whether cluster names are strictly increasing: then clusters are already in name order
-/// and no two share a name. [`place_all`] finds out once per batch, not once per decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Names {
-    Ordered,
-    Unordered,
-}
-
-impl Names {
-    pub(crate) fn of(clusters: &[Cluster]) -> Self {
-        if clusters.windows(2).all(|w| w[0].name < w[1].name) {
-            Names::Ordered
-        } else {
-            Names::Unordered
+    match problem.index {
+        Some(index) if std::ptr::eq(index.clusters(), problem.clusters) => {
+            place_in(problem, previous, index)
         }
+        _ => place_in(problem, previous, &ClusterIndex::new(problem.clusters)),
     }
 }
 
-/// [`place`] on clusters whose order is known.
+/// [`place`] on the index of `problem.clusters`.
 pub(crate) fn place_in(
     problem: &Problem<'_>,
     previous: Option<&Placement>,
-    names: Names,
+    index: &ClusterIndex<'_>,
 ) -> Placement {
     let workload = problem.workload;
     let previous =
         previous.filter(|p| p.workload == workload.name && p.namespace == workload.namespace);
-    let needs = Needs::new(workload, problem.now_ms);
-    let clusters = problem.clusters;
+    let needs = Needs::new(workload, index, problem.now_ms);
+    let clusters = index.clusters();
 
-    // Name order; callers that pass sorted clusters (place_all) skip the sort, and with
-    // strictly increasing names no two share one.
-    let mut order: Vec<usize> = (0..clusters.len()).collect();
-    let unique_sorted = names == Names::Ordered;
-    if !unique_sorted {
-        order.sort_by(|&a, &b| clusters[a].name.cmp(&clusters[b].name).then(a.cmp(&b)));
-    }
+    // Name order; with strictly increasing names no two share one.
+    let order = index.order();
+    let unique_sorted = index.names() == Names::Ordered;
     // What the previous placement runs, per input cluster (the first of a name).
     let mut ran = vec![0u32; clusters.len()];
     for (name, &n) in previous.iter().flat_map(|p| &p.clusters) {
@@ -144,7 +142,7 @@ pub(crate) fn place_in(
         // checks below look at them alone instead of at every cluster.
         let mut pinned: Vec<usize> = Vec::new();
         let mut last: Option<&str> = None;
-        for &i in &order {
+        for &i in order {
             let cluster = &clusters[i];
             let verdict = if !unique_sorted && last == Some(cluster.name.as_str()) {
                 Verdict::Filtered(verdict::Plain::DuplicateName.into())
@@ -152,12 +150,12 @@ pub(crate) fn place_in(
                 let available = problem
                     .available
                     .and_then(|a| a.get(i))
-                    .unwrap_or(&cluster.available);
+                    .unwrap_or(&index.facts(i).available);
                 let running = if forget[i] { 0 } else { ran[i] };
-                match filter::check(&needs, cluster, available, running) {
+                match filter::check(&needs, i, available, running) {
                     Ok(e) => Verdict::Selected {
                         share: Share {
-                            weight: weigh::weigh(workload, cluster, e.fits),
+                            weight: weigh::weigh(&needs, i, e.fits),
                             fits: e.fits,
                             previous: running,
                             avoid: e.avoid.is_some(),
@@ -181,7 +179,11 @@ pub(crate) fn place_in(
             ) {
                 pinned.push(considered.len());
             }
-            considered.push(Considered { cluster, verdict });
+            considered.push(Considered {
+                cluster,
+                at: i,
+                verdict,
+            });
         }
         select::run(&needs, &mut considered);
         let mut again = false;
@@ -213,7 +215,7 @@ pub(crate) fn place_in(
                 Some(filter) if *replicas == 0 => c.verdict = Verdict::Filtered(filter),
                 Some(_) => {
                     share.fits = *replicas;
-                    share.weight = weigh::weigh(workload, c.cluster, *replicas);
+                    share.weight = weigh::weigh(&needs, c.at, *replicas);
                 }
                 None => {}
             }

@@ -246,14 +246,16 @@ fn fits_with(
     clusters: &[Cluster],
     previous: Option<&Placement>,
 ) -> BTreeMap<String, u32> {
-    let needs = crate::filter::Needs::new(workload, 0);
+    let index = crate::ClusterIndex::new(clusters);
+    let needs = crate::filter::Needs::new(workload, &index, 0);
     clusters
         .iter()
-        .filter_map(|c| {
+        .enumerate()
+        .filter_map(|(at, c)| {
             let running = previous
                 .and_then(|p| p.clusters.get(&c.name).copied())
                 .unwrap_or(0);
-            let e = crate::filter::check(&needs, c, &c.available, running).ok()?;
+            let e = crate::filter::check(&needs, at, &c.available, running).ok()?;
             Some((c.name.clone(), e.fits))
         })
         .collect()
@@ -285,11 +287,14 @@ proptest! {
     fn divided_places_all_that_fits(w in divided_workloads(), cs in clusters(), prev in previous()) {
         let placement = place(&Problem::new(&w, 1, &cs), prev.as_ref());
         let fits = fits_with(&w, &cs, prev.as_ref());
+        let index = crate::ClusterIndex::new(&cs);
+        let needs = crate::filter::Needs::new(&w, &index, 0);
         let room: u64 = cs
             .iter()
-            .filter_map(|c| {
+            .enumerate()
+            .filter_map(|(at, c)| {
                 let fit = *fits.get(&c.name)?;
-                (weigh::weigh(&w, c, fit) > 0).then_some(u64::from(fit))
+                (weigh::weigh(&needs, at, fit) > 0).then_some(u64::from(fit))
             })
             .sum();
         let placed = u64::from(placement.total());
@@ -310,10 +315,12 @@ proptest! {
         cs in clusters(),
     ) {
         let placement = place(&Problem::new(&w, 1, &cs), None);
-        let needs = crate::filter::Needs::new(&w, 0);
+        let index = crate::ClusterIndex::new(&cs);
+        let needs = crate::filter::Needs::new(&w, &index, 0);
         let eligible: Vec<crate::filter::Eligible> = cs
             .iter()
-            .filter_map(|c| crate::filter::check(&needs, c, &c.available, 0).ok())
+            .enumerate()
+            .filter_map(|(at, c)| crate::filter::check(&needs, at, &c.available, 0).ok())
             .collect();
         // PreferNoSchedule clusters run copies only when no other cluster can.
         let preferred = eligible.iter().any(|e| e.avoid.is_none());

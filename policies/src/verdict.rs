@@ -17,6 +17,8 @@ use crate::reason::{Filter, ResourceKind};
 /// One cluster on its way through the phases.
 pub(crate) struct Considered<'a> {
     pub cluster: &'a Cluster,
+    /// The cluster's position in the index.
+    pub at: usize,
     pub verdict: Verdict<'a>,
 }
 
