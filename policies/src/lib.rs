@@ -37,7 +37,7 @@ pub use quantity::{format_bytes, format_cpu};
 use divide::Share;
 use filter::Needs;
 use index::Names;
-use verdict::{Considered, Verdict};
+use verdict::{Considered, Kept, Verdict};
 
 /// Everything a decision depends on.
 #[derive(Debug, Clone, Copy)]
@@ -119,10 +119,7 @@ pub(crate) fn place_in(
         previous.filter(|p| p.workload == workload.name && p.namespace == workload.namespace);
     let needs = Needs::new(workload, index, problem.now_ms);
     let clusters = index.clusters();
-
-    // Name order; with strictly increasing names no two share one.
     let order = index.order();
-    let unique_sorted = index.names() == Names::Ordered;
     // What the previous placement runs, per input cluster (the first of a name).
     let mut ran = vec![0u32; clusters.len()];
     for (name, &n) in previous.iter().flat_map(|p| &p.clusters) {
@@ -131,6 +128,53 @@ pub(crate) fn place_in(
             ran[i] = n;
         }
     }
+    // Most clusters are filtered, and a summary names them only when some replica is
+    // unplaced: decide without keeping them, and again keeping them when the summary must.
+    let mut kept = match problem.detail {
+        Detail::Full => Kept::Every,
+        Detail::Summary => Kept::Eligible,
+    };
+    loop {
+        let considered = decide(&needs, problem.available, &ran, kept);
+        let chosen: Vec<(&Considered<'_>, u32)> = considered
+            .iter()
+            .filter_map(|c| match c.verdict {
+                Verdict::Selected { replicas, .. } if replicas > 0 => Some((c, replicas)),
+                _ => None,
+            })
+            .collect();
+        let Some(explanation) =
+            explain::explain(workload, &considered, &chosen, problem.detail, kept)
+        else {
+            kept = Kept::Every;
+            continue;
+        };
+        return Placement {
+            workload: workload.name.clone(),
+            namespace: workload.namespace.clone(),
+            generation: problem.generation,
+            clusters: chosen
+                .iter()
+                .map(|(c, replicas)| (c.cluster.name.clone(), *replicas))
+                .collect(),
+            explanation,
+        };
+    }
+}
+
+/// Every phase, for the clusters in name order: `ran` is what the previous placement runs,
+/// per cluster position, and `available` the free capacity when not the clusters' own.
+fn decide<'a>(
+    needs: &'a Needs<'a>,
+    available: Option<&[Resources]>,
+    ran: &[u32],
+    kept: Kept,
+) -> Vec<Considered<'a>> {
+    let index = needs.index;
+    let clusters = index.clusters();
+    let order = index.order();
+    // With strictly increasing names no two share one.
+    let unique_sorted = index.names() == Names::Ordered;
     // A cluster that could only keep its replicas (cordoned, NoSchedule) and ends with none
     // must not have shaped the decision (group counts, PreferNoSchedule fallbacks): solving
     // again, where it runs none, would differ. Such clusters are forgotten and the decision
@@ -147,15 +191,14 @@ pub(crate) fn place_in(
             let verdict = if !unique_sorted && last == Some(cluster.name.as_str()) {
                 Verdict::Filtered(verdict::Plain::DuplicateName.into())
             } else {
-                let available = problem
-                    .available
+                let available = available
                     .and_then(|a| a.get(i))
                     .unwrap_or(&index.facts(i).available);
                 let running = if forget[i] { 0 } else { ran[i] };
-                match filter::check(&needs, i, available, running) {
+                match filter::check(needs, i, available, running) {
                     Ok(e) => Verdict::Selected {
                         share: Share {
-                            weight: weigh::weigh(&needs, i, e.fits),
+                            weight: weigh::weigh(needs, i, e.fits),
                             fits: e.fits,
                             previous: running,
                             avoid: e.avoid.is_some(),
@@ -170,14 +213,13 @@ pub(crate) fn place_in(
                 }
             };
             last = Some(cluster.name.as_str());
-            if matches!(
-                verdict,
+            match verdict {
+                Verdict::Filtered(_) if kept == Kept::Eligible => continue,
                 Verdict::Selected {
                     keeps_only: Some(_),
                     ..
-                }
-            ) {
-                pinned.push(considered.len());
+                } => pinned.push(considered.len()),
+                _ => {}
             }
             considered.push(Considered {
                 cluster,
@@ -185,12 +227,12 @@ pub(crate) fn place_in(
                 verdict,
             });
         }
-        select::run(&needs, &mut considered);
+        select::run(needs, &mut considered);
         let mut again = false;
         for &at in &pinned {
             let kept = matches!(considered[at].verdict, Verdict::Selected { replicas, .. } if replicas > 0);
             if !kept {
-                forget[order[at]] = true;
+                forget[considered[at].at] = true;
                 again = true;
             }
         }
@@ -215,31 +257,14 @@ pub(crate) fn place_in(
                 Some(filter) if *replicas == 0 => c.verdict = Verdict::Filtered(filter),
                 Some(_) => {
                     share.fits = *replicas;
-                    share.weight = weigh::weigh(&needs, c.at, *replicas);
+                    share.weight = weigh::weigh(needs, c.at, *replicas);
                 }
                 None => {}
             }
         }
     }
-    debug_assert_eq!(postconditions(workload, &considered), Ok(()));
-
-    let chosen: Vec<(&Considered<'_>, u32)> = considered
-        .iter()
-        .filter_map(|c| match c.verdict {
-            Verdict::Selected { replicas, .. } if replicas > 0 => Some((c, replicas)),
-            _ => None,
-        })
-        .collect();
-    Placement {
-        workload: workload.name.clone(),
-        namespace: workload.namespace.clone(),
-        generation: problem.generation,
-        clusters: chosen
-            .iter()
-            .map(|(c, replicas)| (c.cluster.name.clone(), *replicas))
-            .collect(),
-        explanation: explain::explain(workload, &considered, &chosen, problem.detail),
-    }
+    debug_assert_eq!(postconditions(needs.workload, &considered), Ok(()));
+    considered
 }
 
 /// What the divide phase promises, whatever the input.

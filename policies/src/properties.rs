@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use hansa_core::{
-    AffinityGroup, Cluster, ClusterAffinity, ClusterHealth, DecisionOutcome, Placement,
-    ReplicaScheduling, Resources, RuntimeKind, SpreadConstraint, SpreadKey, StaticWeight, Taint,
-    TaintEffect, Toleration, TolerationOperator, Weighting, Workload,
+    AffinityGroup, Cluster, ClusterAffinity, ClusterDecision, ClusterHealth, DecisionOutcome,
+    Placement, ReplicaScheduling, Resources, RuntimeKind, SpreadConstraint, SpreadKey,
+    StaticWeight, Taint, TaintEffect, Toleration, TolerationOperator, Weighting, Workload,
 };
 
 use crate::fixtures::{cluster, workload};
-use crate::{place, weigh, Problem};
+use crate::{place, weigh, Detail, Problem};
 
 fn health() -> impl Strategy<Value = ClusterHealth> {
     prop_oneof![
@@ -383,6 +383,33 @@ proptest! {
         prop_assert_eq!(&selected, &placement.clusters);
         prop_assert!(!placement.explanation.summary.is_empty());
         prop_assert!(!placement.explanation.summary.contains('\n'));
+    }
+
+    /// A summary is the full explanation cut to the chosen clusters: the same placement, the
+    /// same summary line (which names filtered clusters when replicas are unplaced).
+    #[test]
+    fn summary_detail_is_full_detail_cut_to_the_chosen(
+        w in featured_workloads(),
+        cs in clusters(),
+        prev in previous(),
+    ) {
+        let full = place(&Problem::new(&w, 1, &cs), prev.as_ref());
+        let problem = Problem {
+            detail: Detail::Summary,
+            ..Problem::new(&w, 1, &cs)
+        };
+        let summary = place(&problem, prev.as_ref());
+        let chosen: Vec<ClusterDecision> = full
+            .explanation
+            .clusters
+            .iter()
+            .filter(|d| full.clusters.contains_key(&d.cluster))
+            .cloned()
+            .collect();
+        prop_assert_eq!(&summary.clusters, &full.clusters);
+        prop_assert_eq!(&summary.explanation.summary, &full.explanation.summary);
+        prop_assert_eq!(summary.explanation.unplaced, full.explanation.unplaced);
+        prop_assert_eq!(&summary.explanation.clusters, &chosen);
     }
 
     /// With equal weights and room everywhere, scaling up by one adds one replica and moves none.

@@ -22,6 +22,15 @@ pub(crate) struct Considered<'a> {
     pub verdict: Verdict<'a>,
 }
 
+/// Which clusters a decision keeps in its list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kept {
+    Every,
+    /// Those that pass the filter: enough for a summary of a complete placement, which names
+    /// no filtered cluster.
+    Eligible,
+}
+
 pub(crate) enum Verdict<'a> {
     Filtered(FilterRef<'a>),
     Selected {

@@ -393,9 +393,14 @@ fn main() {
         times.sort_unstable();
         let placed: u64 = answers.iter().map(|p| u64::from(p.total())).sum();
         let pending = answers.iter().filter(|p| p.total() == 0).count();
+        let partial = answers
+            .iter()
+            .filter(|p| p.explanation.unplaced > 0)
+            .count();
         println!(
             "  place, one at a time: {:.0} decisions/s; per decision p50 {}, p99 {}, max {} \
-             ({placed} replicas placed, {pending} workloads with none)",
+             ({placed} replicas placed, {pending} workloads with none, {partial} with some \
+             unplaced)",
             workloads.len() as f64 / total.as_secs_f64(),
             micros(percentile(&times, 0.50)),
             micros(percentile(&times, 0.99)),
