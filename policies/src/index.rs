@@ -5,6 +5,8 @@
 //! a workload asks for (selectors, constraint values, spread keys) is numbered once per
 //! decision: filtering and grouping then compare numbers instead of strings.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::num::NonZeroU32;
 
 use hansa_core::{
@@ -48,7 +50,6 @@ pub(crate) struct Facts {
 /// Member clusters indexed for placement: build one with [`ClusterIndex::new`] when many
 /// workloads are placed on the same clusters (as [`crate::place_all`] does per batch), and
 /// hand it to each decision with [`crate::Problem::indexed`].
-#[derive(Debug)]
 pub struct ClusterIndex<'a> {
     clusters: &'a [Cluster],
     /// Cluster positions in name order (equal names by position).
@@ -60,6 +61,9 @@ pub struct ClusterIndex<'a> {
     /// Per cluster position.
     facts: Vec<Facts>,
     labels: Vec<(Sym, Sym)>,
+    /// Cluster positions, ascending, by name, field value or label: where the clusters a
+    /// selector may pick are found without looking at every cluster.
+    postings: FxHashMap<(Key, Sym), Vec<usize>>,
 }
 
 impl<'a> ClusterIndex<'a> {
@@ -81,8 +85,9 @@ impl<'a> ClusterIndex<'a> {
             text: Vec::new(),
             facts: Vec::with_capacity(clusters.len()),
             labels: Vec::new(),
+            postings: FxHashMap::default(),
         };
-        for cluster in clusters {
+        for (at, cluster) in clusters.iter().enumerate() {
             let start = index.labels.len();
             for (key, value) in &cluster.labels {
                 let pair = (index.number(key), index.number(value));
@@ -103,6 +108,21 @@ impl<'a> ClusterIndex<'a> {
                 tainted: !cluster.taints.is_empty(),
                 available: cluster.available,
             };
+            let fields = [
+                (Key::Name, facts.name),
+                (Key::Region, facts.region),
+                (Key::Zone, facts.zone),
+                (Key::Provider, facts.provider),
+            ];
+            let labels = index.labels[start..].iter();
+            let values = fields
+                .into_iter()
+                .chain(labels.map(|&(key, value)| (Key::Label(Some(key)), Some(value))));
+            for (key, value) in values {
+                if let Some(value) = value {
+                    index.postings.entry((key, value)).or_default().push(at);
+                }
+            }
             index.facts.push(facts);
         }
         index
@@ -168,6 +188,16 @@ impl<'a> ClusterIndex<'a> {
     }
 }
 
+impl fmt::Debug for ClusterIndex<'_> {
+    /// The clusters' names: every number and posting would drown a `Problem`'s debug output.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = self.order.iter().map(|&i| &self.clusters[i].name);
+        f.debug_struct("ClusterIndex")
+            .field("clusters", &names.collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
 fn offset(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -180,7 +210,7 @@ fn bit(runtime: RuntimeKind) -> u8 {
 }
 
 /// A cluster attribute, numbered against an index: `Label(None)` is a label no cluster has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Key {
     Name,
     Region,
@@ -279,6 +309,49 @@ impl<'w> Selector<'w> {
                 .map(|r| numbered(r, Key::field(&r.key, index)))
                 .collect(),
         }
+    }
+
+    /// The positions, ascending, of the clusters the selector may pick (and perhaps others),
+    /// found without looking at every cluster; `None` when no part of it narrows them down.
+    pub fn candidates<'i>(&self, index: &'i ClusterIndex<'_>) -> Option<Cow<'i, [usize]>> {
+        let posting = |key: Key, value: Sym| -> &'i [usize] {
+            index.postings.get(&(key, value)).map_or(&[], Vec::as_slice)
+        };
+        let any_of = |key: Key, values: &[Sym]| -> Cow<'i, [usize]> {
+            match values {
+                [] => Cow::Borrowed(&[]),
+                [value] => Cow::Borrowed(posting(key, *value)),
+                _ => {
+                    let mut all: Vec<usize> = values
+                        .iter()
+                        .flat_map(|&value| posting(key, value))
+                        .copied()
+                        .collect();
+                    all.sort_unstable();
+                    all.dedup();
+                    Cow::Owned(all)
+                }
+            }
+        };
+        let affinity = self.affinity;
+        if !affinity.cluster_names.is_empty() {
+            // An empty name is not numbered, so it has no posting.
+            if affinity.cluster_names.iter().any(String::is_empty) {
+                return None;
+            }
+            return Some(any_of(Key::Name, &self.names));
+        }
+        if let Some(&(key, value)) = self.labels.first() {
+            return Some(match (key, value) {
+                (Some(key), Some(value)) => Cow::Borrowed(posting(Key::Label(Some(key)), value)),
+                _ => Cow::Borrowed(&[]),
+            });
+        }
+        self.expressions
+            .iter()
+            .chain(&self.fields)
+            .find(|r| r.requirement.operator == SelectorOperator::In)
+            .map(|r| any_of(r.key, &r.values))
     }
 
     /// Whether the selector picks the cluster at `at`: all given parts must match (an empty

@@ -129,52 +129,136 @@ pub(crate) fn place_in(
         }
     }
     // Most clusters are filtered, and a summary names them only when some replica is
-    // unplaced: decide without keeping them, and again keeping them when the summary must.
+    // unplaced: decide without keeping them, and put them back when the summary must.
     let mut kept = match problem.detail {
         Detail::Full => Kept::Every,
         Detail::Summary => Kept::Eligible,
     };
-    loop {
-        let considered = decide(&needs, problem.available, &ran, kept);
-        let chosen: Vec<(&Considered<'_>, u32)> = considered
-            .iter()
-            .filter_map(|c| match c.verdict {
-                Verdict::Selected { replicas, .. } if replicas > 0 => Some((c, replicas)),
-                _ => None,
-            })
-            .collect();
-        let Some(explanation) =
+    let (mut considered, forget) = decide(&needs, problem.available, &ran, kept);
+    let explanation = loop {
+        let chosen = chosen(&considered);
+        if let Some(explanation) =
             explain::explain(workload, &considered, &chosen, problem.detail, kept)
-        else {
-            kept = Kept::Every;
-            continue;
-        };
-        return Placement {
-            workload: workload.name.clone(),
-            namespace: workload.namespace.clone(),
-            generation: problem.generation,
-            clusters: chosen
-                .iter()
-                .map(|(c, replicas)| (c.cluster.name.clone(), *replicas))
-                .collect(),
-            explanation,
-        };
+        {
+            break explanation;
+        }
+        let running = |i: usize| if forget[i] { 0 } else { ran[i] };
+        considered = with_filtered(&needs, problem.available, running, considered);
+        kept = Kept::Every;
+    };
+    Placement {
+        workload: workload.name.clone(),
+        namespace: workload.namespace.clone(),
+        generation: problem.generation,
+        clusters: chosen(&considered)
+            .iter()
+            .map(|(c, replicas)| (c.cluster.name.clone(), *replicas))
+            .collect(),
+        explanation,
     }
+}
+
+/// The considered clusters that receive replicas, and how many.
+fn chosen<'c, 'a>(considered: &'c [Considered<'a>]) -> Vec<(&'c Considered<'a>, u32)> {
+    considered
+        .iter()
+        .filter_map(|c| match c.verdict {
+            Verdict::Selected { replicas, .. } if replicas > 0 => Some((c, replicas)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The filter and weigh phases for the cluster at position `i`, which runs `running`.
+fn consider<'a>(
+    needs: &'a Needs<'a>,
+    available: Option<&[Resources]>,
+    i: usize,
+    running: u32,
+) -> Verdict<'a> {
+    let available = available
+        .and_then(|a| a.get(i))
+        .unwrap_or(&needs.index.facts(i).available);
+    match filter::check(needs, i, available, running) {
+        Ok(e) => Verdict::Selected {
+            share: Share {
+                weight: weigh::weigh(needs, i, e.fits),
+                fits: e.fits,
+                previous: running,
+                avoid: e.avoid.is_some(),
+                pinned: e.keeps_only.is_some(),
+            },
+            replicas: 0,
+            note: e.note,
+            keeps_only: e.keeps_only,
+            avoided: e.avoid,
+        },
+        Err(filter) => Verdict::Filtered(filter),
+    }
+}
+
+/// `eligible` (a decision's clusters, in name order, without the filtered ones) with every
+/// other cluster back in its place, filtered for the reason the decision found, given what
+/// it took each cluster to run: what a summary needs to name them.
+fn with_filtered<'a>(
+    needs: &'a Needs<'a>,
+    available: Option<&[Resources]>,
+    running: impl Fn(usize) -> u32,
+    eligible: Vec<Considered<'a>>,
+) -> Vec<Considered<'a>> {
+    let index = needs.index;
+    let clusters = index.clusters();
+    let unique_sorted = index.names() == Names::Ordered;
+    let mut eligible = eligible.into_iter().peekable();
+    let mut every = Vec::with_capacity(clusters.len());
+    let mut last: Option<&str> = None;
+    for &i in index.order() {
+        let cluster = &clusters[i];
+        let duplicate = !unique_sorted && last == Some(cluster.name.as_str());
+        last = Some(cluster.name.as_str());
+        if let Some(c) = eligible.next_if(|c| c.at == i) {
+            every.push(c);
+            continue;
+        }
+        let verdict = if duplicate {
+            Verdict::Filtered(verdict::Plain::DuplicateName.into())
+        } else {
+            consider(needs, available, i, running(i))
+        };
+        debug_assert!(
+            matches!(verdict, Verdict::Filtered(_)),
+            "{} was eligible",
+            cluster.name
+        );
+        every.push(Considered {
+            cluster,
+            at: i,
+            verdict,
+        });
+    }
+    every
 }
 
 /// Every phase, for the clusters in name order: `ran` is what the previous placement runs,
 /// per cluster position, and `available` the free capacity when not the clusters' own.
+/// Also returns which clusters were decided on as running nothing (see below).
 fn decide<'a>(
     needs: &'a Needs<'a>,
     available: Option<&[Resources]>,
     ran: &[u32],
     kept: Kept,
-) -> Vec<Considered<'a>> {
+) -> (Vec<Considered<'a>>, Vec<bool>) {
     let index = needs.index;
     let clusters = index.clusters();
-    let order = index.order();
     // With strictly increasing names no two share one.
     let unique_sorted = index.names() == Names::Ordered;
+    // Without the filtered clusters to keep, only those the workload's affinity may pick are
+    // looked at (when names are unique: a duplicate must follow the cluster it repeats).
+    let candidates = match (&needs.affinity, kept, unique_sorted) {
+        (Some(affinity), Kept::Eligible, true) => affinity.candidates(index),
+        _ => None,
+    };
+    let order = candidates.as_deref().unwrap_or(index.order());
     // A cluster that could only keep its replicas (cordoned, NoSchedule) and ends with none
     // must not have shaped the decision (group counts, PreferNoSchedule fallbacks): solving
     // again, where it runs none, would differ. Such clusters are forgotten and the decision
@@ -191,26 +275,8 @@ fn decide<'a>(
             let verdict = if !unique_sorted && last == Some(cluster.name.as_str()) {
                 Verdict::Filtered(verdict::Plain::DuplicateName.into())
             } else {
-                let available = available
-                    .and_then(|a| a.get(i))
-                    .unwrap_or(&index.facts(i).available);
                 let running = if forget[i] { 0 } else { ran[i] };
-                match filter::check(needs, i, available, running) {
-                    Ok(e) => Verdict::Selected {
-                        share: Share {
-                            weight: weigh::weigh(needs, i, e.fits),
-                            fits: e.fits,
-                            previous: running,
-                            avoid: e.avoid.is_some(),
-                            pinned: e.keeps_only.is_some(),
-                        },
-                        replicas: 0,
-                        note: e.note,
-                        keeps_only: e.keeps_only,
-                        avoided: e.avoid,
-                    },
-                    Err(filter) => Verdict::Filtered(filter),
-                }
+                consider(needs, available, i, running)
             };
             last = Some(cluster.name.as_str());
             match verdict {
@@ -264,7 +330,7 @@ fn decide<'a>(
         }
     }
     debug_assert_eq!(postconditions(needs.workload, &considered), Ok(()));
-    considered
+    (considered, forget)
 }
 
 /// What the divide phase promises, whatever the input.

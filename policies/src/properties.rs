@@ -6,8 +6,9 @@ use proptest::prelude::*;
 
 use hansa_core::{
     AffinityGroup, Cluster, ClusterAffinity, ClusterDecision, ClusterHealth, DecisionOutcome,
-    Placement, ReplicaScheduling, Resources, RuntimeKind, SpreadConstraint, SpreadKey,
-    StaticWeight, Taint, TaintEffect, Toleration, TolerationOperator, Weighting, Workload,
+    Placement, ReplicaScheduling, Requirement, Resources, RuntimeKind, SelectorOperator,
+    SpreadConstraint, SpreadKey, StaticWeight, Taint, TaintEffect, Toleration, TolerationOperator,
+    Weighting, Workload,
 };
 
 use crate::fixtures::{cluster, workload};
@@ -100,14 +101,23 @@ fn some_names() -> impl Strategy<Value = Vec<String>> {
 }
 
 fn affinity() -> impl Strategy<Value = ClusterAffinity> {
-    (some_names(), some_names(), tier()).prop_map(|(cluster_names, exclude, tier)| {
-        ClusterAffinity {
+    let regions = prop::option::of(prop::sample::subsequence(vec!["eu", "us", "mars"], 1..3));
+    (some_names(), some_names(), tier(), regions).prop_map(
+        |(cluster_names, exclude, tier, regions)| ClusterAffinity {
             cluster_names,
             exclude,
             match_labels: tier.map(|t| ("tier".to_string(), t)).into_iter().collect(),
+            field_selector: regions
+                .map(|regions| Requirement {
+                    key: "region".into(),
+                    operator: SelectorOperator::In,
+                    values: regions.into_iter().map(str::to_string).collect(),
+                })
+                .into_iter()
+                .collect(),
             ..Default::default()
-        }
-    })
+        },
+    )
 }
 
 fn scheduling() -> impl Strategy<Value = ReplicaScheduling> {
@@ -385,6 +395,22 @@ proptest! {
         prop_assert!(!placement.explanation.summary.contains('\n'));
     }
 
+    /// Where a summary looks only at an affinity's candidates, those hold every cluster the
+    /// affinity picks, in position order.
+    #[test]
+    fn candidates_hold_every_cluster_an_affinity_picks(a in affinity(), cs in clusters()) {
+        let index = crate::ClusterIndex::new(&cs);
+        let selector = crate::index::Selector::new(&a, &index);
+        if let Some(candidates) = selector.candidates(&index) {
+            prop_assert!(candidates.windows(2).all(|w| w[0] < w[1]));
+            for (at, c) in cs.iter().enumerate() {
+                if selector.check(&index, at).is_ok() {
+                    prop_assert!(candidates.contains(&at), "{} picked, not a candidate", c.name);
+                }
+            }
+        }
+    }
+
     /// A summary is the full explanation cut to the chosen clusters: the same placement, the
     /// same summary line (which names filtered clusters when replicas are unplaced).
     #[test]
@@ -393,23 +419,28 @@ proptest! {
         cs in clusters(),
         prev in previous(),
     ) {
-        let full = place(&Problem::new(&w, 1, &cs), prev.as_ref());
-        let problem = Problem {
-            detail: Detail::Summary,
-            ..Problem::new(&w, 1, &cs)
-        };
-        let summary = place(&problem, prev.as_ref());
-        let chosen: Vec<ClusterDecision> = full
-            .explanation
-            .clusters
-            .iter()
-            .filter(|d| full.clusters.contains_key(&d.cluster))
-            .cloned()
-            .collect();
-        prop_assert_eq!(&summary.clusters, &full.clusters);
-        prop_assert_eq!(&summary.explanation.summary, &full.explanation.summary);
-        prop_assert_eq!(summary.explanation.unplaced, full.explanation.unplaced);
-        prop_assert_eq!(&summary.explanation.clusters, &chosen);
+        // In name order too, where a summary looks only at the clusters an affinity may pick.
+        let mut sorted = cs.clone();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        for cs in [&cs, &sorted] {
+            let full = place(&Problem::new(&w, 1, cs), prev.as_ref());
+            let problem = Problem {
+                detail: Detail::Summary,
+                ..Problem::new(&w, 1, cs)
+            };
+            let summary = place(&problem, prev.as_ref());
+            let chosen: Vec<ClusterDecision> = full
+                .explanation
+                .clusters
+                .iter()
+                .filter(|d| full.clusters.contains_key(&d.cluster))
+                .cloned()
+                .collect();
+            prop_assert_eq!(&summary.clusters, &full.clusters);
+            prop_assert_eq!(&summary.explanation.summary, &full.explanation.summary);
+            prop_assert_eq!(summary.explanation.unplaced, full.explanation.unplaced);
+            prop_assert_eq!(&summary.explanation.clusters, &chosen);
+        }
     }
 
     /// With equal weights and room everywhere, scaling up by one adds one replica and moves none.

@@ -4,14 +4,14 @@ use hansa_core::{ReplicaScheduling, Weighting};
 
 use crate::filter::Needs;
 
-/// The weight of one eligible cluster that fits `fits` replicas.
+/// The weight of one eligible cluster (at position `at` in the index) that fits `fits`
+/// replicas.
 ///
 /// - Duplicated and Equal: 1.
 /// - Static: the weight of the first entry whose selector picks the cluster, 0 if none; an
 ///   empty list means Equal (as the model documents).
 /// - AvailableCapacity: the replicas the cluster fits (Karmada's dynamic weight). A cluster
 ///   with no bound (the workload requests nothing) counts as fitting the desired count.
-/// `at` is the cluster's position in the index.
 pub(crate) fn weigh(needs: &Needs<'_>, at: usize, fits: u32) -> u64 {
     let workload = needs.workload;
     let weighting = match &workload.placement.replica_scheduling {
