@@ -7,8 +7,10 @@
 //! GROUP_BY balances them over the values, CLUSTER without a value keeps them on one value.
 //! Marathon picks offers as they come; here the same inputs always give the same answer.
 
-use hansa_core::{Cluster, SpreadKey};
+use hansa_core::SpreadKey;
 use regex::Regex;
+
+use crate::index::{ClusterIndex, Key, Sym};
 
 /// A cluster attribute a rule looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,18 +33,6 @@ impl Attr {
         }
     }
 
-    /// `Attr::parse(field).value(cluster)` without building the `Attr`.
-    pub fn field_value<'c>(field: &str, cluster: &'c Cluster) -> Option<&'c str> {
-        let v = match field.trim_start_matches('@') {
-            "hostname" | "cluster" | "name" => cluster.name.as_str(),
-            "region" => cluster.region.as_str(),
-            "zone" => cluster.zone.as_str(),
-            "provider" => cluster.provider.as_str(),
-            _ => return cluster.labels.get(field).map(String::as_str),
-        };
-        (!v.is_empty()).then_some(v)
-    }
-
     pub fn of_spread(key: &SpreadKey) -> Attr {
         match key {
             SpreadKey::Region => Attr::Region,
@@ -52,26 +42,15 @@ impl Attr {
             SpreadKey::Label(key) => Attr::Label(key.clone()),
         }
     }
-
-    /// The cluster's value; an empty field counts as absent.
-    pub fn value<'c>(&self, cluster: &'c Cluster) -> Option<&'c str> {
-        let v = match self {
-            Attr::Name => cluster.name.as_str(),
-            Attr::Region => cluster.region.as_str(),
-            Attr::Zone => cluster.zone.as_str(),
-            Attr::Provider => cluster.provider.as_str(),
-            Attr::Label(key) => return cluster.labels.get(key).map(String::as_str),
-        };
-        (!v.is_empty()).then_some(v)
-    }
 }
 
 /// A per-cluster test.
 #[derive(Debug)]
 pub(crate) enum Test {
-    Equals(String),
+    /// The value's number (`None`: no cluster has it).
+    Equals(Option<Sym>),
     /// UNLIKE a pattern without special characters.
-    NotEquals(String),
+    NotEquals(Option<Sym>),
     Matches(Regex),
     NotMatches(Regex),
     /// The pattern did not compile: no cluster passes, and the reason says so.
@@ -81,30 +60,30 @@ pub(crate) enum Test {
 /// A constraint that filters clusters one by one.
 #[derive(Debug)]
 pub(crate) struct ClusterTest {
-    pub attr: Attr,
+    pub key: Key,
     pub test: Test,
     /// As written, for explanations: `["region", "LIKE", "eu-.*"]`.
     pub written: String,
 }
 
 impl ClusterTest {
-    /// `Err(found)` when the cluster fails.
-    pub fn check<'c>(&self, cluster: &'c Cluster) -> Result<(), Option<&'c str>> {
-        let found = self.attr.value(cluster);
+    /// Whether the cluster at `at` passes; `Err(found)` when it fails.
+    pub fn check<'c>(&self, index: &ClusterIndex<'c>, at: usize) -> Result<(), Option<&'c str>> {
+        let found = index.value(at, self.key);
         let ok = match (&self.test, found) {
-            (Test::Equals(v), Some(f)) => v == f,
+            (Test::Equals(v), Some(f)) => *v == Some(f),
             (Test::NotEquals(_), None) => true,
-            (Test::NotEquals(v), Some(f)) => v != f,
-            (Test::Matches(r), Some(f)) => r.is_match(f),
+            (Test::NotEquals(v), Some(f)) => *v != Some(f),
+            (Test::Matches(r), Some(f)) => r.is_match(index.text(f)),
             // Marathon: UNLIKE passes agents without the attribute.
             (Test::NotMatches(_), None) => true,
-            (Test::NotMatches(r), Some(f)) => !r.is_match(f),
+            (Test::NotMatches(r), Some(f)) => !r.is_match(index.text(f)),
             _ => false,
         };
         if ok {
             Ok(())
         } else {
-            Err(found)
+            Err(found.map(|f| index.text(f)))
         }
     }
 }
@@ -138,8 +117,9 @@ pub(crate) fn written(c: &[String]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-/// Compiles validated constraints; an operator the validator would reject is ignored.
-pub(crate) fn compile(constraints: &[Vec<String>]) -> Compiled {
+/// Compiles validated constraints, numbering values against `index`; an operator the
+/// validator would reject is ignored.
+pub(crate) fn compile(constraints: &[Vec<String>], index: &ClusterIndex<'_>) -> Compiled {
     let mut out = Compiled::default();
     for c in constraints {
         let (field, op, value) = match c.as_slice() {
@@ -167,9 +147,9 @@ pub(crate) fn compile(constraints: &[Vec<String>]) -> Compiled {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         };
         let test = match (op, value) {
-            ("CLUSTER", Some(v)) | ("IS", Some(v)) => Test::Equals(v.to_string()),
-            ("LIKE", Some(p)) if literal(p) => Test::Equals(p.to_string()),
-            ("UNLIKE", Some(p)) if literal(p) => Test::NotEquals(p.to_string()),
+            ("CLUSTER", Some(v)) | ("IS", Some(v)) => Test::Equals(index.sym(v)),
+            ("LIKE", Some(p)) if literal(p) => Test::Equals(index.sym(p)),
+            ("UNLIKE", Some(p)) if literal(p) => Test::NotEquals(index.sym(p)),
             ("LIKE", Some(p)) => {
                 regex(p).map_or_else(|e| Test::Invalid(e.to_string()), Test::Matches)
             }
@@ -197,7 +177,7 @@ pub(crate) fn compile(constraints: &[Vec<String>]) -> Compiled {
             _ => continue,
         };
         out.tests.push(ClusterTest {
-            attr,
+            key: Key::of(&attr, index),
             test,
             written: text,
         });
@@ -209,62 +189,86 @@ pub(crate) fn compile(constraints: &[Vec<String>]) -> Compiled {
 mod tests {
     use super::*;
     use crate::fixtures::cluster;
+    use hansa_core::Cluster;
 
     fn strings(parts: &[&str]) -> Vec<String> {
         parts.iter().map(|p| p.to_string()).collect()
     }
 
+    /// Each per-cluster test's verdict on `cluster`, with the value it found when it fails.
+    fn checks(constraints: &[Vec<String>], cluster: &Cluster) -> Vec<Result<(), Option<String>>> {
+        let index = ClusterIndex::new(std::slice::from_ref(cluster));
+        let compiled = compile(constraints, &index);
+        compiled
+            .tests
+            .iter()
+            .map(|t| {
+                t.check(&index, 0)
+                    .map_err(|found| found.map(str::to_string))
+            })
+            .collect()
+    }
+
+    fn found(value: &str) -> Result<(), Option<String>> {
+        Err(Some(value.to_string()))
+    }
+
     #[test]
     fn per_cluster_operators() {
-        let compiled = compile(&[
+        let constraints = [
             strings(&["region", "LIKE", "eu-.*"]),
             strings(&["tier", "UNLIKE", "bronze"]),
             strings(&["hostname", "IS", "eu-1"]),
-        ]);
+        ];
         let mut eu = cluster("eu-1");
         eu.region = "eu-west".into();
-        assert!(compiled.tests.iter().all(|t| t.check(&eu).is_ok()));
+        assert!(checks(&constraints, &eu).iter().all(Result::is_ok));
         let mut us = cluster("us-1");
         us.region = "us-east".into();
-        assert_eq!(compiled.tests[0].check(&us), Err(Some("us-east")));
-        assert_eq!(compiled.tests[2].check(&us), Err(Some("us-1")));
+        let us = checks(&constraints, &us);
+        assert_eq!(us[0], found("us-east"));
+        assert_eq!(us[2], found("us-1"));
         eu.labels.insert("tier".into(), "bronze".into());
-        assert_eq!(compiled.tests[1].check(&eu), Err(Some("bronze")));
+        assert_eq!(checks(&constraints, &eu)[1], found("bronze"));
     }
 
     #[test]
     fn literal_patterns_match_as_their_regex_would() {
-        let compiled = compile(&[
+        let constraints = [
             strings(&["region", "LIKE", "eu-west"]),
             strings(&["provider", "UNLIKE", "onprem"]),
-        ]);
+        ];
         let mut c = cluster("a");
         c.region = "eu-west".into();
         c.provider = "onprem".into();
-        assert!(compiled.tests[0].check(&c).is_ok());
-        assert_eq!(compiled.tests[1].check(&c), Err(Some("onprem")));
+        assert_eq!(checks(&constraints, &c), [Ok(()), found("onprem")]);
         c.region = "eu-west-2".into();
         c.provider = String::new();
-        assert_eq!(compiled.tests[0].check(&c), Err(Some("eu-west-2")));
-        assert!(compiled.tests[1].check(&c).is_ok());
+        assert_eq!(checks(&constraints, &c), [found("eu-west-2"), Ok(())]);
     }
 
     #[test]
     fn like_matches_the_whole_value_as_marathon_does() {
-        let compiled = compile(&[strings(&["region", "LIKE", "eu"])]);
         let mut c = cluster("a");
         c.region = "eu-west".into();
-        assert!(compiled.tests[0].check(&c).is_err());
+        assert_eq!(
+            checks(&[strings(&["region", "LIKE", "eu"])], &c),
+            [found("eu-west")]
+        );
     }
 
     #[test]
     fn spreading_operators_become_group_rules() {
-        let compiled = compile(&[
-            strings(&["hostname", "UNIQUE"]),
-            strings(&["zone", "MAX_PER", "2"]),
-            strings(&["rack", "GROUP_BY", "3"]),
-            strings(&["region", "CLUSTER"]),
-        ]);
+        let index = ClusterIndex::new(&[]);
+        let compiled = compile(
+            &[
+                strings(&["hostname", "UNIQUE"]),
+                strings(&["zone", "MAX_PER", "2"]),
+                strings(&["rack", "GROUP_BY", "3"]),
+                strings(&["region", "CLUSTER"]),
+            ],
+            &index,
+        );
         let caps: Vec<_> = compiled.groups.iter().map(|g| g.cap).collect();
         assert_eq!(caps, [Some(1), Some(2), None, None]);
         assert!(compiled.groups[2].balance);

@@ -5,19 +5,21 @@ use std::collections::BTreeMap;
 use hansa_core::{ClusterDecision, DecisionOutcome, Explanation, ReplicaScheduling, Workload};
 
 use crate::quantity::{format_bytes, format_cpu};
-use crate::verdict::{Considered, FilterRef, Plain, Verdict};
+use crate::verdict::{Considered, FilterRef, Kept, Plain, Verdict};
 use crate::{Detail, ResourceKind};
 
 /// Long lists of clusters are cut after this many names (`..., and 12 more`).
 const LIST_LIMIT: usize = 8;
 
-/// `chosen` are the considered clusters that receive replicas, in order.
+/// `chosen` are the considered clusters that receive replicas, in order. `None` when the
+/// explanation names filtered clusters and `kept` says they are not among the considered.
 pub(crate) fn explain(
     workload: &Workload,
     considered: &[Considered<'_>],
     chosen: &[(&Considered<'_>, u32)],
     detail: Detail,
-) -> Explanation {
+    kept: Kept,
+) -> Option<Explanation> {
     let duplicated = matches!(
         workload.placement.replica_scheduling,
         ReplicaScheduling::Duplicated
@@ -36,6 +38,10 @@ pub(crate) fn explain(
         (true, n) => replicas.saturating_mul(u64::try_from(n).unwrap_or(u64::MAX)),
     };
     let unplaced = desired.saturating_sub(placed);
+    let names_filtered = eligible.is_empty() || unplaced > 0 || detail == Detail::Full;
+    if names_filtered && kept != Kept::Every {
+        return None;
+    }
 
     let summary = if eligible.is_empty() {
         nothing_fits(considered)
@@ -95,7 +101,7 @@ pub(crate) fn explain(
         )
     };
 
-    Explanation {
+    Some(Explanation {
         summary,
         unplaced: u32::try_from(unplaced).unwrap_or(u32::MAX),
         policy: workload.placement.policy.clone(),
@@ -103,7 +109,7 @@ pub(crate) fn explain(
             Detail::Full => considered.iter().map(decision).collect(),
             Detail::Summary => chosen.iter().map(|(c, _)| decision(c)).collect(),
         },
-    }
+    })
 }
 
 fn decision(considered: &Considered<'_>) -> ClusterDecision {

@@ -2,28 +2,59 @@
 //! order and the first that fails is the one reported, so an operator sees one reason per cluster.
 
 use hansa_core::{
-    Cluster, ClusterAffinity, ClusterHealth, Resources, RuntimeKind, Taint, TaintEffect, Workload,
+    Cluster, ClusterAffinity, ClusterHealth, ReplicaScheduling, Resources, RuntimeKind, Taint,
+    TaintEffect, Weighting, Workload,
 };
 
 use crate::constraints::{self, Compiled};
+use crate::index::{ClusterIndex, Selector};
 pub use crate::reason::{rules, Filter, ResourceKind};
 use crate::verdict::{Because, FilterRef, Note, Plain};
 
-/// What a workload needs from every cluster, worked out once per `place`.
+/// What a workload needs from every cluster, worked out once per `place` and numbered against
+/// the clusters' index.
 pub(crate) struct Needs<'w> {
     pub workload: &'w Workload,
+    pub index: &'w ClusterIndex<'w>,
     pub runtime: RuntimeKind,
     pub constraints: Compiled,
     pub now_ms: u64,
+    /// `clusterAffinity`.
+    pub affinity: Option<Selector<'w>>,
+    /// The selectors of static weights, in order (none unless the workload is weighted so).
+    pub weights: Vec<Selector<'w>>,
+    /// The selectors of the `clusterAffinities` groups, in order.
+    pub groups: Vec<Selector<'w>>,
 }
 
 impl<'w> Needs<'w> {
-    pub fn new(workload: &'w Workload, now_ms: u64) -> Self {
+    pub fn new(workload: &'w Workload, index: &'w ClusterIndex<'w>, now_ms: u64) -> Self {
+        let placement = &workload.placement;
+        let weights = match &placement.replica_scheduling {
+            ReplicaScheduling::Divided {
+                weighting: Weighting::Static { weights },
+            } => weights
+                .iter()
+                .map(|w| Selector::new(&w.clusters, index))
+                .collect(),
+            _ => Vec::new(),
+        };
         Needs {
             workload,
+            index,
             runtime: workload.template.runtime_kind(),
-            constraints: constraints::compile(&workload.placement.constraints),
+            constraints: constraints::compile(&placement.constraints, index),
             now_ms,
+            affinity: placement
+                .cluster_affinity
+                .as_ref()
+                .map(|a| Selector::new(a, index)),
+            weights,
+            groups: placement
+                .cluster_affinities
+                .iter()
+                .map(|g| Selector::new(&g.affinity, index))
+                .collect(),
         }
     }
 }
@@ -45,82 +76,42 @@ pub(crate) struct Eligible<'a> {
 /// Whether `affinity` selects `cluster`: all given parts must match (an empty affinity selects
 /// every cluster). Used for a workload's clusterAffinity and for static weight selectors.
 pub fn selects(affinity: &ClusterAffinity, cluster: &Cluster) -> Result<(), Filter> {
-    selection(affinity, cluster).map_err(|f| f.to_filter())
-}
-
-/// [`selects`], with a reason that borrows instead of copying.
-pub(crate) fn selection<'a>(
-    affinity: &'a ClusterAffinity,
-    cluster: &'a Cluster,
-) -> Result<(), FilterRef<'a>> {
-    if !affinity.cluster_names.is_empty() && !affinity.cluster_names.contains(&cluster.name) {
-        return Err(FilterRef::NotInClusterNames(&affinity.cluster_names));
-    }
-    if affinity.exclude.contains(&cluster.name) {
-        return Err(Plain::Excluded.into());
-    }
-    for (key, required) in &affinity.match_labels {
-        match cluster.labels.get(key) {
-            Some(value) if value == required => {}
-            found => {
-                return Err(FilterRef::LabelMismatch {
-                    key,
-                    required,
-                    found: found.map(String::as_str),
-                })
-            }
-        }
-    }
-    for r in &affinity.match_expressions {
-        let found = cluster.labels.get(&r.key).map(String::as_str);
-        if !r.matches(found) {
-            return Err(FilterRef::Requirement {
-                requirement: r,
-                field: false,
-                found,
-            });
-        }
-    }
-    for r in &affinity.field_selector {
-        let found = constraints::Attr::field_value(&r.key, cluster);
-        if !r.matches(found) {
-            return Err(FilterRef::Requirement {
-                requirement: r,
-                field: true,
-                found,
-            });
-        }
-    }
-    Ok(())
+    let index = ClusterIndex::new(std::slice::from_ref(cluster));
+    let selector = Selector::new(affinity, &index);
+    selector.check(&index, 0).map_err(|f| f.to_filter())
 }
 
 /// Runs every filter rule for one cluster, with nothing running there yet. On success returns
 /// how many replicas the cluster fits (at least 1; `u32::MAX` when the workload requests nothing).
 pub fn filter_cluster(workload: &Workload, cluster: &Cluster) -> Result<u32, Filter> {
-    let needs = Needs::new(workload, 0);
-    let checked = check(&needs, cluster, &cluster.available, 0);
+    let index = ClusterIndex::new(std::slice::from_ref(cluster));
+    let needs = Needs::new(workload, &index, 0);
+    let checked = check(&needs, 0, &cluster.available, 0);
     checked.map(|e| e.fits).map_err(|f| f.to_filter())
 }
 
 /// Every rule, in order. `running` is how many replicas of the workload the cluster runs now:
-/// a cordoned or NoSchedule-tainted cluster keeps those and takes nothing new.
+/// a cordoned or NoSchedule-tainted cluster keeps those and takes nothing new. `at` is the
+/// cluster's position in the index.
 pub(crate) fn check<'a>(
-    needs: &'a Needs<'_>,
-    cluster: &'a Cluster,
+    needs: &'a Needs<'a>,
+    at: usize,
     available: &Resources,
     running: u32,
 ) -> Result<Eligible<'a>, FilterRef<'a>> {
     let placement = &needs.workload.placement;
-    if let Some(affinity) = &placement.cluster_affinity {
-        selection(affinity, cluster)?;
+    let index = needs.index;
+    let facts = index.facts(at);
+    if let Some(affinity) = &needs.affinity {
+        affinity.check(index, at)?;
     }
-    if cluster.health != ClusterHealth::Ready {
-        return Err(Plain::Unhealthy(cluster.health).into());
+    if facts.health != ClusterHealth::Ready {
+        return Err(Plain::Unhealthy(facts.health).into());
     }
     let mut keep_only = None;
     let mut keeps_only: Option<FilterRef<'a>> = None;
     let mut because = Because::Nothing;
-    if cluster.cordoned {
+    if facts.cordoned {
         if running == 0 {
             return Err(Plain::Cordoned.into());
         }
@@ -133,7 +124,12 @@ pub(crate) fn check<'a>(
         taint,
         expired_after: None,
     };
-    for taint in &cluster.taints {
+    let taints: &'a [Taint] = if facts.tainted {
+        &index.clusters()[at].taints
+    } else {
+        &[]
+    };
+    for taint in taints {
         let toleration = placement.tolerations.iter().find(|t| t.tolerates(taint));
         match (taint.effect, toleration) {
             (TaintEffect::NoExecute, Some(t)) => {
@@ -176,11 +172,11 @@ pub(crate) fn check<'a>(
     }
     // A rule further down fails: with nothing running, the first rule above would have.
     let first = |later: FilterRef<'a>| keeps_only.clone().unwrap_or(later);
-    if !cluster.runtimes.contains(&needs.runtime) {
+    if !index.offers(at, needs.runtime) {
         return Err(first(Plain::MissingRuntime(needs.runtime).into()));
     }
     for test in &needs.constraints.tests {
-        if let Err(found) = test.check(cluster) {
+        if let Err(found) = test.check(index, at) {
             return Err(first(FilterRef::Constraint { test, found }));
         }
     }

@@ -9,6 +9,7 @@ mod constraints;
 mod divide;
 mod explain;
 mod filter;
+mod index;
 mod priority;
 mod quantity;
 mod reason;
@@ -29,12 +30,14 @@ use hansa_core::{Cluster, Placement, ReplicaScheduling, Resources, Workload};
 
 pub use explain::describe_decision;
 pub use filter::{filter_cluster, rules, selects, Filter, ResourceKind};
+pub use index::ClusterIndex;
 pub use priority::{place_all, Item};
 pub use quantity::{format_bytes, format_cpu};
 
 use divide::Share;
 use filter::Needs;
-use verdict::{Considered, Verdict};
+use index::Names;
+use verdict::{Considered, Kept, Verdict};
 
 /// Everything a decision depends on.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +51,9 @@ pub struct Problem<'a> {
     /// Free capacity per cluster, in the order of `clusters`, used instead of each
     /// `Cluster::available` (how [`place_all`] shares capacity without copying clusters).
     pub available: Option<&'a [Resources]>,
+    /// `clusters` indexed, for callers that place many workloads on the same clusters (see
+    /// [`ClusterIndex`]); without one, or with one of other clusters, [`place`] indexes them.
+    pub index: Option<&'a ClusterIndex<'a>>,
     /// The proposer's clock in milliseconds, for NoExecute `tolerationSeconds`.
     pub now_ms: u64,
     pub detail: Detail,
@@ -72,8 +78,17 @@ impl<'a> Problem<'a> {
             generation,
             clusters,
             available: None,
+            index: None,
             now_ms: 0,
             detail: Detail::Full,
+        }
+    }
+
+    /// A problem on indexed clusters: index them once, then place many workloads there.
+    pub fn indexed(workload: &'a Workload, generation: u64, index: &'a ClusterIndex<'a>) -> Self {
+        Self {
+            index: Some(index),
+            ..Self::new(workload, generation, index.clusters())
         }
     }
 }
@@ -85,46 +100,26 @@ impl<'a> Problem<'a> {
 /// cordoned or NoSchedule-tainted clusters what they keep; solving again with the result as
 /// `previous` returns the same placement.
 pub fn place(problem: &Problem<'_>, previous: Option<&Placement>) -> Placement {
-    place_in(problem, previous, Names::of(problem.clusters))
-}
-
-/// Whether cluster names are strictly increasing: then clusters are already in name order
-/// and no two share a name. [`place_all`] finds out once per batch, not once per decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Names {
-    Ordered,
-    Unordered,
-}
-
-impl Names {
-    pub(crate) fn of(clusters: &[Cluster]) -> Self {
-        if clusters.windows(2).all(|w| w[0].name < w[1].name) {
-            Names::Ordered
-        } else {
-            Names::Unordered
+    match problem.index {
+        Some(index) if std::ptr::eq(index.clusters(), problem.clusters) => {
+            place_in(problem, previous, index)
         }
+        _ => place_in(problem, previous, &ClusterIndex::new(problem.clusters)),
     }
 }
 
-/// [`place`] on clusters whose order is known.
+/// [`place`] on the index of `problem.clusters`.
 pub(crate) fn place_in(
     problem: &Problem<'_>,
     previous: Option<&Placement>,
-    names: Names,
+    index: &ClusterIndex<'_>,
 ) -> Placement {
     let workload = problem.workload;
     let previous =
         previous.filter(|p| p.workload == workload.name && p.namespace == workload.namespace);
-    let needs = Needs::new(workload, problem.now_ms);
-    let clusters = problem.clusters;
-
-    // Name order; callers that pass sorted clusters (place_all) skip the sort, and with
-    // strictly increasing names no two share one.
-    let mut order: Vec<usize> = (0..clusters.len()).collect();
-    let unique_sorted = names == Names::Ordered;
-    if !unique_sorted {
-        order.sort_by(|&a, &b| clusters[a].name.cmp(&clusters[b].name).then(a.cmp(&b)));
-    }
+    let needs = Needs::new(workload, index, problem.now_ms);
+    let clusters = index.clusters();
+    let order = index.order();
     // What the previous placement runs, per input cluster (the first of a name).
     let mut ran = vec![0u32; clusters.len()];
     for (name, &n) in previous.iter().flat_map(|p| &p.clusters) {
@@ -133,6 +128,137 @@ pub(crate) fn place_in(
             ran[i] = n;
         }
     }
+    // Most clusters are filtered, and a summary names them only when some replica is
+    // unplaced: decide without keeping them, and put them back when the summary must.
+    let mut kept = match problem.detail {
+        Detail::Full => Kept::Every,
+        Detail::Summary => Kept::Eligible,
+    };
+    let (mut considered, forget) = decide(&needs, problem.available, &ran, kept);
+    let explanation = loop {
+        let chosen = chosen(&considered);
+        if let Some(explanation) =
+            explain::explain(workload, &considered, &chosen, problem.detail, kept)
+        {
+            break explanation;
+        }
+        let running = |i: usize| if forget[i] { 0 } else { ran[i] };
+        considered = with_filtered(&needs, problem.available, running, considered);
+        kept = Kept::Every;
+    };
+    Placement {
+        workload: workload.name.clone(),
+        namespace: workload.namespace.clone(),
+        generation: problem.generation,
+        clusters: chosen(&considered)
+            .iter()
+            .map(|(c, replicas)| (c.cluster.name.clone(), *replicas))
+            .collect(),
+        explanation,
+    }
+}
+
+/// The considered clusters that receive replicas, and how many.
+fn chosen<'c, 'a>(considered: &'c [Considered<'a>]) -> Vec<(&'c Considered<'a>, u32)> {
+    considered
+        .iter()
+        .filter_map(|c| match c.verdict {
+            Verdict::Selected { replicas, .. } if replicas > 0 => Some((c, replicas)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The filter and weigh phases for the cluster at position `i`, which runs `running`.
+fn consider<'a>(
+    needs: &'a Needs<'a>,
+    available: Option<&[Resources]>,
+    i: usize,
+    running: u32,
+) -> Verdict<'a> {
+    let available = available
+        .and_then(|a| a.get(i))
+        .unwrap_or(&needs.index.facts(i).available);
+    match filter::check(needs, i, available, running) {
+        Ok(e) => Verdict::Selected {
+            share: Share {
+                weight: weigh::weigh(needs, i, e.fits),
+                fits: e.fits,
+                previous: running,
+                avoid: e.avoid.is_some(),
+                pinned: e.keeps_only.is_some(),
+            },
+            replicas: 0,
+            note: e.note,
+            keeps_only: e.keeps_only,
+            avoided: e.avoid,
+        },
+        Err(filter) => Verdict::Filtered(filter),
+    }
+}
+
+/// `eligible` (a decision's clusters, in name order, without the filtered ones) with every
+/// other cluster back in its place, filtered for the reason the decision found, given what
+/// it took each cluster to run: what a summary needs to name them.
+fn with_filtered<'a>(
+    needs: &'a Needs<'a>,
+    available: Option<&[Resources]>,
+    running: impl Fn(usize) -> u32,
+    eligible: Vec<Considered<'a>>,
+) -> Vec<Considered<'a>> {
+    let index = needs.index;
+    let clusters = index.clusters();
+    let unique_sorted = index.names() == Names::Ordered;
+    let mut eligible = eligible.into_iter().peekable();
+    let mut every = Vec::with_capacity(clusters.len());
+    let mut last: Option<&str> = None;
+    for &i in index.order() {
+        let cluster = &clusters[i];
+        let duplicate = !unique_sorted && last == Some(cluster.name.as_str());
+        last = Some(cluster.name.as_str());
+        if let Some(c) = eligible.next_if(|c| c.at == i) {
+            every.push(c);
+            continue;
+        }
+        let verdict = if duplicate {
+            Verdict::Filtered(verdict::Plain::DuplicateName.into())
+        } else {
+            consider(needs, available, i, running(i))
+        };
+        debug_assert!(
+            matches!(verdict, Verdict::Filtered(_)),
+            "{} was eligible",
+            cluster.name
+        );
+        every.push(Considered {
+            cluster,
+            at: i,
+            verdict,
+        });
+    }
+    every
+}
+
+/// Every phase, for the clusters in name order: `ran` is what the previous placement runs,
+/// per cluster position, and `available` the free capacity when not the clusters' own.
+/// Also returns which clusters were decided on as running nothing (see below).
+fn decide<'a>(
+    needs: &'a Needs<'a>,
+    available: Option<&[Resources]>,
+    ran: &[u32],
+    kept: Kept,
+) -> (Vec<Considered<'a>>, Vec<bool>) {
+    let index = needs.index;
+    let clusters = index.clusters();
+    // With strictly increasing names no two share one.
+    let unique_sorted = index.names() == Names::Ordered;
+    // Without the filtered clusters to keep, only those the workload's affinity may pick are
+    // looked at (when names are unique: a duplicate must follow the cluster it repeats).
+    let candidates = match (&needs.affinity, kept, unique_sorted) {
+        (Some(affinity), Kept::Eligible, true) => affinity.candidates(index),
+        _ => None,
+    };
+    let order = candidates.as_deref().unwrap_or(index.order());
     // A cluster that could only keep its replicas (cordoned, NoSchedule) and ends with none
     // must not have shaped the decision (group counts, PreferNoSchedule fallbacks): solving
     // again, where it runs none, would differ. Such clusters are forgotten and the decision
@@ -144,51 +270,35 @@ pub(crate) fn place_in(
         // checks below look at them alone instead of at every cluster.
         let mut pinned: Vec<usize> = Vec::new();
         let mut last: Option<&str> = None;
-        for &i in &order {
+        for &i in order {
             let cluster = &clusters[i];
             let verdict = if !unique_sorted && last == Some(cluster.name.as_str()) {
                 Verdict::Filtered(verdict::Plain::DuplicateName.into())
             } else {
-                let available = problem
-                    .available
-                    .and_then(|a| a.get(i))
-                    .unwrap_or(&cluster.available);
                 let running = if forget[i] { 0 } else { ran[i] };
-                match filter::check(&needs, cluster, available, running) {
-                    Ok(e) => Verdict::Selected {
-                        share: Share {
-                            weight: weigh::weigh(workload, cluster, e.fits),
-                            fits: e.fits,
-                            previous: running,
-                            avoid: e.avoid.is_some(),
-                            pinned: e.keeps_only.is_some(),
-                        },
-                        replicas: 0,
-                        note: e.note,
-                        keeps_only: e.keeps_only,
-                        avoided: e.avoid,
-                    },
-                    Err(filter) => Verdict::Filtered(filter),
-                }
+                consider(needs, available, i, running)
             };
             last = Some(cluster.name.as_str());
-            if matches!(
-                verdict,
+            match verdict {
+                Verdict::Filtered(_) if kept == Kept::Eligible => continue,
                 Verdict::Selected {
                     keeps_only: Some(_),
                     ..
-                }
-            ) {
-                pinned.push(considered.len());
+                } => pinned.push(considered.len()),
+                _ => {}
             }
-            considered.push(Considered { cluster, verdict });
+            considered.push(Considered {
+                cluster,
+                at: i,
+                verdict,
+            });
         }
-        select::run(&needs, &mut considered);
+        select::run(needs, &mut considered);
         let mut again = false;
         for &at in &pinned {
             let kept = matches!(considered[at].verdict, Verdict::Selected { replicas, .. } if replicas > 0);
             if !kept {
-                forget[order[at]] = true;
+                forget[considered[at].at] = true;
                 again = true;
             }
         }
@@ -213,31 +323,14 @@ pub(crate) fn place_in(
                 Some(filter) if *replicas == 0 => c.verdict = Verdict::Filtered(filter),
                 Some(_) => {
                     share.fits = *replicas;
-                    share.weight = weigh::weigh(workload, c.cluster, *replicas);
+                    share.weight = weigh::weigh(needs, c.at, *replicas);
                 }
                 None => {}
             }
         }
     }
-    debug_assert_eq!(postconditions(workload, &considered), Ok(()));
-
-    let chosen: Vec<(&Considered<'_>, u32)> = considered
-        .iter()
-        .filter_map(|c| match c.verdict {
-            Verdict::Selected { replicas, .. } if replicas > 0 => Some((c, replicas)),
-            _ => None,
-        })
-        .collect();
-    Placement {
-        workload: workload.name.clone(),
-        namespace: workload.namespace.clone(),
-        generation: problem.generation,
-        clusters: chosen
-            .iter()
-            .map(|(c, replicas)| (c.cluster.name.clone(), *replicas))
-            .collect(),
-        explanation: explain::explain(workload, &considered, &chosen, problem.detail),
-    }
+    debug_assert_eq!(postconditions(needs.workload, &considered), Ok(()));
+    (considered, forget)
 }
 
 /// What the divide phase promises, whatever the input.

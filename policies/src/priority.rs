@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use hansa_core::{Cluster, Placement, Resources, Workload};
 
-use crate::{place_in, Detail, Names, Problem};
+use crate::{place_in, ClusterIndex, Detail, Problem};
 
 /// One workload of a batch.
 #[derive(Debug, Clone, Copy)]
@@ -76,7 +76,8 @@ struct Batch<'a> {
     items: &'a [Item<'a>],
     now_ms: u64,
     detail: Detail,
-    names: Names,
+    /// The clusters, indexed once for every decision of the batch.
+    index: ClusterIndex<'a>,
     position: HashMap<&'a str, usize>,
     /// Per cluster, what is free with none of the items' replicas running (capped at what
     /// the cluster can allocate: room beyond it is not real).
@@ -97,7 +98,7 @@ impl<'a> Batch<'a> {
             items,
             now_ms,
             detail,
-            names: Names::of(clusters),
+            index: ClusterIndex::new(clusters),
             position,
             base: Vec::new(),
             order: Vec::new(),
@@ -197,10 +198,11 @@ impl<'a> Batch<'a> {
                     generation: item.generation,
                     clusters,
                     available: Some(available),
+                    index: Some(&self.index),
                     now_ms: self.now_ms,
                     detail: self.detail,
                 };
-                place_in(&problem, previous[i], self.names)
+                place_in(&problem, previous[i], &self.index)
             };
             let mut placement = decide(&untaken);
             if untaken.as_slice() != usable {

@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use hansa_core::{
-    AffinityGroup, Cluster, ClusterAffinity, ClusterHealth, DecisionOutcome, Placement,
-    ReplicaScheduling, Resources, RuntimeKind, SpreadConstraint, SpreadKey, StaticWeight, Taint,
-    TaintEffect, Toleration, TolerationOperator, Weighting, Workload,
+    AffinityGroup, Cluster, ClusterAffinity, ClusterDecision, ClusterHealth, DecisionOutcome,
+    Placement, ReplicaScheduling, Requirement, Resources, RuntimeKind, SelectorOperator,
+    SpreadConstraint, SpreadKey, StaticWeight, Taint, TaintEffect, Toleration, TolerationOperator,
+    Weighting, Workload,
 };
 
 use crate::fixtures::{cluster, workload};
-use crate::{place, weigh, Problem};
+use crate::{place, weigh, Detail, Problem};
 
 fn health() -> impl Strategy<Value = ClusterHealth> {
     prop_oneof![
@@ -100,14 +101,23 @@ fn some_names() -> impl Strategy<Value = Vec<String>> {
 }
 
 fn affinity() -> impl Strategy<Value = ClusterAffinity> {
-    (some_names(), some_names(), tier()).prop_map(|(cluster_names, exclude, tier)| {
-        ClusterAffinity {
+    let regions = prop::option::of(prop::sample::subsequence(vec!["eu", "us", "mars"], 1..3));
+    (some_names(), some_names(), tier(), regions).prop_map(
+        |(cluster_names, exclude, tier, regions)| ClusterAffinity {
             cluster_names,
             exclude,
             match_labels: tier.map(|t| ("tier".to_string(), t)).into_iter().collect(),
+            field_selector: regions
+                .map(|regions| Requirement {
+                    key: "region".into(),
+                    operator: SelectorOperator::In,
+                    values: regions.into_iter().map(str::to_string).collect(),
+                })
+                .into_iter()
+                .collect(),
             ..Default::default()
-        }
-    })
+        },
+    )
 }
 
 fn scheduling() -> impl Strategy<Value = ReplicaScheduling> {
@@ -246,14 +256,16 @@ fn fits_with(
     clusters: &[Cluster],
     previous: Option<&Placement>,
 ) -> BTreeMap<String, u32> {
-    let needs = crate::filter::Needs::new(workload, 0);
+    let index = crate::ClusterIndex::new(clusters);
+    let needs = crate::filter::Needs::new(workload, &index, 0);
     clusters
         .iter()
-        .filter_map(|c| {
+        .enumerate()
+        .filter_map(|(at, c)| {
             let running = previous
                 .and_then(|p| p.clusters.get(&c.name).copied())
                 .unwrap_or(0);
-            let e = crate::filter::check(&needs, c, &c.available, running).ok()?;
+            let e = crate::filter::check(&needs, at, &c.available, running).ok()?;
             Some((c.name.clone(), e.fits))
         })
         .collect()
@@ -285,11 +297,14 @@ proptest! {
     fn divided_places_all_that_fits(w in divided_workloads(), cs in clusters(), prev in previous()) {
         let placement = place(&Problem::new(&w, 1, &cs), prev.as_ref());
         let fits = fits_with(&w, &cs, prev.as_ref());
+        let index = crate::ClusterIndex::new(&cs);
+        let needs = crate::filter::Needs::new(&w, &index, 0);
         let room: u64 = cs
             .iter()
-            .filter_map(|c| {
+            .enumerate()
+            .filter_map(|(at, c)| {
                 let fit = *fits.get(&c.name)?;
-                (weigh::weigh(&w, c, fit) > 0).then_some(u64::from(fit))
+                (weigh::weigh(&needs, at, fit) > 0).then_some(u64::from(fit))
             })
             .sum();
         let placed = u64::from(placement.total());
@@ -310,10 +325,12 @@ proptest! {
         cs in clusters(),
     ) {
         let placement = place(&Problem::new(&w, 1, &cs), None);
-        let needs = crate::filter::Needs::new(&w, 0);
+        let index = crate::ClusterIndex::new(&cs);
+        let needs = crate::filter::Needs::new(&w, &index, 0);
         let eligible: Vec<crate::filter::Eligible> = cs
             .iter()
-            .filter_map(|c| crate::filter::check(&needs, c, &c.available, 0).ok())
+            .enumerate()
+            .filter_map(|(at, c)| crate::filter::check(&needs, at, &c.available, 0).ok())
             .collect();
         // PreferNoSchedule clusters run copies only when no other cluster can.
         let preferred = eligible.iter().any(|e| e.avoid.is_none());
@@ -376,6 +393,54 @@ proptest! {
         prop_assert_eq!(&selected, &placement.clusters);
         prop_assert!(!placement.explanation.summary.is_empty());
         prop_assert!(!placement.explanation.summary.contains('\n'));
+    }
+
+    /// Where a summary looks only at an affinity's candidates, those hold every cluster the
+    /// affinity picks, in position order.
+    #[test]
+    fn candidates_hold_every_cluster_an_affinity_picks(a in affinity(), cs in clusters()) {
+        let index = crate::ClusterIndex::new(&cs);
+        let selector = crate::index::Selector::new(&a, &index);
+        if let Some(candidates) = selector.candidates(&index) {
+            prop_assert!(candidates.windows(2).all(|w| w[0] < w[1]));
+            for (at, c) in cs.iter().enumerate() {
+                if selector.check(&index, at).is_ok() {
+                    prop_assert!(candidates.contains(&at), "{} picked, not a candidate", c.name);
+                }
+            }
+        }
+    }
+
+    /// A summary is the full explanation cut to the chosen clusters: the same placement, the
+    /// same summary line (which names filtered clusters when replicas are unplaced).
+    #[test]
+    fn summary_detail_is_full_detail_cut_to_the_chosen(
+        w in featured_workloads(),
+        cs in clusters(),
+        prev in previous(),
+    ) {
+        // In name order too, where a summary looks only at the clusters an affinity may pick.
+        let mut sorted = cs.clone();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        for cs in [&cs, &sorted] {
+            let full = place(&Problem::new(&w, 1, cs), prev.as_ref());
+            let problem = Problem {
+                detail: Detail::Summary,
+                ..Problem::new(&w, 1, cs)
+            };
+            let summary = place(&problem, prev.as_ref());
+            let chosen: Vec<ClusterDecision> = full
+                .explanation
+                .clusters
+                .iter()
+                .filter(|d| full.clusters.contains_key(&d.cluster))
+                .cloned()
+                .collect();
+            prop_assert_eq!(&summary.clusters, &full.clusters);
+            prop_assert_eq!(&summary.explanation.summary, &full.explanation.summary);
+            prop_assert_eq!(summary.explanation.unplaced, full.explanation.unplaced);
+            prop_assert_eq!(&summary.explanation.clusters, &chosen);
+        }
     }
 
     /// With equal weights and room everywhere, scaling up by one adds one replica and moves none.

@@ -8,7 +8,8 @@ use hansa_core::{ReplicaScheduling, Workload};
 
 use crate::constraints::{Attr, GroupRule};
 use crate::divide::{self, Grouping, Share};
-use crate::filter::{selection, Filter, Needs};
+use crate::filter::{Filter, Needs};
+use crate::index::{ClusterIndex, Key, Sym};
 use crate::verdict::{Considered, FilterRef, Verdict};
 use rustc_hash::FxHashMap;
 
@@ -38,13 +39,14 @@ pub(crate) fn run<'a>(needs: &'a Needs<'_>, considered: &mut [Considered<'a>]) {
         results.push(solve_set(needs, considered, &eligible, workload.replicas));
     } else {
         let n = considered.len();
-        let members: Vec<Vec<usize>> = groups
+        let members: Vec<Vec<usize>> = needs
+            .groups
             .iter()
-            .map(|g| {
+            .map(|selector| {
                 eligible
                     .iter()
                     .copied()
-                    .filter(|&i| selection(&g.affinity, considered[i].cluster).is_ok())
+                    .filter(|&i| selector.check(needs.index, considered[i].at).is_ok())
                     .collect()
             })
             .collect();
@@ -192,7 +194,8 @@ fn solve_set<'a>(
     let mut members: Vec<usize> = members.to_vec();
     let mut values_by_rule = Vec::with_capacity(rules.len());
     for rule in &rules {
-        let values = Values::of(&rule.attr, considered, &members);
+        let key = Key::of(&rule.attr, needs.index);
+        let values = Values::of(key, needs.index, considered, &members);
         let (kept, dropped) = select_groups(rule, considered, &members, total, &values);
         result.dropped.extend(dropped);
         members = kept;
@@ -301,15 +304,20 @@ struct Values<'a> {
 }
 
 impl<'a> Values<'a> {
-    fn of(attr: &Attr, considered: &[Considered<'a>], members: &[usize]) -> Self {
-        let mut numbers: FxHashMap<&'a str, u32> = FxHashMap::default();
+    fn of(
+        key: Key,
+        index: &ClusterIndex<'a>,
+        considered: &[Considered<'_>],
+        members: &[usize],
+    ) -> Self {
+        let mut numbers: FxHashMap<Sym, u32> = FxHashMap::default();
         let mut names = Vec::new();
         let mut of = vec![None; considered.len()];
         for &i in members {
-            if let Some(value) = attr.value(considered[i].cluster) {
+            if let Some(value) = index.value(considered[i].at, key) {
                 let next = u32::try_from(names.len()).unwrap_or(u32::MAX);
                 let number = *numbers.entry(value).or_insert_with(|| {
-                    names.push(value);
+                    names.push(index.text(value));
                     next
                 });
                 of[i] = Some(number);
@@ -356,7 +364,7 @@ fn select_groups<'a>(
     considered: &[Considered<'a>],
     members: &[usize],
     total: u32,
-    values: &Values<'a>,
+    values: &Values<'_>,
 ) -> (Vec<usize>, Vec<(usize, FilterRef<'a>)>) {
     let mut dropped = Vec::new();
     let mut valued = Vec::with_capacity(members.len());

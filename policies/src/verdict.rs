@@ -17,7 +17,18 @@ use crate::reason::{Filter, ResourceKind};
 /// One cluster on its way through the phases.
 pub(crate) struct Considered<'a> {
     pub cluster: &'a Cluster,
+    /// The cluster's position in the index.
+    pub at: usize,
     pub verdict: Verdict<'a>,
+}
+
+/// Which clusters a decision keeps in its list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kept {
+    Every,
+    /// Those that pass the filter: enough for a summary of a complete placement, which names
+    /// no filtered cluster.
+    Eligible,
 }
 
 pub(crate) enum Verdict<'a> {

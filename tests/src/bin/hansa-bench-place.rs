@@ -8,8 +8,8 @@
 //! the same federation, workloads and placements.
 //!
 //! Two measurements per federation size, both on the calling thread (pin it to one core):
-//! - `place` one workload at a time (what a decision costs): decisions per second and the
-//!   p50/p99/max time per decision;
+//! - `place` one workload at a time (what a decision costs), on clusters indexed once:
+//!   decisions per second and the p50/p99/max time per decision;
 //! - `place_all` over every workload at once (shared capacity, higher priority first, as the
 //!   placement controller does after a cluster change): placements per second.
 //!
@@ -20,7 +20,8 @@
 //!
 //! Each measurement is followed by the stability check: solving again with the answer as
 //! `previous` (and, for `place_all`, the answer's replicas counted as running) should change
-//! nothing.
+//! nothing. Fingerprints of the answers (placements and explanation text) follow: a change
+//! that should only make the engine faster must print the same ones as before.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -31,7 +32,7 @@ use hansa_core::{
     ReplicaScheduling, Requirement, Resources, RuntimeKind, SelectorOperator, SpreadConstraint,
     SpreadKey, StaticWeight, Taint, TaintEffect, TaskTemplate, Toleration, Weighting, Workload,
 };
-use hansa_policies::{place, place_all, Detail, Item, Problem};
+use hansa_policies::{place, place_all, ClusterIndex, Detail, Item, Problem};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -277,6 +278,9 @@ fn workload(i: usize, clusters: usize, rng: &mut StdRng) -> Workload {
     }
 }
 
+/// Workloads solved again with `Detail::Full` for the fingerprint (every cluster's reason).
+const FULL_SAMPLE: usize = 300;
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -324,6 +328,17 @@ fn print_mix(workloads: usize) {
     );
 }
 
+/// A digest of answers, placements and explanation text: equal digests across builds mean the
+/// engine decided and explained alike (a faster engine must print the same ones).
+fn fingerprint(answers: &[Placement]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    for p in answers {
+        format!("{p:?}").hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
 /// Workloads whose replica counts differ between two answers.
 fn changed(a: &[Placement], b: &[Placement]) -> usize {
     a.iter()
@@ -355,6 +370,11 @@ fn main() {
         println!();
         println!("{n} clusters, {} workloads", workloads.len());
 
+        // The clusters indexed once, as `place_all` does per batch.
+        let start = Instant::now();
+        let index = ClusterIndex::new(&clusters);
+        println!("  cluster index built in {}", micros(start.elapsed()));
+
         // One decision at a time.
         let mut times = Vec::with_capacity(workloads.len());
         let mut answers = Vec::with_capacity(workloads.len());
@@ -363,7 +383,7 @@ fn main() {
             let t = Instant::now();
             let problem = Problem {
                 detail: Detail::Summary,
-                ..Problem::new(w, 1, &clusters)
+                ..Problem::indexed(w, 1, &index)
             };
             let p = place(&problem, None);
             times.push(t.elapsed());
@@ -373,9 +393,14 @@ fn main() {
         times.sort_unstable();
         let placed: u64 = answers.iter().map(|p| u64::from(p.total())).sum();
         let pending = answers.iter().filter(|p| p.total() == 0).count();
+        let partial = answers
+            .iter()
+            .filter(|p| p.explanation.unplaced > 0)
+            .count();
         println!(
             "  place, one at a time: {:.0} decisions/s; per decision p50 {}, p99 {}, max {} \
-             ({placed} replicas placed, {pending} workloads with none)",
+             ({placed} replicas placed, {pending} workloads with none, {partial} with some \
+             unplaced)",
             workloads.len() as f64 / total.as_secs_f64(),
             micros(percentile(&times, 0.50)),
             micros(percentile(&times, 0.99)),
@@ -387,7 +412,7 @@ fn main() {
             .map(|(w, p)| {
                 let problem = Problem {
                     detail: Detail::Summary,
-                    ..Problem::new(w, 1, &clusters)
+                    ..Problem::indexed(w, 1, &index)
                 };
                 place(&problem, Some(p))
             })
@@ -396,6 +421,18 @@ fn main() {
             "  place, solved again with its own answer: {} of {} changed",
             changed(&answers, &again),
             workloads.len()
+        );
+        // Full detail (one decision per cluster) for a sample, to fingerprint every reason.
+        let full: Vec<Placement> = workloads
+            .iter()
+            .take(FULL_SAMPLE)
+            .map(|w| place(&Problem::indexed(w, 1, &index), None))
+            .collect();
+        println!(
+            "  fingerprints: place {:016x}, full detail of {} {:016x}",
+            fingerprint(&answers),
+            full.len(),
+            fingerprint(&full)
         );
 
         // Every workload at once, sharing capacity, by priority.
@@ -445,6 +482,11 @@ fn main() {
             changed(&placements, &again),
             workloads.len(),
             total.as_secs_f64(),
+        );
+        println!(
+            "  fingerprints: place_all {:016x}, again {:016x}",
+            fingerprint(&placements),
+            fingerprint(&again)
         );
     }
 }
