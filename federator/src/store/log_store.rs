@@ -1,14 +1,14 @@
 //! The Raft log in `<data_dir>/raft.redb`: entries, the vote, the committed and the last
 //! purged log id. Every change that Raft relies on surviving a crash (appended entries, the
 //! vote, truncation, purge) is committed with redb's default `Durability::Immediate` — an fsync
-//! — before it is reported done. The committed log id is only a hint for faster restarts, so it
-//! is written with `Durability::None` (no fsync; on Linux redb's `Eventual` fsyncs too) and
-//! becomes durable with the next immediate commit.
+//! — before it is reported done. The committed log id is only a hint for faster restarts: Raft
+//! reports it before applying every entry, so it is kept in memory and written with the next
+//! append (or on close), rather than with a write transaction of its own on Raft's critical path.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, Vote};
@@ -38,6 +38,44 @@ type StorageResult<T> = Result<T, openraft::StorageError<NodeId>>;
 #[derive(Clone)]
 pub struct LogStore {
     file: Arc<DbFile>,
+    committed: Arc<CommittedHint>,
+}
+
+/// The committed log id Raft reported last, while no write has stored it yet.
+struct CommittedHint {
+    file: Arc<DbFile>,
+    unsaved: Mutex<Option<Option<LogId<NodeId>>>>,
+}
+
+impl CommittedHint {
+    fn take(&self) -> Option<Option<LogId<NodeId>>> {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl Drop for CommittedHint {
+    fn drop(&mut self) {
+        let Some(committed) = self.take() else {
+            return;
+        };
+        let file = &self.file;
+        let written = encode(&file.path, COMMITTED, &committed).and_then(|bytes| {
+            let mut txn = file.db.begin_write().map_err(|e| file.error(e))?;
+            // `DbFile` commits durably when it closes, right after this.
+            txn.set_durability(Durability::None);
+            txn.open_table(META)
+                .map_err(|e| file.error(e))?
+                .insert(COMMITTED, bytes.as_slice())
+                .map_err(|e| file.error(e))?;
+            txn.commit().map_err(|e| file.error(e))
+        });
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "could not write the committed log id on close");
+        }
+    }
 }
 
 impl LogStore {
@@ -78,7 +116,11 @@ impl LogStore {
             verify(file)
         })
         .await?;
-        Ok(LogStore { file })
+        let committed = Arc::new(CommittedHint {
+            file: file.clone(),
+            unsaved: Mutex::new(None),
+        });
+        Ok(LogStore { file, committed })
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
@@ -205,12 +247,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
-        self.write_meta(COMMITTED, &committed, Durability::None)
-            .await
-            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))
+        *self
+            .committed
+            .unsaved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        let unsaved = *self
+            .committed
+            .unsaved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(committed) = unsaved {
+            return Ok(committed);
+        }
         self.read_meta::<Option<LogId<NodeId>>>(COMMITTED)
             .map(Option::flatten)
             .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))
@@ -230,12 +283,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        let committed = self
+            .committed
+            .take()
+            .map(|committed| encode(&path, COMMITTED, &committed))
+            .transpose()
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         let written = blocking(&self.file, move |file| {
             let txn = file.db.begin_write().map_err(|e| file.error(e))?;
             {
                 let mut log = txn.open_table(LOG).map_err(|e| file.error(e))?;
                 for (index, bytes) in &rows {
                     log.insert(*index, bytes.as_slice())
+                        .map_err(|e| file.error(e))?;
+                }
+                if let Some(committed) = &committed {
+                    txn.open_table(META)
+                        .map_err(|e| file.error(e))?
+                        .insert(COMMITTED, committed.as_slice())
                         .map_err(|e| file.error(e))?;
                 }
             }

@@ -3,13 +3,14 @@
 //!
 //! Tables: `objects` (`workload/<ns>/<name>`, `cluster/<name>`, `placement/<ns>/<name>` ->
 //! JSON), `meta` (last applied log id, last membership) and `snapshot` (the current snapshot's
-//! meta and data). Each `apply` batch is one write transaction holding its objects and the
-//! last applied log id together. It is committed without an fsync (`Durability::None`), except
-//! every `DURABLE_EVERY` entries or `DURABLE_AFTER`: the Raft log is durable, and after a crash
-//! redb is back at its last durable commit, with a consistent last applied id, from where Raft
-//! re-applies the committed entries. Snapshots (built and installed) are fsynced, which makes
-//! everything written before them durable too: Raft purges log entries only once a snapshot
-//! covers them.
+//! meta and data). `apply` changes the mirror at once, and the file only every `DURABLE_EVERY`
+//! entries or `DURABLE_AFTER`: then one fsynced write transaction holds every object changed
+//! since the last one and the last applied log id together. The Raft log is durable, and after
+//! a crash redb is back at its last write, with a consistent last applied id, from where Raft
+//! re-applies the committed entries (a write without an fsync would not survive a crash either,
+//! so writing each apply buys nothing but a write transaction per entry). A clean close writes
+//! what is left. Snapshots (built and installed) are fsynced: Raft purges log entries only once
+//! a snapshot covers them.
 
 use std::collections::BTreeSet;
 use std::io::Cursor;
@@ -22,7 +23,7 @@ use openraft::{
     BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
     RaftSnapshotBuilder, Snapshot, SnapshotMeta, StoredMembership,
 };
-use redb::{Durability, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
@@ -35,8 +36,8 @@ const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
-/// An apply is fsynced at least every this many entries, and at least this often: bounds the
-/// file's growth (redb frees pages only on durable commits) and the replay after a crash.
+/// The applied objects are written (and fsynced) at least every this many entries, and at least
+/// this often: bounds the replay after a crash.
 const DURABLE_EVERY: u64 = 1000;
 const DURABLE_AFTER: Duration = Duration::from_secs(1);
 
@@ -80,11 +81,13 @@ impl Shared {
 pub struct StateMachineStore {
     file: Arc<DbFile>,
     shared: Shared,
-    /// Held while applying and while capturing a snapshot, so a snapshot never covers more than
-    /// what is already written.
+    /// Held while applying and while capturing or installing a snapshot, so they never
+    /// interleave.
     writing: Arc<tokio::sync::Mutex<()>>,
-    /// The last apply committed with an fsync: its index and when (none yet: the next is).
+    /// The last apply written to the file: its index and when (none yet: the next is).
     last_durable: (u64, Option<Instant>),
+    /// Objects applied to the mirror since then, written with the next durable apply.
+    unwritten: BTreeSet<ObjectKey>,
 }
 
 impl StateMachineStore {
@@ -104,6 +107,7 @@ impl StateMachineStore {
             },
             writing: Arc::new(tokio::sync::Mutex::new(())),
             last_durable: (index, None),
+            unwritten: BTreeSet::new(),
         })
     }
 
@@ -308,6 +312,67 @@ fn write_meta(
     Ok(())
 }
 
+/// What a write of the applied state changes: the rows of `objects` as they are in `applied`
+/// (`None`: deleted), and the meta rows.
+struct Rows {
+    objects: Vec<(String, Option<Vec<u8>>)>,
+    last_applied: Option<LogId<NodeId>>,
+    membership: Membership,
+}
+
+fn capture(
+    file: &DbFile,
+    applied: &Applied,
+    objects: &BTreeSet<ObjectKey>,
+) -> Result<Rows, StoreError> {
+    let objects = objects
+        .iter()
+        .map(|object| {
+            Ok((
+                object.storage_key(),
+                object_bytes(file, &applied.state, object)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Rows {
+        objects,
+        last_applied: applied.last_applied,
+        membership: applied.last_membership.clone(),
+    })
+}
+
+/// Writes `rows` in one fsynced transaction.
+fn write_rows(file: &DbFile, rows: &Rows) -> Result<(), StoreError> {
+    let txn = file.db.begin_write().map_err(|e| file.error(e))?;
+    {
+        let mut objects = txn.open_table(OBJECTS).map_err(|e| file.error(e))?;
+        for (key, bytes) in &rows.objects {
+            match bytes {
+                Some(bytes) => objects.insert(key.as_str(), bytes.as_slice()),
+                None => objects.remove(key.as_str()),
+            }
+            .map_err(|e| file.error(e))?;
+        }
+    }
+    write_meta(file, &txn, rows.last_applied, &rows.membership)?;
+    txn.commit().map_err(|e| file.error(e))
+}
+
+impl Drop for StateMachineStore {
+    /// A clean close writes what was applied since the last write, so a restart replays nothing.
+    fn drop(&mut self) {
+        if self.unwritten.is_empty() {
+            return;
+        }
+        let applied = self.shared.read();
+        let written = capture(&self.file, &applied, &self.unwritten)
+            .and_then(|rows| write_rows(&self.file, &rows));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "could not write the applied state on close; it will be replayed from the Raft log");
+        }
+    }
+}
+
 type SnapshotRow = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
 
 fn read_snapshot(file: &DbFile) -> Result<Option<SnapshotRow>, StoreError> {
@@ -377,12 +442,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         let _writing = self.writing.lock().await;
         let mut responses = Vec::with_capacity(entries.len());
-        let mut touched = BTreeSet::new();
-        // Apply to the mirror and capture the rows to write, then persist without the lock so
-        // readers are not held up by the fsync. Readers may see the entries a moment before
-        // they are on this node's disk; they are committed, and Raft re-applies them after a
-        // crash.
-        let (rows, membership) = {
+        let touched = &mut self.unwritten;
+        // Readers see the entries before they are on this node's disk: they are committed,
+        // and Raft re-applies them after a crash.
+        {
             let mut applied = self.shared.write();
             for entry in entries {
                 applied.last_applied = Some(entry.log_id);
@@ -410,42 +473,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 responses.push(response);
             }
-            let rows = touched
-                .iter()
-                .map(|object| {
-                    Ok((
-                        object.storage_key(),
-                        object_bytes(&self.file, &applied.state, object)?,
-                    ))
-                })
-                .collect::<Result<Vec<_>, StoreError>>();
-            (rows, applied.last_membership.clone())
-        };
-        let rows = rows.map_err(|e| io_error(ErrorSubject::Apply(last), ErrorVerb::Write, e))?;
+        }
         let (durable_index, durable_at) = self.last_durable;
         let durable = last.index >= durable_index + DURABLE_EVERY
             || durable_at.is_none_or(|at| at.elapsed() >= DURABLE_AFTER);
-        blocking(&self.file, move |file| {
-            let mut txn = file.db.begin_write().map_err(|e| file.error(e))?;
-            if !durable {
-                txn.set_durability(Durability::None);
-            }
-            {
-                let mut objects = txn.open_table(OBJECTS).map_err(|e| file.error(e))?;
-                for (key, bytes) in &rows {
-                    match bytes {
-                        Some(bytes) => objects.insert(key.as_str(), bytes.as_slice()),
-                        None => objects.remove(key.as_str()),
-                    }
-                    .map_err(|e| file.error(e))?;
-                }
-            }
-            write_meta(file, &txn, Some(last), &membership)?;
-            txn.commit().map_err(|e| file.error(e))
-        })
-        .await
-        .map_err(|e| io_error(ErrorSubject::Apply(last), ErrorVerb::Write, e))?;
         if durable {
+            let unwritten = std::mem::take(&mut self.unwritten);
+            let rows = {
+                let applied = self.shared.read();
+                capture(&self.file, &applied, &unwritten)
+            }
+            .map_err(|e| io_error(ErrorSubject::Apply(last), ErrorVerb::Write, e))?;
+            blocking(&self.file, move |file| write_rows(file, &rows))
+                .await
+                .map_err(|e| io_error(ErrorSubject::Apply(last), ErrorVerb::Write, e))?;
             self.last_durable = (last.index, Some(Instant::now()));
         }
         self.shared.applied_index.send_replace(last.index);
@@ -487,6 +528,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .map_err(|e| io_error(subject, ErrorVerb::Write, e))?;
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         *self.shared.write() = applied;
+        self.unwritten.clear();
+        self.last_durable = (index, Some(Instant::now()));
         self.shared.applied_index.send_replace(index);
         Ok(())
     }

@@ -248,6 +248,42 @@ async fn open_state_machine(path: &Path) -> StateMachineStore {
         .unwrap()
 }
 
+/// Applies between two durable writes live in the mirror alone until the next one; a clean
+/// close writes them, so a reopened state machine has them without a replay.
+#[tokio::test]
+async fn applies_since_the_last_durable_write_are_written_on_close() {
+    let dir = TempDir::new().unwrap();
+    let mut sm = open_state_machine(dir.path()).await;
+    // The first apply is written (and fsynced) at once; the next waits for the cadence.
+    sm.apply(vec![entry(
+        1,
+        EntryPayload::Normal(put(vec![workload("web", "nginx:1", 2)])),
+    )])
+    .await
+    .unwrap();
+    sm.apply(vec![entry(
+        2,
+        EntryPayload::Normal(put(vec![workload("api", "api:1", 1)])),
+    )])
+    .await
+    .unwrap();
+    assert_eq!(sm.shared().read().state.workloads.len(), 2);
+    drop(sm);
+
+    let mut reopened = open_state_machine(dir.path()).await;
+    let (last_applied, _) = reopened.applied_state().await.unwrap();
+    assert_eq!(last_applied.map(|l| l.index), Some(2));
+    let keys: Vec<String> = reopened
+        .shared()
+        .read()
+        .state
+        .workloads
+        .keys()
+        .map(|k| k.name.clone())
+        .collect();
+    assert_eq!(keys, ["api", "web"]);
+}
+
 #[tokio::test]
 async fn an_installed_snapshot_replaces_everything_and_persists() {
     let source_dir = TempDir::new().unwrap();
