@@ -402,7 +402,17 @@ fn ha_a_backup_restores_a_whole_control_plane() {
 
     // A new control plane: fed-1 from the backup in a fresh data directory, the others join.
     for m in &members {
-        std::fs::remove_dir_all(fed.member_data(m)).expect("wipe");
+        // remove_dir_all fails with NotFound when an entry goes away while it walks the tree
+        // (seen once, cause unknown): walk again until the directory is gone.
+        let dir = fed.member_data(m);
+        let mut tries = 0;
+        while dir.exists() {
+            tries += 1;
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if tries >= 5 => panic!("wipe {}: {e}", dir.display()),
+                _ => {}
+            }
+        }
     }
     fed.write_member_config(&members[0], "");
     let mut command = Command::new(bin("federator"));
