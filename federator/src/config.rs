@@ -211,7 +211,18 @@ impl Config {
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
         config.validate(path)?;
-        Ok(config)
+        Ok(config.with_defaults())
+    }
+
+    /// Defaults that depend on other sections: a peer's DNS server is in the peer's own
+    /// cluster unless `[dns] cluster` says otherwise.
+    fn with_defaults(mut self) -> Config {
+        if let (Some(dns), Some(peer)) = (self.dns.as_mut(), self.peer.as_ref()) {
+            if dns.cluster.is_none() {
+                dns.cluster = Some(peer.cluster.clone());
+            }
+        }
+        self
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -421,6 +432,28 @@ key = "c.key"
         let err = Config::parse(Path::new("f.toml"), &text("member_sync_interval_ms = 0"))
             .expect_err("a zero interval");
         assert!(err.to_string().contains("member_sync_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn a_peers_dns_server_is_in_the_peers_cluster_unless_told_otherwise() {
+        let text = |dns: &str| {
+            format!(
+                "name = \"fed-1\"\nmode = \"peer\"\nlisten = \"127.0.0.1:7070\"\n\
+                 peer_listen = \"127.0.0.1:7071\"\ndata_dir = \"/tmp/x\"\n\
+                 [peer]\ncluster = \"eu-1\"\ngossip_listen = \"127.0.0.1:7946\"\n\
+                 gossip_key_file = \"gossip.key\"\n[dns]\nlisten = \"127.0.0.1:5353\"\n{dns}\n\
+                 [tls]\nca = \"ca.crt\"\ncert = \"c.crt\"\nkey = \"c.key\"\n"
+            )
+        };
+        let cluster = |dns: &str| {
+            Config::parse(Path::new("f.toml"), &text(dns))
+                .expect("peer config")
+                .dns
+                .expect("[dns]")
+                .cluster
+        };
+        assert_eq!(cluster("").as_deref(), Some("eu-1"));
+        assert_eq!(cluster("cluster = \"eu-2\"").as_deref(), Some("eu-2"));
     }
 
     #[test]

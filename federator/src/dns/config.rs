@@ -28,7 +28,7 @@ pub struct DnsConfig {
     #[serde(default)]
     pub upstreams: Vec<String>,
     /// The member cluster this federator runs in: the locality of queriers whose address no
-    /// cluster claims.
+    /// cluster claims. A peer-mode federator defaults to its `[peer] cluster`.
     #[serde(default)]
     pub cluster: Option<String>,
     /// Addresses published for `ns.<zone>`. Empty: the listen address, unless unspecified.

@@ -42,9 +42,10 @@ struct Args {
     /// Seconds per dnsperf pass.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Queries in flight (dnsperf -q): closed loop.
-    #[arg(long, default_value_t = 100)]
-    inflight: u32,
+    /// Queries in flight (dnsperf -q), closed loop; one pass per value, comma-separated. By
+    /// Little's law latency is about in-flight / QPS, so a deep queue measures the queue.
+    #[arg(long, value_delimiter = ',', default_values_t = [20, 100])]
+    inflight: Vec<u32>,
     /// The core the server runs on.
     #[arg(long, default_value_t = 0)]
     server_cpu: u32,
@@ -157,7 +158,7 @@ fn bench(args: &Args) -> anyhow::Result<()> {
         args.workloads, args.replicas
     );
     println!(
-        "server on core {}, dnsperf on core {}, closed loop with {} queries in flight, {} s per pass",
+        "server on core {}, dnsperf on core {}, closed loop with {:?} queries in flight, {} s per pass",
         args.server_cpu, args.client_cpu, args.inflight, args.seconds
     );
 
@@ -175,10 +176,16 @@ fn bench(args: &Args) -> anyhow::Result<()> {
     let hansa = Server::start("hansa", hansa, hansa_port)?;
     let sample = format!("w0.default.svc.{ZONE}");
     let hansa_answers = hansa.answer_count(&sample)?;
-    let hansa_result = measure(args, hansa_port, &queries)?;
+    let mut rows = Vec::new();
+    for &inflight in &args.inflight {
+        rows.push((
+            "Hansa",
+            inflight,
+            measure(args, inflight, hansa_port, &queries)?,
+        ));
+    }
     drop(hansa);
 
-    let mut rows = vec![("Hansa", hansa_result)];
     if !args.no_knot {
         which("knotd").context("knotd is needed (apt-get install knot)")?;
         let knot_port = free_udp_port()?;
@@ -207,20 +214,26 @@ fn bench(args: &Args) -> anyhow::Result<()> {
         if knot_answers != hansa_answers {
             bail!("the servers disagree on {sample}: Hansa {hansa_answers} answers, Knot {knot_answers}");
         }
-        let knot_result = measure(args, knot_port, &queries)?;
+        for &inflight in &args.inflight {
+            rows.push((
+                "Knot",
+                inflight,
+                measure(args, inflight, knot_port, &queries)?,
+            ));
+        }
         drop(knot);
-        rows.push(("Knot", knot_result));
     }
 
     println!();
     println!(
-        "{:<8} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}",
-        "server", "QPS", "loss %", "p50 ms", "p99 ms", "p99.9 ms", "max ms"
+        "{:<8} {:>9} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "server", "in flight", "QPS", "loss %", "p50 ms", "p99 ms", "p99.9 ms", "max ms"
     );
-    for (name, run) in &rows {
+    for (name, inflight, run) in &rows {
         println!(
-            "{:<8} {:>10.0} {:>8.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+            "{:<8} {:>9} {:>10.0} {:>8.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
             name,
+            inflight,
             run.qps,
             run.loss(),
             run.percentile(0.50) * 1e3,
@@ -229,15 +242,21 @@ fn bench(args: &Args) -> anyhow::Result<()> {
             run.latencies.last().copied().unwrap_or(f64::NAN) * 1e3
         );
     }
-    if let [(_, hansa), (_, knot)] = rows.as_slice() {
+    let (hansa, knot) = rows.split_at(args.inflight.len());
+    if !knot.is_empty() {
         println!();
-        println!("Hansa / Knot QPS per core: {:.2}", hansa.qps / knot.qps);
+        for ((_, inflight, hansa), (_, _, knot)) in hansa.iter().zip(knot) {
+            println!(
+                "Hansa / Knot QPS per core with {inflight} in flight: {:.2}",
+                hansa.qps / knot.qps
+            );
+        }
     }
     Ok(())
 }
 
 /// A throughput pass (no per-query output), then a latency pass (`-v`).
-fn measure(args: &Args, port: u16, queries: &Path) -> anyhow::Result<Run> {
+fn measure(args: &Args, inflight: u32, port: u16, queries: &Path) -> anyhow::Result<Run> {
     let base = |verbose: bool| {
         let mut c = Command::new("taskset");
         c.arg("-c")
@@ -247,7 +266,7 @@ fn measure(args: &Args, port: u16, queries: &Path) -> anyhow::Result<Run> {
             .arg("-d")
             .arg(queries)
             .args(["-l", &args.seconds.to_string()])
-            .args(["-q", &args.inflight.to_string()])
+            .args(["-q", &inflight.to_string()])
             .args(["-t", "2"]);
         if verbose {
             c.arg("-v");

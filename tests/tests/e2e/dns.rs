@@ -75,7 +75,7 @@ fn hickory_zone(zone: &str) -> hansa_federator::dns::ZoneName {
 }
 
 /// A tool the DNS tests need; scripts/test installs them.
-fn tool(name: &str) -> PathBuf {
+pub(crate) fn tool(name: &str) -> PathBuf {
     for dir in ["/usr/bin", "/usr/sbin", "/bin", "/sbin"] {
         let path = Path::new(dir).join(name);
         if path.exists() {
@@ -89,7 +89,7 @@ fn tool(name: &str) -> PathBuf {
 
 /// `dig` output, parsed just enough.
 #[derive(Debug)]
-struct Dig {
+pub(crate) struct Dig {
     status: String,
     flags: Vec<String>,
     answers: Vec<Vec<String>>,
@@ -99,7 +99,7 @@ struct Dig {
 }
 
 impl Dig {
-    fn values(&self, rtype: &str) -> Vec<String> {
+    pub(crate) fn values(&self, rtype: &str) -> Vec<String> {
         self.answers
             .iter()
             .filter(|r| r.get(3).map(String::as_str) == Some(rtype))
@@ -108,7 +108,7 @@ impl Dig {
     }
 }
 
-fn dig(server: SocketAddr, args: &[&str]) -> Dig {
+pub(crate) fn dig(server: SocketAddr, args: &[&str]) -> Dig {
     let out = Command::new(tool("dig"))
         .arg(format!("@{}", server.ip()))
         .args(["-p", &server.port().to_string()])
@@ -446,9 +446,14 @@ impl Unbound {
 }
 
 fn free_udp_and_tcp_port() -> u16 {
+    free_udp_and_tcp_port_on("127.0.0.1")
+}
+
+/// A port free for both TCP and UDP on `ip`.
+pub(crate) fn free_udp_and_tcp_port_on(ip: &str) -> u16 {
     loop {
-        let port = free_port("127.0.0.1");
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        let port = free_port(ip);
+        if UdpSocket::bind((ip, port)).is_ok() {
             return port;
         }
     }

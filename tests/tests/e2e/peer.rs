@@ -7,6 +7,8 @@
 use std::time::Duration;
 
 use hansa_tests::{wait_for, Federation, Peer, Process};
+
+use crate::dns::{dig, free_udp_and_tcp_port_on};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -21,6 +23,7 @@ spec:
   template:
     command: ["sh", "-c", "echo $HANSA_CLUSTER says hello; exec sleep 3600"]
     env: {{E2E_PEER_RUN: "{marker}"}}
+    ports: [{{name: http}}]
     resources: {{cpu: 50m, memory: 16Mi}}
   placement:
     replicaScheduling: {{type: Divided}}
@@ -119,6 +122,17 @@ fn peers_place_across_clusters_and_take_over_a_dead_peer() {
         fed.peer_config("peer-3", "c3", "127.0.0.23", &join, &key),
     ];
     fed.write_cli_context(&first.api);
+    // peer-3 serves the zone; its DNS server is in its own cluster, c3.
+    let dns: std::net::SocketAddr =
+        format!("{}:{}", peers[2].ip, free_udp_and_tcp_port_on(&peers[2].ip))
+            .parse()
+            .expect("address");
+    let text = std::fs::read_to_string(&peers[2].config).expect("peer config");
+    std::fs::write(
+        &peers[2].config,
+        text.replacen("[tls]", &format!("[dns]\nlisten = \"{dns}\"\n[tls]"), 1),
+    )
+    .expect("peer config");
     let mut running: Vec<Running> = peers.iter().cloned().map(|p| start_peer(&fed, p)).collect();
 
     // Every peer sees the others alive, and every cluster Ready, through gossip alone.
@@ -166,6 +180,17 @@ fn peers_place_across_clusters_and_take_over_a_dead_peer() {
         let alpha = item_at(&fed, &peers[2], "workloads", "name", "alpha")?;
         (alpha["healthy"] == 3).then_some(())
     });
+    // peer-3's DNS answers for alpha, owned by peer-1, with the replicas of every cluster (their
+    // ports' addresses); its own cluster's first.
+    let addresses = wait_for("alpha's three replicas in peer-3's DNS", LIMIT, || {
+        let a = dig(dns, &["alpha.default.svc.hansa.internal", "A"]).values("A");
+        (a.len() == 3).then_some(a)
+    });
+    assert_eq!(addresses[0], peers[2].ip, "{addresses:?}");
+    let mut sorted = addresses.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["127.0.0.21", "127.0.0.22", "127.0.0.23"]);
+
     // `hansa logs` asked of peer-1 for a replica on c3 is forwarded to peer-3, whose agent it is.
     let logs = wait_for("c3's replica output via peer-1", LIMIT, || {
         let out = fed.hansa_at(&peers[0].api, &["logs", "alpha", "--cluster", "c3"]);
@@ -214,6 +239,11 @@ fn peers_place_across_clusters_and_take_over_a_dead_peer() {
             .map(|r| fed.replica_pids(&r.peer.cluster).len())
             .sum();
         (n == 6).then_some(())
+    });
+    // peer-3's DNS no longer answers with the dead cluster's replica.
+    wait_for("alpha without c2 in peer-3's DNS", LIMIT, || {
+        let a = dig(dns, &["alpha.default.svc.hansa.internal", "A"]).values("A");
+        (!a.is_empty() && !a.contains(&peers[1].ip)).then_some(())
     });
 }
 
