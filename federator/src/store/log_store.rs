@@ -4,9 +4,14 @@
 //! — before it is reported done. The committed log id is only a hint for faster restarts: Raft
 //! reports it before applying every entry, so it is kept in memory and written with the next
 //! append (or on close), rather than with a write transaction of its own on Raft's critical path.
+//!
+//! The newest entries are also kept decoded in memory ([`Tail`]): replication to every
+//! follower and the state machine read the entries just appended, and would otherwise read
+//! them back from the file and decode them once per reader.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -31,14 +36,106 @@ const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 const NODE_ID: &str = "node_id";
 
+/// The tail keeps at most this many entries...
+const TAIL_ENTRIES: usize = 1024;
+/// ...and at most this many bytes of them (as encoded in the file).
+const TAIL_BYTES: usize = 32 << 20;
+
 type StorageResult<T> = Result<T, openraft::StorageError<NodeId>>;
 
-/// The redb-backed Raft log. Clones share the file (they are the log readers Raft hands to
-/// its replication tasks).
+/// The redb-backed Raft log. Clones share the file and the tail (they are the log readers
+/// Raft hands to its replication tasks).
 #[derive(Clone)]
 pub struct LogStore {
     file: Arc<DbFile>,
     committed: Arc<CommittedHint>,
+    tail: Arc<Mutex<Tail>>,
+}
+
+/// The newest entries of the log, contiguous, each as stored in the file. Every entry here is
+/// in the file too: appends enter after their write is durable, and entries leave before a
+/// truncation or purge removes them from the file.
+#[derive(Default)]
+struct Tail {
+    entries: VecDeque<(Entry<TypeConfig>, usize)>,
+    bytes: usize,
+}
+
+impl Tail {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    fn last_index(&self) -> Option<u64> {
+        self.entries.back().map(|(e, _)| e.log_id.index)
+    }
+
+    /// Adds entries that follow the tail (anything else starts it over), then trims it.
+    fn push(&mut self, entries: impl IntoIterator<Item = (Entry<TypeConfig>, usize)>) {
+        for (entry, size) in entries {
+            if self
+                .last_index()
+                .is_some_and(|last| last + 1 != entry.log_id.index)
+            {
+                self.clear();
+            }
+            self.bytes += size;
+            self.entries.push_back((entry, size));
+        }
+        while self.entries.len() > TAIL_ENTRIES || self.bytes > TAIL_BYTES {
+            let Some((_, size)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= size;
+        }
+    }
+
+    /// Drops the entries from `index` on.
+    fn truncate(&mut self, index: u64) {
+        while self.last_index().is_some_and(|last| last >= index) {
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Drops the entries up to and including `index`.
+    fn purge(&mut self, index: u64) {
+        while self.first_index().is_some_and(|first| first <= index) {
+            if let Some((_, size)) = self.entries.pop_front() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// The entries in `range`, when the tail holds all of the log's entries in it.
+    fn get(&self, range: &impl RangeBounds<u64>) -> Option<Vec<Entry<TypeConfig>>> {
+        let first = self.first_index()?;
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.checked_add(1)?,
+            Bound::Unbounded => 0,
+        };
+        // Entries before the tail may be in the file.
+        if start < first {
+            return None;
+        }
+        // Past the tail's end the log has nothing: the tail ends where the file does.
+        let skip = usize::try_from(start - first).ok()?;
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .take_while(|(e, _)| range.contains(&e.log_id.index))
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
 }
 
 /// The committed log id Raft reported last, while no write has stored it yet.
@@ -120,7 +217,15 @@ impl LogStore {
             file: file.clone(),
             unsaved: Mutex::new(None),
         });
-        Ok(LogStore { file, committed })
+        Ok(LogStore {
+            file,
+            committed,
+            tail: Arc::default(),
+        })
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
@@ -187,23 +292,31 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
-        let read = || -> Result<Vec<Entry<TypeConfig>>, StoreError> {
-            let file = &self.file;
-            let txn = file.db.begin_read().map_err(|e| file.error(e))?;
-            let table = txn.open_table(LOG).map_err(|e| file.error(e))?;
-            let mut entries = Vec::new();
-            for row in table.range(range.clone()).map_err(|e| file.error(e))? {
-                let (key, value) = row.map_err(|e| file.error(e))?;
-                entries.push(decode(
-                    file,
-                    &format!("log entry {}", key.value()),
-                    value.value(),
-                )?);
-            }
-            Ok(entries)
-        };
-        read().map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))
+        if let Some(entries) = self.tail().get(&range) {
+            return Ok(entries);
+        }
+        read_entries(&self.file, range)
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))
     }
+}
+
+/// The entries in `range` as the file has them.
+fn read_entries(
+    file: &DbFile,
+    range: impl RangeBounds<u64>,
+) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+    let txn = file.db.begin_read().map_err(|e| file.error(e))?;
+    let table = txn.open_table(LOG).map_err(|e| file.error(e))?;
+    let mut entries = Vec::new();
+    for row in table.range(range).map_err(|e| file.error(e))? {
+        let (key, value) = row.map_err(|e| file.error(e))?;
+        entries.push(decode(
+            file,
+            &format!("log entry {}", key.value()),
+            value.value(),
+        )?);
+    }
+    Ok(entries)
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
@@ -275,11 +388,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let path = self.file.path.clone();
+        let mut appended = Vec::new();
         let rows = entries
             .into_iter()
             .map(|entry| {
                 let bytes = encode(&path, "log entry", &entry)?;
-                Ok((entry.log_id.index, bytes))
+                let index = entry.log_id.index;
+                appended.push((entry, bytes.len()));
+                Ok((index, bytes))
             })
             .collect::<Result<Vec<_>, StoreError>>()
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
@@ -310,6 +426,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await;
         match written {
             Ok(()) => {
+                self.tail().push(appended);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -321,6 +438,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.tail().truncate(log_id.index);
         blocking(&self.file, move |file| {
             let txn = file.db.begin_write().map_err(|e| file.error(e))?;
             txn.open_table(LOG)
@@ -330,12 +448,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             txn.commit().map_err(|e| file.error(e))
         })
         .await
+        // The file may not end where the tail does now: read it from the file.
+        .inspect_err(|_| self.tail().clear())
         .map_err(|e| io_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         let bytes = encode(&self.file.path, LAST_PURGED, &log_id)
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.tail().purge(log_id.index);
         blocking(&self.file, move |file| {
             let txn = file.db.begin_write().map_err(|e| file.error(e))?;
             {
@@ -351,6 +472,74 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             txn.commit().map_err(|e| file.error(e))
         })
         .await
+        .inspect_err(|_| self.tail().clear())
         .map_err(|e| io_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use tempfile::TempDir;
+
+    use super::*;
+
+    fn entries(term: u64, indexes: std::ops::RangeInclusive<u64>) -> Vec<Entry<TypeConfig>> {
+        indexes
+            .map(|index| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+                payload: EntryPayload::Blank,
+            })
+            .collect()
+    }
+
+    async fn append(log: &mut LogStore, entries: Vec<Entry<TypeConfig>>) {
+        log.blocking_append(entries).await.unwrap();
+    }
+
+    /// Every range read through the tail equals the file's, across appends, a conflicting
+    /// truncation, a purge and a tail that outgrew its bound.
+    #[tokio::test]
+    async fn the_tail_answers_as_the_file_does() {
+        let dir = TempDir::new().unwrap();
+        let (open, _) = mpsc::channel(1);
+        let mut log = LogStore::open(dir.path().join("raft.redb"), 1, open)
+            .await
+            .unwrap();
+        let check = |log: &LogStore| {
+            let log = log.clone();
+            async move {
+                let mut log = log;
+                for start in 0..14 {
+                    for end in start..14 {
+                        let from_file = read_entries(&log.file, start..end).unwrap();
+                        assert_eq!(
+                            log.try_get_log_entries(start..end).await.unwrap(),
+                            from_file
+                        );
+                        let from_file = read_entries(&log.file, start..).unwrap();
+                        assert_eq!(log.try_get_log_entries(start..).await.unwrap(), from_file);
+                    }
+                }
+            }
+        };
+        append(&mut log, entries(1, 1..=10)).await;
+        assert_eq!(log.tail().first_index(), Some(1));
+        check(&log).await;
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 6))
+            .await
+            .unwrap();
+        append(&mut log, entries(2, 6..=8)).await;
+        check(&log).await;
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 3))
+            .await
+            .unwrap();
+        check(&log).await;
+        assert_eq!(log.tail().first_index(), Some(4));
+        // Past its bound the tail keeps the newest entries; older ones come from the file.
+        append(&mut log, entries(2, 9..=(TAIL_ENTRIES as u64 + 20))).await;
+        assert_eq!(log.tail().first_index(), Some(21));
+        check(&log).await;
     }
 }
