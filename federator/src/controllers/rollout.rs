@@ -17,6 +17,9 @@ use crate::store::{Command, CommandResponse, FederationState, Store};
 
 /// How often rollouts are looked at: the resolution of `minHealthySeconds` and deadlines.
 const TICK: Duration = Duration::from_millis(500);
+/// Store changes arriving this close together are looked at once: every look walks all
+/// workloads, and a busy store changes many times a millisecond.
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -66,6 +69,11 @@ pub async fn run(
             _ = tokio::time::sleep(TICK) => {}
             changed = changes.changed() => if changed.is_err() { break },
         }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(DEBOUNCE) => {}
+        }
+        changes.borrow_and_update();
     }
 }
 
