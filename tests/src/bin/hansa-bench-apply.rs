@@ -256,7 +256,11 @@ impl Hansa {
         command
             .arg("--config")
             .arg(&self.configs[i])
-            .env("RUST_LOG", "warn");
+            // HANSA_BENCH_LOG: the federators' RUST_LOG, for looking into a run.
+            .env(
+                "RUST_LOG",
+                std::env::var("HANSA_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            );
         Proc::spawn(command, &self.dir.join(format!("fed-{}.log", i + 1)))
     }
 
