@@ -12,6 +12,9 @@ use hansa_federator::Federator;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "federator",
