@@ -2,6 +2,7 @@
 //! affinity groups (and overflow between them), spread constraints with min/max groups, then
 //! the replica division of the workload's scheduling mode.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use hansa_core::{ReplicaScheduling, Workload};
@@ -39,14 +40,30 @@ pub(crate) fn run<'a>(needs: &'a Needs<'_>, considered: &mut [Considered<'a>]) {
         results.push(solve_set(needs, considered, &eligible, workload.replicas));
     } else {
         let n = considered.len();
+        // Only the clusters a group's postings name can be in it: the others are not checked.
+        let mut candidate = Vec::new();
         let members: Vec<Vec<usize>> = needs
             .groups
             .iter()
             .map(|selector| {
+                let may_select = match selector.candidates(needs.index) {
+                    Some(positions) => {
+                        candidate.clear();
+                        candidate.resize(needs.index.clusters().len(), false);
+                        for &at in positions.iter() {
+                            candidate[at] = true;
+                        }
+                        Some(&candidate)
+                    }
+                    None => None,
+                };
                 eligible
                     .iter()
                     .copied()
-                    .filter(|&i| selector.check(needs.index, considered[i].at).is_ok())
+                    .filter(|&i| {
+                        let at = considered[i].at;
+                        may_select.is_none_or(|c| c[at]) && selector.check(needs.index, at).is_ok()
+                    })
                     .collect()
             })
             .collect();
@@ -80,15 +97,23 @@ pub(crate) fn run<'a>(needs: &'a Needs<'_>, considered: &mut [Considered<'a>]) {
                 results.push(r);
             }
         } else {
-            let tried: Vec<SetResult> = members
-                .iter()
-                .map(|m| solve_set(needs, considered, m, workload.replicas))
-                .collect();
+            // The first group that takes every replica, else the one that places the most:
+            // groups after a complete one need not be solved.
             let complete = |r: &SetResult, m: &Vec<usize>| {
                 !m.is_empty() && unplaced(workload, r, m.len()) == 0
             };
-            let chosen = (0..tried.len())
-                .find(|&g| complete(&tried[g], &members[g]))
+            let mut tried: Vec<SetResult> = Vec::with_capacity(members.len());
+            let mut first_complete = None;
+            for m in &members {
+                let r = solve_set(needs, considered, m, workload.replicas);
+                let done = complete(&r, m);
+                tried.push(r);
+                if done {
+                    first_complete = Some(tried.len() - 1);
+                    break;
+                }
+            }
+            let chosen = first_complete
                 .or_else(|| {
                     (0..tried.len())
                         .rev()
@@ -264,17 +289,24 @@ fn solve_set<'a>(
                 // PreferNoSchedule clusters take only what the others cannot.
                 let mut counts = vec![0u32; members.len()];
                 let mut remaining = total;
+                let avoiding = shares.iter().any(|s| s.avoid);
                 for tier in [false, true] {
-                    let tiered: Vec<Share> = shares
-                        .iter()
-                        .map(|s| {
+                    // A tier of no cluster, or with nothing left to place, places nothing.
+                    if tier && (!avoiding || remaining == 0) {
+                        break;
+                    }
+                    let tiered: Cow<'_, [Share]> = if avoiding {
+                        let only_tier = |s: &Share| {
                             if s.avoid == tier {
                                 *s
                             } else {
                                 Share { weight: 0, ..*s }
                             }
-                        })
-                        .collect();
+                        };
+                        Cow::Owned(shares.iter().map(only_tier).collect())
+                    } else {
+                        Cow::Borrowed(&shares)
+                    };
                     let got = match placement.replica_scheduling {
                         ReplicaScheduling::Aggregated => divide::aggregated(remaining, &tiered),
                         _ => divide::divided(remaining, &tiered),
