@@ -10,9 +10,8 @@ use hansa_core::{ReplicaScheduling, Workload};
 use crate::constraints::{Attr, GroupRule};
 use crate::divide::{self, Grouping, Share};
 use crate::filter::{Filter, Needs};
-use crate::index::{ClusterIndex, Key, Sym};
+use crate::index::{ClusterIndex, Key};
 use crate::verdict::{Considered, FilterRef, Verdict};
-use rustc_hash::FxHashMap;
 
 /// What one candidate set decided: replicas per considered index, clusters left out.
 #[derive(Default)]
@@ -342,13 +341,15 @@ impl<'a> Values<'a> {
         considered: &[Considered<'_>],
         members: &[usize],
     ) -> Self {
-        let mut numbers: FxHashMap<Sym, u32> = FxHashMap::default();
+        // By string number: a table as long as the index has strings costs less to clear
+        // than hashing the value of every member.
+        let mut numbers: Vec<Option<u32>> = vec![None; index.strings()];
         let mut names = Vec::new();
         let mut of = vec![None; considered.len()];
         for &i in members {
             if let Some(value) = index.value(considered[i].at, key) {
                 let next = u32::try_from(names.len()).unwrap_or(u32::MAX);
-                let number = *numbers.entry(value).or_insert_with(|| {
+                let number = *numbers[value.position()].get_or_insert_with(|| {
                     names.push(index.text(value));
                     next
                 });
