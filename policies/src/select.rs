@@ -184,10 +184,10 @@ fn unplaced(workload: &Workload, r: &SetResult, members: usize) -> u64 {
     desired.saturating_sub(r.placed())
 }
 
-fn share(considered: &Considered<'_>) -> (Share, bool) {
+fn share(considered: &Considered<'_>) -> Share {
     match &considered.verdict {
-        Verdict::Selected { share, .. } => (*share, share.avoid),
-        Verdict::Filtered(_) => (Share::default(), false),
+        Verdict::Selected { share, .. } => *share,
+        Verdict::Filtered(_) => Share::default(),
     }
 }
 
@@ -225,14 +225,14 @@ fn solve_set<'a>(
         members = kept;
         values_by_rule.push(values);
     }
-    let shares: Vec<(Share, bool)> = members.iter().map(|&i| share(&considered[i])).collect();
+    let mut shares: Vec<Share> = members.iter().map(|&i| share(&considered[i])).collect();
     let counts: Vec<u32> = match placement.replica_scheduling {
         ReplicaScheduling::Duplicated => {
             // Every cluster runs its own copies: PreferNoSchedule clusters only when no
             // other cluster can run them.
-            if shares.iter().any(|(_, avoid)| !avoid) {
+            if shares.iter().any(|s| !s.avoid) {
                 let (kept, avoided): (Vec<usize>, Vec<usize>) =
-                    members.iter().partition(|&&i| !share(&considered[i]).1);
+                    members.iter().partition(|&&i| !share(&considered[i]).avoid);
                 for i in avoided {
                     if let Verdict::Selected {
                         avoided: Some(taint),
@@ -246,7 +246,7 @@ fn solve_set<'a>(
             }
             members
                 .iter()
-                .map(|&i| workload.replicas.min(share(&considered[i]).0.fits))
+                .map(|&i| workload.replicas.min(share(&considered[i]).fits))
                 .collect()
         }
         _ => {
@@ -261,7 +261,7 @@ fn solve_set<'a>(
             let mut remaining = total;
             let pinned: Vec<u32> = shares
                 .iter()
-                .map(|(s, _)| {
+                .map(|s| {
                     let n = if s.pinned && s.weight > 0 {
                         s.fits.min(remaining)
                     } else {
@@ -272,16 +272,9 @@ fn solve_set<'a>(
                 })
                 .collect();
             let total = remaining;
-            let shares: Vec<Share> = shares
-                .iter()
-                .map(|(s, _)| {
-                    if s.pinned {
-                        Share { weight: 0, ..*s }
-                    } else {
-                        *s
-                    }
-                })
-                .collect();
+            for s in shares.iter_mut().filter(|s| s.pinned) {
+                s.weight = 0;
+            }
             let counts: Vec<u32> = if !groupings.is_empty() || placement.min_per_cluster > 0 {
                 divide::greedy(total, &shares, placement.min_per_cluster, &groupings)
             } else {
@@ -445,7 +438,7 @@ fn select_groups<'a>(
     // tie and the order stays put as capacity moves), then by value.
     let mut room = vec![0u64; groups];
     for &i in &valued {
-        let share = share(&considered[i]).0;
+        let share = share(&considered[i]);
         if share.weight > 0 {
             if let Some(v) = values.of[i] {
                 room[v as usize] += u64::from(share.fits.min(total));
