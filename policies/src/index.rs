@@ -339,7 +339,8 @@ impl<'w> Selector<'w> {
                         .flat_map(|&value| posting(key, value))
                         .copied()
                         .collect();
-                    all.sort_unstable();
+                    // Postings are ascending: a stable sort merges the runs in linear time.
+                    all.sort();
                     all.dedup();
                     Cow::Owned(all)
                 }
