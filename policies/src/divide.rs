@@ -65,12 +65,12 @@ fn apportion(seats: u128, members: &[usize], shares: &[Share], out: &mut [u32]) 
     let mut ranks = Vec::with_capacity(members.len());
     for &i in members {
         let quota = seats * u128::from(shares[i].weight);
-        let floor = quota / weight_sum;
+        let (floor, remainder) = div_rem(quota, weight_sum);
         leftover -= floor;
         // floor <= seats <= u32::MAX.
         out[i] = u32::try_from(floor).unwrap_or(u32::MAX);
         ranks.push(Rank {
-            remainder: quota % weight_sum,
+            remainder,
             previous_above_floor: shares[i].previous.saturating_sub(out[i]),
             previous: shares[i].previous,
             index: i,
@@ -94,6 +94,15 @@ fn apportion(seats: u128, members: &[usize], shares: &[Share], out: &mut [u32]) 
     }
     for rank in ranks.iter().take(leftover) {
         out[rank.index] += 1;
+    }
+}
+
+/// `a / b` and `a % b`, in 64 bits when both fit (the usual case: a 128-bit division is a
+/// slow library call).
+fn div_rem(a: u128, b: u128) -> (u128, u128) {
+    match (u64::try_from(a), u64::try_from(b)) {
+        (Ok(a), Ok(b)) => (u128::from(a / b), u128::from(a % b)),
+        _ => (a / b, a % b),
     }
 }
 
@@ -200,28 +209,30 @@ pub(crate) fn greedy(total: u32, shares: &[Share], min_per: u32, rules: &[Groupi
             if !room_in_groups(i, 1, &per_group) {
                 continue;
             }
-            let better = match best {
-                None => true,
-                Some(b) => {
-                    let by_groups = rules
+            // Each criterion only when the ones before it tie.
+            let better = best.is_none_or(|b| {
+                let by_groups = || {
+                    rules
                         .iter()
                         .zip(&per_group)
                         .filter(|(rule, _)| rule.balance)
                         .map(|(rule, counts)| counts[rule.of[i]].cmp(&counts[rule.of[b]]))
                         .find(|o| o.is_ne())
-                        .unwrap_or(std::cmp::Ordering::Equal);
-                    let per_weight = (u128::from(out[i]) + 1)
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                };
+                let per_weight = || {
+                    (u128::from(out[i]) + 1)
                         .saturating_mul(u128::from(shares[b].weight))
-                        .cmp(&(u128::from(out[b]) + 1).saturating_mul(u128::from(s.weight)));
-                    let below_previous = (out[b] < shares[b].previous).cmp(&(out[i] < s.previous));
-                    s.avoid
-                        .cmp(&shares[b].avoid)
-                        .then(by_groups)
-                        .then(per_weight)
-                        .then(below_previous)
-                        .is_lt()
-                }
-            };
+                        .cmp(&(u128::from(out[b]) + 1).saturating_mul(u128::from(s.weight)))
+                };
+                let below_previous = || (out[b] < shares[b].previous).cmp(&(out[i] < s.previous));
+                s.avoid
+                    .cmp(&shares[b].avoid)
+                    .then_with(by_groups)
+                    .then_with(per_weight)
+                    .then_with(below_previous)
+                    .is_lt()
+            });
             if better {
                 best = Some(i);
             }

@@ -25,29 +25,35 @@ pub(crate) fn explain(
         ReplicaScheduling::Duplicated
     );
     let replicas = u64::from(workload.replicas);
-    let eligible = considered.iter().filter_map(|c| match c.verdict {
-        Verdict::Selected {
-            share, replicas, ..
-        } => Some((c.cluster.name.as_str(), share, replicas)),
-        Verdict::Filtered(_) => None,
-    });
-    let eligible: Vec<_> = eligible.collect();
-    let placed: u64 = eligible.iter().map(|(_, _, n)| u64::from(*n)).sum();
-    let desired = match (duplicated, eligible.len()) {
+    let selected = considered
+        .iter()
+        .filter(|c| matches!(c.verdict, Verdict::Selected { .. }))
+        .count();
+    let placed: u64 = chosen.iter().map(|(_, n)| u64::from(*n)).sum();
+    let desired = match (duplicated, selected) {
         (_, 0) | (false, _) => replicas,
         (true, n) => replicas.saturating_mul(u64::try_from(n).unwrap_or(u64::MAX)),
     };
     let unplaced = desired.saturating_sub(placed);
-    let names_filtered = eligible.is_empty() || unplaced > 0 || detail == Detail::Full;
+    let names_filtered = selected == 0 || unplaced > 0 || detail == Detail::Full;
     if names_filtered && kept != Kept::Every {
         return None;
     }
 
-    let summary = if eligible.is_empty() {
+    let summary = if selected == 0 {
         nothing_fits(considered)
     } else if unplaced == 0 {
-        all_placed(placed, desired, &eligible)
+        all_placed(placed, desired, chosen)
     } else {
+        let eligible: Vec<_> = considered
+            .iter()
+            .filter_map(|c| match c.verdict {
+                Verdict::Selected {
+                    share, replicas, ..
+                } => Some((c.cluster.name.as_str(), share, replicas)),
+                Verdict::Filtered(_) => None,
+            })
+            .collect();
         let mut causes = Vec::new();
         let full: Vec<String> = eligible
             .iter()
@@ -139,15 +145,14 @@ fn decision(considered: &Considered<'_>) -> ClusterDecision {
     }
 }
 
-/// `4/4 replicas on 2 clusters (eu-1=3, us-1=1)`.
-fn all_placed(placed: u64, desired: u64, eligible: &[(&str, crate::divide::Share, u32)]) -> String {
+/// `4/4 replicas on 2 clusters (eu-1=3, us-1=1)`, given the clusters that receive replicas.
+fn all_placed(placed: u64, desired: u64, chosen: &[(&Considered<'_>, u32)]) -> String {
     if desired == 0 {
         return "0/0 replicas: scaled to zero".to_string();
     }
-    let on: Vec<String> = eligible
+    let on: Vec<String> = chosen
         .iter()
-        .filter(|(_, _, n)| *n > 0)
-        .map(|(name, _, n)| format!("{name}={n}"))
+        .map(|(c, n)| format!("{}={n}", c.cluster.name))
         .collect();
     format!(
         "{placed}/{desired} replicas on {} ({})",

@@ -21,6 +21,13 @@ use crate::verdict::{FilterRef, Plain};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Sym(NonZeroU32);
 
+impl Sym {
+    /// Where the string is in tables of [`ClusterIndex::strings`] entries.
+    pub fn position(self) -> usize {
+        self.0.get() as usize - 1
+    }
+}
+
 /// Whether cluster names are strictly increasing: then clusters are already in name order
 /// and no two share a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +166,12 @@ impl<'a> ClusterIndex<'a> {
     }
 
     pub(crate) fn text(&self, sym: Sym) -> &'a str {
-        self.text[sym.0.get() as usize - 1]
+        self.text[sym.position()]
+    }
+
+    /// How many strings are numbered.
+    pub(crate) fn strings(&self) -> usize {
+        self.text.len()
     }
 
     pub(crate) fn label(&self, at: usize, key: Sym) -> Option<Sym> {
@@ -327,7 +339,8 @@ impl<'w> Selector<'w> {
                         .flat_map(|&value| posting(key, value))
                         .copied()
                         .collect();
-                    all.sort_unstable();
+                    // Postings are ascending: a stable sort merges the runs in linear time.
+                    all.sort();
                     all.dedup();
                     Cow::Owned(all)
                 }

@@ -135,12 +135,12 @@ pub(crate) fn place_in(
         Detail::Summary => Kept::Eligible,
     };
     let (mut considered, forget) = decide(&needs, problem.available, &ran, kept);
-    let explanation = loop {
+    let (explanation, chosen) = loop {
         let chosen = chosen(&considered);
         if let Some(explanation) =
             explain::explain(workload, &considered, &chosen, problem.detail, kept)
         {
-            break explanation;
+            break (explanation, chosen);
         }
         let running = |i: usize| if forget[i] { 0 } else { ran[i] };
         considered = with_filtered(&needs, problem.available, running, considered);
@@ -150,7 +150,7 @@ pub(crate) fn place_in(
         workload: workload.name.clone(),
         namespace: workload.namespace.clone(),
         generation: problem.generation,
-        clusters: chosen(&considered)
+        clusters: chosen
             .iter()
             .map(|(c, replicas)| (c.cluster.name.clone(), *replicas))
             .collect(),

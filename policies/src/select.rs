@@ -2,6 +2,7 @@
 //! affinity groups (and overflow between them), spread constraints with min/max groups, then
 //! the replica division of the workload's scheduling mode.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use hansa_core::{ReplicaScheduling, Workload};
@@ -9,9 +10,8 @@ use hansa_core::{ReplicaScheduling, Workload};
 use crate::constraints::{Attr, GroupRule};
 use crate::divide::{self, Grouping, Share};
 use crate::filter::{Filter, Needs};
-use crate::index::{ClusterIndex, Key, Sym};
+use crate::index::{ClusterIndex, Key};
 use crate::verdict::{Considered, FilterRef, Verdict};
-use rustc_hash::FxHashMap;
 
 /// What one candidate set decided: replicas per considered index, clusters left out.
 #[derive(Default)]
@@ -39,14 +39,30 @@ pub(crate) fn run<'a>(needs: &'a Needs<'_>, considered: &mut [Considered<'a>]) {
         results.push(solve_set(needs, considered, &eligible, workload.replicas));
     } else {
         let n = considered.len();
+        // Only the clusters a group's postings name can be in it: the others are not checked.
+        let mut candidate = Vec::new();
         let members: Vec<Vec<usize>> = needs
             .groups
             .iter()
             .map(|selector| {
+                let may_select = match selector.candidates(needs.index) {
+                    Some(positions) => {
+                        candidate.clear();
+                        candidate.resize(needs.index.clusters().len(), false);
+                        for &at in positions.iter() {
+                            candidate[at] = true;
+                        }
+                        Some(&candidate)
+                    }
+                    None => None,
+                };
                 eligible
                     .iter()
                     .copied()
-                    .filter(|&i| selector.check(needs.index, considered[i].at).is_ok())
+                    .filter(|&i| {
+                        let at = considered[i].at;
+                        may_select.is_none_or(|c| c[at]) && selector.check(needs.index, at).is_ok()
+                    })
                     .collect()
             })
             .collect();
@@ -80,15 +96,23 @@ pub(crate) fn run<'a>(needs: &'a Needs<'_>, considered: &mut [Considered<'a>]) {
                 results.push(r);
             }
         } else {
-            let tried: Vec<SetResult> = members
-                .iter()
-                .map(|m| solve_set(needs, considered, m, workload.replicas))
-                .collect();
+            // The first group that takes every replica, else the one that places the most:
+            // groups after a complete one need not be solved.
             let complete = |r: &SetResult, m: &Vec<usize>| {
                 !m.is_empty() && unplaced(workload, r, m.len()) == 0
             };
-            let chosen = (0..tried.len())
-                .find(|&g| complete(&tried[g], &members[g]))
+            let mut tried: Vec<SetResult> = Vec::with_capacity(members.len());
+            let mut first_complete = None;
+            for m in &members {
+                let r = solve_set(needs, considered, m, workload.replicas);
+                let done = complete(&r, m);
+                tried.push(r);
+                if done {
+                    first_complete = Some(tried.len() - 1);
+                    break;
+                }
+            }
+            let chosen = first_complete
                 .or_else(|| {
                     (0..tried.len())
                         .rev()
@@ -160,10 +184,10 @@ fn unplaced(workload: &Workload, r: &SetResult, members: usize) -> u64 {
     desired.saturating_sub(r.placed())
 }
 
-fn share(considered: &Considered<'_>) -> (Share, bool) {
+fn share(considered: &Considered<'_>) -> Share {
     match &considered.verdict {
-        Verdict::Selected { share, .. } => (*share, share.avoid),
-        Verdict::Filtered(_) => (Share::default(), false),
+        Verdict::Selected { share, .. } => *share,
+        Verdict::Filtered(_) => Share::default(),
     }
 }
 
@@ -201,14 +225,14 @@ fn solve_set<'a>(
         members = kept;
         values_by_rule.push(values);
     }
-    let shares: Vec<(Share, bool)> = members.iter().map(|&i| share(&considered[i])).collect();
+    let mut shares: Vec<Share> = members.iter().map(|&i| share(&considered[i])).collect();
     let counts: Vec<u32> = match placement.replica_scheduling {
         ReplicaScheduling::Duplicated => {
             // Every cluster runs its own copies: PreferNoSchedule clusters only when no
             // other cluster can run them.
-            if shares.iter().any(|(_, avoid)| !avoid) {
+            if shares.iter().any(|s| !s.avoid) {
                 let (kept, avoided): (Vec<usize>, Vec<usize>) =
-                    members.iter().partition(|&&i| !share(&considered[i]).1);
+                    members.iter().partition(|&&i| !share(&considered[i]).avoid);
                 for i in avoided {
                     if let Verdict::Selected {
                         avoided: Some(taint),
@@ -222,7 +246,7 @@ fn solve_set<'a>(
             }
             members
                 .iter()
-                .map(|&i| workload.replicas.min(share(&considered[i]).0.fits))
+                .map(|&i| workload.replicas.min(share(&considered[i]).fits))
                 .collect()
         }
         _ => {
@@ -237,7 +261,7 @@ fn solve_set<'a>(
             let mut remaining = total;
             let pinned: Vec<u32> = shares
                 .iter()
-                .map(|(s, _)| {
+                .map(|s| {
                     let n = if s.pinned && s.weight > 0 {
                         s.fits.min(remaining)
                     } else {
@@ -248,33 +272,33 @@ fn solve_set<'a>(
                 })
                 .collect();
             let total = remaining;
-            let shares: Vec<Share> = shares
-                .iter()
-                .map(|(s, _)| {
-                    if s.pinned {
-                        Share { weight: 0, ..*s }
-                    } else {
-                        *s
-                    }
-                })
-                .collect();
+            for s in shares.iter_mut().filter(|s| s.pinned) {
+                s.weight = 0;
+            }
             let counts: Vec<u32> = if !groupings.is_empty() || placement.min_per_cluster > 0 {
                 divide::greedy(total, &shares, placement.min_per_cluster, &groupings)
             } else {
                 // PreferNoSchedule clusters take only what the others cannot.
                 let mut counts = vec![0u32; members.len()];
                 let mut remaining = total;
+                let avoiding = shares.iter().any(|s| s.avoid);
                 for tier in [false, true] {
-                    let tiered: Vec<Share> = shares
-                        .iter()
-                        .map(|s| {
+                    // A tier of no cluster, or with nothing left to place, places nothing.
+                    if tier && (!avoiding || remaining == 0) {
+                        break;
+                    }
+                    let tiered: Cow<'_, [Share]> = if avoiding {
+                        let only_tier = |s: &Share| {
                             if s.avoid == tier {
                                 *s
                             } else {
                                 Share { weight: 0, ..*s }
                             }
-                        })
-                        .collect();
+                        };
+                        Cow::Owned(shares.iter().map(only_tier).collect())
+                    } else {
+                        Cow::Borrowed(&shares)
+                    };
                     let got = match placement.replica_scheduling {
                         ReplicaScheduling::Aggregated => divide::aggregated(remaining, &tiered),
                         _ => divide::divided(remaining, &tiered),
@@ -310,13 +334,15 @@ impl<'a> Values<'a> {
         considered: &[Considered<'_>],
         members: &[usize],
     ) -> Self {
-        let mut numbers: FxHashMap<Sym, u32> = FxHashMap::default();
+        // By string number: a table as long as the index has strings costs less to clear
+        // than hashing the value of every member.
+        let mut numbers: Vec<Option<u32>> = vec![None; index.strings()];
         let mut names = Vec::new();
         let mut of = vec![None; considered.len()];
         for &i in members {
             if let Some(value) = index.value(considered[i].at, key) {
                 let next = u32::try_from(names.len()).unwrap_or(u32::MAX);
-                let number = *numbers.entry(value).or_insert_with(|| {
+                let number = *numbers[value.position()].get_or_insert_with(|| {
                     names.push(index.text(value));
                     next
                 });
@@ -412,7 +438,7 @@ fn select_groups<'a>(
     // tie and the order stays put as capacity moves), then by value.
     let mut room = vec![0u64; groups];
     for &i in &valued {
-        let share = share(&considered[i]).0;
+        let share = share(&considered[i]);
         if share.weight > 0 {
             if let Some(v) = values.of[i] {
                 room[v as usize] += u64::from(share.fits.min(total));
