@@ -36,6 +36,10 @@ use hansa_policies::{place, place_all, ClusterIndex, Detail, Item, Problem};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// The federator's allocator, so the figures are the engine's as the federator runs it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "Benchmark Hansa's placement engine")]
 struct Args {
