@@ -2,33 +2,35 @@
 
 use std::collections::BTreeMap;
 
-use hansa_core::{ClusterDecision, DecisionOutcome, Explanation, ReplicaScheduling, Workload};
+use hansa_core::{
+    Cluster, ClusterDecision, DecisionOutcome, Explanation, ReplicaScheduling, Workload,
+};
 
 use crate::quantity::{format_bytes, format_cpu};
-use crate::verdict::{Considered, FilterRef, Kept, Plain, Verdict};
+use crate::verdict::{Considered, Decision, FilterRef, Kept, Plain};
 use crate::{Detail, ResourceKind};
 
 /// Long lists of clusters are cut after this many names (`..., and 12 more`).
 const LIST_LIMIT: usize = 8;
 
-/// `chosen` are the considered clusters that receive replicas, in order. `None` when the
-/// explanation names filtered clusters and `kept` says they are not among the considered.
+/// `chosen` are the considered clusters that receive replicas, in order; `clusters` those of
+/// the index the decision's positions refer to. `None` when the explanation names filtered
+/// clusters and `kept` says they are not among the considered.
 pub(crate) fn explain(
     workload: &Workload,
-    considered: &[Considered<'_>],
-    chosen: &[(&Considered<'_>, u32)],
+    clusters: &[Cluster],
+    decision: &Decision<'_>,
+    chosen: &[(&Considered, u32)],
     detail: Detail,
     kept: Kept,
 ) -> Option<Explanation> {
+    let considered = &decision.considered;
     let duplicated = matches!(
         workload.placement.replica_scheduling,
         ReplicaScheduling::Duplicated
     );
     let replicas = u64::from(workload.replicas);
-    let selected = considered
-        .iter()
-        .filter(|c| matches!(c.verdict, Verdict::Selected { .. }))
-        .count();
+    let selected = considered.iter().filter(|c| c.selected).count();
     let placed: u64 = chosen.iter().map(|(_, n)| u64::from(*n)).sum();
     let desired = match (duplicated, selected) {
         (_, 0) | (false, _) => replicas,
@@ -41,18 +43,14 @@ pub(crate) fn explain(
     }
 
     let summary = if selected == 0 {
-        nothing_fits(considered)
+        nothing_fits(clusters, decision)
     } else if unplaced == 0 {
-        all_placed(placed, desired, chosen)
+        all_placed(clusters, placed, desired, chosen)
     } else {
         let eligible: Vec<_> = considered
             .iter()
-            .filter_map(|c| match c.verdict {
-                Verdict::Selected {
-                    share, replicas, ..
-                } => Some((c.cluster.name.as_str(), share, replicas)),
-                Verdict::Filtered(_) => None,
-            })
+            .filter(|c| c.selected)
+            .map(|c| (clusters[c.at()].name.as_str(), c.share(), c.replicas))
             .collect();
         let mut causes = Vec::new();
         let full: Vec<String> = eligible
@@ -99,7 +97,7 @@ pub(crate) fn explain(
             causes.push(format!("limited by {}", rules.join(", ")));
         }
         if eligible.len() < considered.len() {
-            causes.push(format!("filtered: {}", filter_groups(considered)));
+            causes.push(format!("filtered: {}", filter_groups(clusters, decision)));
         }
         format!(
             "{placed}/{desired} replicas placed, {unplaced} unplaced: {}",
@@ -112,47 +110,57 @@ pub(crate) fn explain(
         unplaced: u32::try_from(unplaced).unwrap_or(u32::MAX),
         policy: workload.placement.policy.clone(),
         clusters: match detail {
-            Detail::Full => considered.iter().map(decision).collect(),
-            Detail::Summary => chosen.iter().map(|(c, _)| decision(c)).collect(),
+            Detail::Full => considered
+                .iter()
+                .map(|c| cluster_decision(clusters, decision, c))
+                .collect(),
+            Detail::Summary => chosen
+                .iter()
+                .map(|(c, _)| cluster_decision(clusters, decision, c))
+                .collect(),
         },
     })
 }
 
-fn decision(considered: &Considered<'_>) -> ClusterDecision {
-    let outcome = match &considered.verdict {
-        Verdict::Filtered(filter) => {
+fn cluster_decision(
+    clusters: &[Cluster],
+    decision: &Decision<'_>,
+    considered: &Considered,
+) -> ClusterDecision {
+    let outcome = match decision.reason(considered) {
+        Some(filter) => {
             let filter = filter.to_filter();
             DecisionOutcome::Filtered {
                 rule: filter.rule().to_string(),
                 reason: filter.to_string(),
             }
         }
-        Verdict::Selected {
-            share,
-            replicas,
-            note,
-            ..
-        } => DecisionOutcome::Selected {
-            replicas: *replicas,
-            score: share.weight,
-            fits: share.fits,
-            note: note.to_string(),
+        None => DecisionOutcome::Selected {
+            replicas: considered.replicas,
+            score: considered.weight,
+            fits: considered.fits,
+            note: decision.note(considered).to_string(),
         },
     };
     ClusterDecision {
-        cluster: considered.cluster.name.clone(),
+        cluster: clusters[considered.at()].name.clone(),
         outcome,
     }
 }
 
 /// `4/4 replicas on 2 clusters (eu-1=3, us-1=1)`, given the clusters that receive replicas.
-fn all_placed(placed: u64, desired: u64, chosen: &[(&Considered<'_>, u32)]) -> String {
+fn all_placed(
+    clusters: &[Cluster],
+    placed: u64,
+    desired: u64,
+    chosen: &[(&Considered, u32)],
+) -> String {
     if desired == 0 {
         return "0/0 replicas: scaled to zero".to_string();
     }
     let on: Vec<String> = chosen
         .iter()
-        .map(|(c, n)| format!("{}={n}", c.cluster.name))
+        .map(|(c, n)| format!("{}={n}", clusters[c.at()].name))
         .collect();
     format!(
         "{placed}/{desired} replicas on {} ({})",
@@ -162,14 +170,15 @@ fn all_placed(placed: u64, desired: u64, chosen: &[(&Considered<'_>, u32)]) -> S
 }
 
 /// `0/3 clusters fit: 1 not in clusterNames (ap-1); 2 no container runtime (eu-1, us-1)`.
-fn nothing_fits(considered: &[Considered<'_>]) -> String {
+fn nothing_fits(clusters: &[Cluster], decision: &Decision<'_>) -> String {
+    let considered = &decision.considered;
     if considered.is_empty() {
         return "0/0 clusters fit: the federation has no member clusters".to_string();
     }
     format!(
         "0/{} clusters fit: {}",
         considered.len(),
-        filter_groups(considered)
+        filter_groups(clusters, decision)
     )
 }
 
@@ -179,18 +188,18 @@ type Member<'a> = (&'a str, Option<(ResourceKind, u64)>);
 /// Filtered clusters grouped by rule and reason, largest group first (then in pipeline
 /// order): `2 untolerated taint dedicated=gpu:NoSchedule (eu-1, eu-2)`. Capacity groups name
 /// what is free where: `2 insufficient memory: need 512Mi, free 256Mi on us-1, 128Mi on us-2`.
-fn filter_groups(considered: &[Considered<'_>]) -> String {
+fn filter_groups(clusters: &[Cluster], decision: &Decision<'_>) -> String {
     // Clusters whose reasons certainly read alike first, without rendering anything...
     let mut alike: Vec<(&FilterRef<'_>, Vec<(usize, Member<'_>)>)> = Vec::new();
-    for (i, c) in considered.iter().enumerate() {
-        if let Verdict::Filtered(filter) = &c.verdict {
+    for (i, c) in decision.considered.iter().enumerate() {
+        if let Some(filter) = decision.reason(c) {
             let free = match filter {
                 FilterRef::Plain(Plain::Insufficient { resource, free, .. }) => {
                     Some((*resource, *free))
                 }
                 _ => None,
             };
-            let member = (i, (c.cluster.name.as_str(), free));
+            let member = (i, (clusters[c.at()].name.as_str(), free));
             match alike.iter_mut().rev().find(|(f, _)| f.same_group(filter)) {
                 Some((_, members)) => members.push(member),
                 None => alike.push((filter, vec![member])),

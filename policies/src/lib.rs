@@ -37,7 +37,7 @@ pub use quantity::{format_bytes, format_cpu};
 use divide::Share;
 use filter::Needs;
 use index::Names;
-use verdict::{Considered, Kept, Verdict};
+use verdict::{Considered, Decision, Kept, Verdict};
 
 /// Everything a decision depends on.
 #[derive(Debug, Clone, Copy)]
@@ -134,16 +134,16 @@ pub(crate) fn place_in(
         Detail::Full => Kept::Every,
         Detail::Summary => Kept::Eligible,
     };
-    let (mut considered, forget) = decide(&needs, problem.available, &ran, kept);
+    let (mut decision, forget) = decide(&needs, problem.available, &ran, kept);
     let (explanation, chosen) = loop {
-        let chosen = chosen(&considered);
+        let chosen = chosen(&decision.considered);
         if let Some(explanation) =
-            explain::explain(workload, &considered, &chosen, problem.detail, kept)
+            explain::explain(workload, clusters, &decision, &chosen, problem.detail, kept)
         {
             break (explanation, chosen);
         }
         let running = |i: usize| if forget[i] { 0 } else { ran[i] };
-        considered = with_filtered(&needs, problem.available, running, considered);
+        decision = with_filtered(&needs, problem.available, running, decision);
         kept = Kept::Every;
     };
     Placement {
@@ -152,20 +152,18 @@ pub(crate) fn place_in(
         generation: problem.generation,
         clusters: chosen
             .iter()
-            .map(|(c, replicas)| (c.cluster.name.clone(), *replicas))
+            .map(|(c, replicas)| (clusters[c.at()].name.clone(), *replicas))
             .collect(),
         explanation,
     }
 }
 
 /// The considered clusters that receive replicas, and how many.
-fn chosen<'c, 'a>(considered: &'c [Considered<'a>]) -> Vec<(&'c Considered<'a>, u32)> {
+fn chosen(considered: &[Considered]) -> Vec<(&Considered, u32)> {
     considered
         .iter()
-        .filter_map(|c| match c.verdict {
-            Verdict::Selected { replicas, .. } if replicas > 0 => Some((c, replicas)),
-            _ => None,
-        })
+        .filter(|c| c.selected && c.replicas > 0)
+        .map(|c| (c, c.replicas))
         .collect()
 }
 
@@ -188,7 +186,6 @@ fn consider<'a>(
                 avoid: e.avoid.is_some(),
                 pinned: e.keeps_only.is_some(),
             },
-            replicas: 0,
             note: e.note,
             keeps_only: e.keeps_only,
             avoided: e.avoid,
@@ -204,20 +201,20 @@ fn with_filtered<'a>(
     needs: &'a Needs<'a>,
     available: Option<&[Resources]>,
     running: impl Fn(usize) -> u32,
-    eligible: Vec<Considered<'a>>,
-) -> Vec<Considered<'a>> {
+    eligible: Decision<'a>,
+) -> Decision<'a> {
     let index = needs.index;
     let clusters = index.clusters();
     let unique_sorted = index.names() == Names::Ordered;
-    let mut eligible = eligible.into_iter().peekable();
-    let mut every = Vec::with_capacity(clusters.len());
+    let mut records = eligible.considered.iter().peekable();
+    let mut every = Decision::with_capacity(clusters.len());
     let mut last: Option<&str> = None;
     for &i in index.order() {
         let cluster = &clusters[i];
         let duplicate = !unique_sorted && last == Some(cluster.name.as_str());
         last = Some(cluster.name.as_str());
-        if let Some(c) = eligible.next_if(|c| c.at == i) {
-            every.push(c);
+        if let Some(c) = records.next_if(|c| c.at() == i) {
+            every.push_from(&eligible, c);
             continue;
         }
         let verdict = if duplicate {
@@ -230,11 +227,7 @@ fn with_filtered<'a>(
             "{} was eligible",
             cluster.name
         );
-        every.push(Considered {
-            cluster,
-            at: i,
-            verdict,
-        });
+        every.push(i, verdict);
     }
     every
 }
@@ -247,7 +240,7 @@ fn decide<'a>(
     available: Option<&[Resources]>,
     ran: &[u32],
     kept: Kept,
-) -> (Vec<Considered<'a>>, Vec<bool>) {
+) -> (Decision<'a>, Vec<bool>) {
     let index = needs.index;
     let clusters = index.clusters();
     // With strictly increasing names no two share one.
@@ -264,8 +257,8 @@ fn decide<'a>(
     // again, where it runs none, would differ. Such clusters are forgotten and the decision
     // is made again; each round forgets at least one, so this ends.
     let mut forget = vec![false; clusters.len()];
-    let (mut considered, pinned) = loop {
-        let mut considered: Vec<Considered<'_>> = Vec::with_capacity(order.len());
+    let (mut decision, pinned) = loop {
+        let mut decision = Decision::with_capacity(order.len());
         // Positions of the clusters that only keep what they run: few, usually none, so the
         // checks below look at them alone instead of at every cluster.
         let mut pinned: Vec<usize> = Vec::new();
@@ -284,26 +277,22 @@ fn decide<'a>(
                 Verdict::Selected {
                     keeps_only: Some(_),
                     ..
-                } => pinned.push(considered.len()),
+                } => pinned.push(decision.considered.len()),
                 _ => {}
             }
-            considered.push(Considered {
-                cluster,
-                at: i,
-                verdict,
-            });
+            decision.push(i, verdict);
         }
-        select::run(needs, &mut considered);
+        select::run(needs, &mut decision);
         let mut again = false;
         for &at in &pinned {
-            let kept = matches!(considered[at].verdict, Verdict::Selected { replicas, .. } if replicas > 0);
-            if !kept {
-                forget[considered[at].at] = true;
+            let c = &decision.considered[at];
+            if !(c.selected && c.replicas > 0) {
+                forget[c.at()] = true;
                 again = true;
             }
         }
         if !again {
-            break (considered, pinned);
+            break (decision, pinned);
         }
     };
     // A cluster that could only keep its replicas and ends with none reads as filtered, so
@@ -311,52 +300,45 @@ fn decide<'a>(
     // One that keeps fewer than it ran fits only those from now on, and weighs as such
     // (AvailableCapacity weighs by fit).
     for &at in &pinned {
-        let c = &mut considered[at];
-        if let Verdict::Selected {
-            replicas,
-            keeps_only,
-            share,
-            ..
-        } = &mut c.verdict
-        {
-            match keeps_only.take() {
-                Some(filter) if *replicas == 0 => c.verdict = Verdict::Filtered(filter),
-                Some(_) => {
-                    share.fits = *replicas;
-                    share.weight = weigh::weigh(needs, c.at, *replicas);
-                }
-                None => {}
+        if !decision.considered[at].selected {
+            continue;
+        }
+        match decision.take_keeps_only(at) {
+            Some(filter) if decision.considered[at].replicas == 0 => decision.filter(at, filter),
+            Some(_) => {
+                let c = &mut decision.considered[at];
+                c.fits = c.replicas;
+                c.weight = weigh::weigh(needs, c.at(), c.replicas);
             }
+            None => {}
         }
     }
-    debug_assert_eq!(postconditions(needs.workload, &considered), Ok(()));
-    (considered, forget)
+    debug_assert_eq!(postconditions(needs.workload, &decision.considered), Ok(()));
+    (decision, forget)
 }
 
 /// What the divide phase promises, whatever the input.
-fn postconditions(workload: &Workload, considered: &[Considered<'_>]) -> Result<(), String> {
+fn postconditions(workload: &Workload, considered: &[Considered]) -> Result<(), String> {
     let mut placed = 0u64;
-    for c in considered {
-        if let Verdict::Selected {
-            share, replicas, ..
-        } = &c.verdict
-        {
-            if *replicas > share.fits {
-                return Err(format!(
-                    "{replicas} replicas on {}, which fits {}",
-                    c.cluster.name, share.fits
-                ));
-            }
-            if workload.placement.replica_scheduling == ReplicaScheduling::Duplicated
-                && *replicas > workload.replicas
-            {
-                return Err(format!(
-                    "{} got more than the {} desired",
-                    c.cluster.name, workload.replicas
-                ));
-            }
-            placed += u64::from(*replicas);
+    for c in considered.iter().filter(|c| c.selected) {
+        let replicas = c.replicas;
+        if replicas > c.fits {
+            return Err(format!(
+                "{replicas} replicas on the cluster at {}, which fits {}",
+                c.at(),
+                c.fits
+            ));
         }
+        if workload.placement.replica_scheduling == ReplicaScheduling::Duplicated
+            && replicas > workload.replicas
+        {
+            return Err(format!(
+                "the cluster at {} got more than the {} desired",
+                c.at(),
+                workload.replicas
+            ));
+        }
+        placed += u64::from(replicas);
     }
     if workload.placement.replica_scheduling != ReplicaScheduling::Duplicated
         && placed > u64::from(workload.replicas)

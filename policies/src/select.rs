@@ -11,7 +11,7 @@ use crate::constraints::{Attr, GroupRule};
 use crate::divide::{self, Grouping, Share};
 use crate::filter::{Filter, Needs};
 use crate::index::{ClusterIndex, Key};
-use crate::verdict::{Considered, FilterRef, Verdict};
+use crate::verdict::{Considered, Decision, FilterRef};
 
 /// What one candidate set decided: replicas per considered index, clusters left out.
 #[derive(Default)]
@@ -26,17 +26,18 @@ impl SetResult<'_> {
     }
 }
 
-/// Runs selection and division; turns `Selected` verdicts into counts (or into `Filtered`
-/// when a group or spread rule leaves a cluster out).
-pub(crate) fn run<'a>(needs: &'a Needs<'_>, considered: &mut [Considered<'a>]) {
+/// Runs selection and division; gives selected clusters their counts (or filters them when
+/// a group or spread rule leaves them out).
+pub(crate) fn run<'a>(needs: &'a Needs<'_>, decision: &mut Decision<'a>) {
     let workload = needs.workload;
+    let considered = &decision.considered;
     let eligible: Vec<usize> = (0..considered.len())
-        .filter(|&i| matches!(considered[i].verdict, Verdict::Selected { .. }))
+        .filter(|&i| considered[i].selected)
         .collect();
     let groups = &workload.placement.cluster_affinities;
     let mut results = Vec::new();
     if groups.is_empty() {
-        results.push(solve_set(needs, considered, &eligible, workload.replicas));
+        results.push(solve_set(needs, decision, &eligible, workload.replicas));
     } else {
         let n = considered.len();
         // Only the clusters a group's postings name can be in it: the others are not checked.
@@ -60,7 +61,7 @@ pub(crate) fn run<'a>(needs: &'a Needs<'_>, considered: &mut [Considered<'a>]) {
                     .iter()
                     .copied()
                     .filter(|&i| {
-                        let at = considered[i].at;
+                        let at = considered[i].at();
                         may_select.is_none_or(|c| c[at]) && selector.check(needs.index, at).is_ok()
                     })
                     .collect()
@@ -87,7 +88,7 @@ pub(crate) fn run<'a>(needs: &'a Needs<'_>, considered: &mut [Considered<'a>]) {
                     break;
                 }
                 let fresh: Vec<usize> = m.iter().copied().filter(|&i| !taken[i]).collect();
-                let r = solve_set(needs, considered, &fresh, remaining);
+                let r = solve_set(needs, decision, &fresh, remaining);
                 remaining -= u32::try_from(r.placed()).unwrap_or(remaining);
                 for &i in &fresh {
                     taken[i] = true;
@@ -104,7 +105,7 @@ pub(crate) fn run<'a>(needs: &'a Needs<'_>, considered: &mut [Considered<'a>]) {
             let mut tried: Vec<SetResult> = Vec::with_capacity(members.len());
             let mut first_complete = None;
             for m in &members {
-                let r = solve_set(needs, considered, m, workload.replicas);
+                let r = solve_set(needs, decision, m, workload.replicas);
                 let done = complete(&r, m);
                 tried.push(r);
                 if done {
@@ -129,9 +130,7 @@ pub(crate) fn run<'a>(needs: &'a Needs<'_>, considered: &mut [Considered<'a>]) {
         let mut reasons: Vec<Option<Rc<Filter>>> = vec![None; groups.len() + 1];
         for &i in &eligible {
             if let Some(g) = used.iter().find(|&&g| member_of[g][i]).copied() {
-                if let Verdict::Selected { note, .. } = &mut considered[i].verdict {
-                    note.group = Some(&groups[g].name);
-                }
+                decision.set_group(i, &groups[g].name);
                 continue;
             }
             let group = member_of.iter().position(|m| m[i]);
@@ -146,16 +145,17 @@ pub(crate) fn run<'a>(needs: &'a Needs<'_>, considered: &mut [Considered<'a>]) {
                 };
                 Rc::new(Filter::AffinityGroup { reason })
             });
-            drop(&mut considered[i], FilterRef::Shared(Rc::clone(reason)));
+            drop(decision, i, FilterRef::Shared(Rc::clone(reason)));
         }
     }
     for r in results {
         for (i, filter) in r.dropped {
-            drop(&mut considered[i], filter);
+            drop(decision, i, filter);
         }
         for (i, n) in r.counts {
-            if let Verdict::Selected { replicas, .. } = &mut considered[i].verdict {
-                *replicas = n;
+            let c = &mut decision.considered[i];
+            if c.selected {
+                c.replicas = n;
             }
         }
     }
@@ -163,15 +163,12 @@ pub(crate) fn run<'a>(needs: &'a Needs<'_>, considered: &mut [Considered<'a>]) {
 
 /// Leaves a cluster out. One that could only keep what it runs reports that rule instead:
 /// with nothing running it would have been filtered there, and solving again must agree.
-fn drop<'a>(considered: &mut Considered<'a>, filter: FilterRef<'a>) {
-    let filter = match &considered.verdict {
-        Verdict::Selected {
-            keeps_only: Some(first),
-            ..
-        } => first.clone(),
-        _ => filter,
-    };
-    considered.verdict = Verdict::Filtered(filter);
+fn drop<'a>(decision: &mut Decision<'a>, i: usize, filter: FilterRef<'a>) {
+    let filter = decision
+        .keeps_only(&decision.considered[i])
+        .cloned()
+        .unwrap_or(filter);
+    decision.filter(i, filter);
 }
 
 fn unplaced(workload: &Workload, r: &SetResult, members: usize) -> u64 {
@@ -184,20 +181,14 @@ fn unplaced(workload: &Workload, r: &SetResult, members: usize) -> u64 {
     desired.saturating_sub(r.placed())
 }
 
-fn share(considered: &Considered<'_>) -> Share {
-    match &considered.verdict {
-        Verdict::Selected { share, .. } => *share,
-        Verdict::Filtered(_) => Share::default(),
-    }
-}
-
 /// Spread rules, then division, over `members` (indices into `considered`, name order).
 fn solve_set<'a>(
     needs: &Needs<'_>,
-    considered: &[Considered<'a>],
+    decision: &Decision<'a>,
     members: &[usize],
     total: u32,
 ) -> SetResult<'a> {
+    let considered = &decision.considered;
     let workload = needs.workload;
     let placement = &workload.placement;
     let mut rules: Vec<GroupRule> = placement
@@ -225,20 +216,16 @@ fn solve_set<'a>(
         members = kept;
         values_by_rule.push(values);
     }
-    let mut shares: Vec<Share> = members.iter().map(|&i| share(&considered[i])).collect();
+    let mut shares: Vec<Share> = members.iter().map(|&i| considered[i].share()).collect();
     let counts: Vec<u32> = match placement.replica_scheduling {
         ReplicaScheduling::Duplicated => {
             // Every cluster runs its own copies: PreferNoSchedule clusters only when no
             // other cluster can run them.
             if shares.iter().any(|s| !s.avoid) {
                 let (kept, avoided): (Vec<usize>, Vec<usize>) =
-                    members.iter().partition(|&&i| !share(&considered[i]).avoid);
+                    members.iter().partition(|&&i| !considered[i].share().avoid);
                 for i in avoided {
-                    if let Verdict::Selected {
-                        avoided: Some(taint),
-                        ..
-                    } = &considered[i].verdict
-                    {
+                    if let Some(taint) = decision.avoided(&considered[i]) {
                         result.dropped.push((i, FilterRef::Avoided(taint)));
                     }
                 }
@@ -246,7 +233,7 @@ fn solve_set<'a>(
             }
             members
                 .iter()
-                .map(|&i| workload.replicas.min(share(&considered[i]).fits))
+                .map(|&i| workload.replicas.min(considered[i].share().fits))
                 .collect()
         }
         _ => {
@@ -331,7 +318,7 @@ impl<'a> Values<'a> {
     fn of(
         key: Key,
         index: &ClusterIndex<'a>,
-        considered: &[Considered<'_>],
+        considered: &[Considered],
         members: &[usize],
     ) -> Self {
         // By string number: a table as long as the index has strings costs less to clear
@@ -340,7 +327,7 @@ impl<'a> Values<'a> {
         let mut names = Vec::new();
         let mut of = vec![None; considered.len()];
         for &i in members {
-            if let Some(value) = index.value(considered[i].at, key) {
+            if let Some(value) = index.value(considered[i].at(), key) {
                 let next = u32::try_from(names.len()).unwrap_or(u32::MAX);
                 let number = *numbers[value.position()].get_or_insert_with(|| {
                     names.push(index.text(value));
@@ -387,7 +374,7 @@ fn grouping(rule: &GroupRule, values: &Values<'_>, members: &[usize]) -> Groupin
 /// `values` numbers the members' values of the rule's attribute.
 fn select_groups<'a>(
     rule: &GroupRule,
-    considered: &[Considered<'a>],
+    considered: &[Considered],
     members: &[usize],
     total: u32,
     values: &Values<'_>,
@@ -438,7 +425,7 @@ fn select_groups<'a>(
     // tie and the order stays put as capacity moves), then by value.
     let mut room = vec![0u64; groups];
     for &i in &valued {
-        let share = share(&considered[i]);
+        let share = considered[i].share();
         if share.weight > 0 {
             if let Some(v) = values.of[i] {
                 room[v as usize] += u64::from(share.fits.min(total));

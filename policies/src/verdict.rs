@@ -8,18 +8,231 @@
 use std::fmt;
 use std::rc::Rc;
 
-use hansa_core::{Cluster, ClusterHealth, Requirement, RuntimeKind, Taint};
+use hansa_core::{ClusterHealth, Requirement, RuntimeKind, Taint};
 
 use crate::constraints::{ClusterTest, Test};
 use crate::divide::Share;
 use crate::reason::{Filter, ResourceKind};
 
-/// One cluster on its way through the phases.
-pub(crate) struct Considered<'a> {
-    pub cluster: &'a Cluster,
+/// One cluster on its way through the phases: what the select and divide phases read, kept
+/// to 32 bytes because a decision passes over a thousand of these several times. What only
+/// the explanation reads (reasons, notes) is kept aside, in its [`Decision`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Considered {
     /// The cluster's position in the index.
-    pub at: usize,
-    pub verdict: Verdict<'a>,
+    at: u32,
+    /// Where the cluster's reason or note is in [`Decision::aside`] (`NOTHING_ASIDE`: none).
+    aside: u32,
+    /// Replicas it receives (always 0 when filtered).
+    pub replicas: u32,
+    /// What [`Share`] says, for a selected cluster.
+    pub fits: u32,
+    pub previous: u32,
+    pub weight: u64,
+    pub avoid: bool,
+    pub pinned: bool,
+    /// Passed the filter, and no group or spread rule has left it out.
+    pub selected: bool,
+}
+
+const NOTHING_ASIDE: u32 = u32::MAX;
+
+impl Considered {
+    pub fn at(&self) -> usize {
+        self.at as usize
+    }
+
+    /// How the divide phase sees the cluster (nothing, when filtered).
+    pub fn share(&self) -> Share {
+        if !self.selected {
+            return Share::default();
+        }
+        Share {
+            weight: self.weight,
+            fits: self.fits,
+            previous: self.previous,
+            avoid: self.avoid,
+            pinned: self.pinned,
+        }
+    }
+}
+
+/// A decision's clusters: their compact records, and beside them the reasons and notes, which
+/// only some records have and only the explanation reads.
+pub(crate) struct Decision<'a> {
+    pub considered: Vec<Considered>,
+    aside: Vec<Aside<'a>>,
+}
+
+/// What a record keeps aside.
+#[derive(Clone)]
+enum Aside<'a> {
+    Reason(FilterRef<'a>),
+    /// Only for a selected cluster with something to say.
+    Selected {
+        note: Note<'a>,
+        /// The cluster only keeps what it runs; if it ends with none, it is filtered by this.
+        keeps_only: Option<FilterRef<'a>>,
+        /// The untolerated PreferNoSchedule taint, if any.
+        avoided: Option<&'a Taint>,
+    },
+}
+
+impl<'a> Decision<'a> {
+    pub fn with_capacity(clusters: usize) -> Self {
+        Decision {
+            considered: Vec::with_capacity(clusters),
+            aside: Vec::new(),
+        }
+    }
+
+    /// Adds the cluster at index position `at`. Inlined: built in place, the verdict is not
+    /// copied through memory (one per cluster per decision).
+    #[inline]
+    pub fn push(&mut self, at: usize, verdict: Verdict<'a>) {
+        let at = u32::try_from(at).expect("an index holds fewer than 2^32 clusters");
+        let record = match verdict {
+            Verdict::Filtered(reason) => Considered {
+                at,
+                aside: self.put_aside(Aside::Reason(reason)),
+                ..Considered::default()
+            },
+            Verdict::Selected {
+                share,
+                note,
+                keeps_only,
+                avoided,
+            } => {
+                let says_something = keeps_only.is_some()
+                    || avoided.is_some()
+                    || note.group.is_some()
+                    || !matches!(note.because, Because::Nothing);
+                Considered {
+                    at,
+                    aside: if says_something {
+                        self.put_aside(Aside::Selected {
+                            note,
+                            keeps_only,
+                            avoided,
+                        })
+                    } else {
+                        NOTHING_ASIDE
+                    },
+                    replicas: 0,
+                    fits: share.fits,
+                    previous: share.previous,
+                    weight: share.weight,
+                    avoid: share.avoid,
+                    pinned: share.pinned,
+                    selected: true,
+                }
+            }
+        };
+        self.considered.push(record);
+    }
+
+    /// Adds `record` of `other`, with what it keeps aside.
+    pub fn push_from(&mut self, other: &Decision<'a>, record: &Considered) {
+        let aside = match other.aside_of(record) {
+            Some(aside) => self.put_aside(aside.clone()),
+            None => NOTHING_ASIDE,
+        };
+        self.considered.push(Considered { aside, ..*record });
+    }
+
+    fn put_aside(&mut self, aside: Aside<'a>) -> u32 {
+        self.aside.push(aside);
+        u32::try_from(self.aside.len() - 1).expect("fewer than 2^32 records")
+    }
+
+    fn aside_of(&self, record: &Considered) -> Option<&Aside<'a>> {
+        match record.aside {
+            NOTHING_ASIDE => None,
+            i => self.aside.get(i as usize),
+        }
+    }
+
+    fn aside_mut(&mut self, i: usize) -> Option<&mut Aside<'a>> {
+        match self.considered[i].aside {
+            NOTHING_ASIDE => None,
+            at => self.aside.get_mut(at as usize),
+        }
+    }
+
+    /// Why a filtered record was filtered.
+    pub fn reason(&self, record: &Considered) -> Option<&FilterRef<'a>> {
+        match self.aside_of(record) {
+            Some(Aside::Reason(reason)) if !record.selected => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// What a selected record adds in words.
+    pub fn note(&self, record: &Considered) -> Note<'a> {
+        match self.aside_of(record) {
+            Some(Aside::Selected { note, .. }) => *note,
+            _ => Note::default(),
+        }
+    }
+
+    /// The filter of a selected record that only keeps what it runs.
+    pub fn keeps_only(&self, record: &Considered) -> Option<&FilterRef<'a>> {
+        match self.aside_of(record) {
+            Some(Aside::Selected { keeps_only, .. }) => keeps_only.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The untolerated PreferNoSchedule taint of a selected record.
+    pub fn avoided(&self, record: &Considered) -> Option<&'a Taint> {
+        match self.aside_of(record) {
+            Some(Aside::Selected { avoided, .. }) => *avoided,
+            _ => None,
+        }
+    }
+
+    /// Takes the filter of record `i` that only keeps what it runs: it keeps no more.
+    pub fn take_keeps_only(&mut self, i: usize) -> Option<FilterRef<'a>> {
+        match self.aside_mut(i) {
+            Some(Aside::Selected { keeps_only, .. }) => keeps_only.take(),
+            _ => None,
+        }
+    }
+
+    /// Record `i` is used in the clusterAffinities group `group`.
+    pub fn set_group(&mut self, i: usize, group: &'a String) {
+        match self.aside_mut(i) {
+            Some(Aside::Selected { note, .. }) => note.group = Some(group),
+            _ => {
+                let note = Note {
+                    group: Some(group),
+                    ..Note::default()
+                };
+                self.considered[i].aside = self.put_aside(Aside::Selected {
+                    note,
+                    keeps_only: None,
+                    avoided: None,
+                });
+            }
+        }
+    }
+
+    /// Leaves record `i` out, filtered by `reason`.
+    pub fn filter(&mut self, i: usize, reason: FilterRef<'a>) {
+        let aside = match self.aside_mut(i) {
+            Some(aside) => {
+                *aside = Aside::Reason(reason);
+                self.considered[i].aside
+            }
+            None => self.put_aside(Aside::Reason(reason)),
+        };
+        let at = self.considered[i].at;
+        self.considered[i] = Considered {
+            at,
+            aside,
+            ..Considered::default()
+        };
+    }
 }
 
 /// Which clusters a decision keeps in its list.
@@ -31,11 +244,11 @@ pub(crate) enum Kept {
     Eligible,
 }
 
+/// What the filter and weigh phases say about one cluster, before [`Decision::push`] files it.
 pub(crate) enum Verdict<'a> {
     Filtered(FilterRef<'a>),
     Selected {
         share: Share,
-        replicas: u32,
         note: Note<'a>,
         /// The cluster only keeps what it runs; if it ends with none, it is filtered by this.
         keeps_only: Option<FilterRef<'a>>,
