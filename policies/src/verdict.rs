@@ -86,9 +86,10 @@ impl<'a> Decision<'a> {
         }
     }
 
-    /// Adds the cluster at index position `at`. Inlined: built in place, the verdict is not
-    /// copied through memory (one per cluster per decision).
-    #[inline]
+    /// Adds the cluster at index position `at`. Always inlined (one call per cluster per
+    /// decision): the verdict then folds into the record instead of being copied through the
+    /// stack, which LLVM's heuristics left to a call.
+    #[inline(always)]
     pub fn push(&mut self, at: usize, verdict: Verdict<'a>) {
         let at = u32::try_from(at).expect("an index holds fewer than 2^32 clusters");
         let record = match verdict {
