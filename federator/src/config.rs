@@ -211,18 +211,17 @@ impl Config {
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
         config.validate(path)?;
-        Ok(config.with_defaults())
+        Ok(config)
     }
 
-    /// Defaults that depend on other sections: a peer's DNS server is in the peer's own
-    /// cluster unless `[dns] cluster` says otherwise.
-    fn with_defaults(mut self) -> Config {
-        if let (Some(dns), Some(peer)) = (self.dns.as_mut(), self.peer.as_ref()) {
-            if dns.cluster.is_none() {
-                dns.cluster = Some(peer.cluster.clone());
-            }
+    /// The `[dns]` section in force: a peer's DNS server is in the peer's own cluster unless
+    /// `[dns] cluster` says otherwise.
+    pub fn dns(&self) -> Option<crate::dns::DnsConfig> {
+        let mut dns = self.dns.clone()?;
+        if let (None, Some(peer)) = (&dns.cluster, &self.peer) {
+            dns.cluster = Some(peer.cluster.clone());
         }
-        self
+        Some(dns)
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -448,7 +447,7 @@ key = "c.key"
         let cluster = |dns: &str| {
             Config::parse(Path::new("f.toml"), &text(dns))
                 .expect("peer config")
-                .dns
+                .dns()
                 .expect("[dns]")
                 .cluster
         };

@@ -210,9 +210,9 @@ impl Federator {
         if let Some(peer) = &peer {
             registry.register_collector(Box::new(peer.collector()));
         }
-        let dns_addr = if let Some(dns_config) = &config.dns {
+        let dns_addr = if let Some(dns_config) = config.dns() {
             let (addr, serve) = dns::start(
-                dns_config,
+                &dns_config,
                 store.clone(),
                 live.clone(),
                 dns_metrics,
