@@ -5,6 +5,12 @@
 //! reports it before applying every entry, so it is kept in memory and written with the next
 //! append (or on close), rather than with a write transaction of its own on Raft's critical path.
 //!
+//! One writer thread performs every write, in the order submitted, several to a transaction
+//! when they queue up. An append returns once its entries are readable, before they are
+//! durable; Raft hears of the flush through the append's callback. The leader uses that to
+//! replicate while it writes (see `vendor/openraft/HANSA-PATCH.md`), and relies on the order:
+//! a vote saved after an append is durable only with the append.
+//!
 //! The newest entries are also kept decoded in memory ([`Tail`]): replication to every
 //! follower and the state machine read the entries just appended, and would otherwise read
 //! them back from the file and decode them once per reader.
@@ -19,7 +25,6 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, Vote};
 use redb::{Durability, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::db::{blocking, decode, encode, io_error, DbFile};
@@ -50,15 +55,19 @@ pub struct LogStore {
     file: Arc<DbFile>,
     committed: Arc<CommittedHint>,
     tail: Arc<Mutex<Tail>>,
+    writes: std::sync::mpsc::Sender<Write>,
 }
 
-/// The newest entries of the log, contiguous, each as stored in the file. Every entry here is
-/// in the file too: appends enter after their write is durable, and entries leave before a
-/// truncation or purge removes them from the file.
+/// The newest entries of the log, contiguous, each as encoded in the file. Appends enter when
+/// they are submitted, before they are durable; entries leave before a truncation or purge
+/// removes them from the file, and the bound only evicts entries that are durable. So the log
+/// is the file up to the tail's first entry, then the tail.
 #[derive(Default)]
 struct Tail {
     entries: VecDeque<(Entry<TypeConfig>, usize)>,
     bytes: usize,
+    /// The last index whose append is durable.
+    durable: Option<u64>,
 }
 
 impl Tail {
@@ -70,7 +79,7 @@ impl Tail {
         self.entries.back().map(|(e, _)| e.log_id.index)
     }
 
-    /// Adds entries that follow the tail (anything else starts it over), then trims it.
+    /// Adds entries that follow the tail (anything else starts it over).
     fn push(&mut self, entries: impl IntoIterator<Item = (Entry<TypeConfig>, usize)>) {
         for (entry, size) in entries {
             if self
@@ -82,11 +91,19 @@ impl Tail {
             self.bytes += size;
             self.entries.push_back((entry, size));
         }
+        self.trim();
+    }
+
+    /// Evicts the oldest durable entries while the tail is over its bound.
+    fn trim(&mut self) {
         while self.entries.len() > TAIL_ENTRIES || self.bytes > TAIL_BYTES {
-            let Some((_, size)) = self.entries.pop_front() else {
+            let durable = self.durable;
+            if self.first_index().is_none_or(|first| Some(first) > durable) {
                 break;
-            };
-            self.bytes -= size;
+            }
+            if let Some((_, size)) = self.entries.pop_front() {
+                self.bytes -= size;
+            }
         }
     }
 
@@ -113,28 +130,17 @@ impl Tail {
         self.bytes = 0;
     }
 
-    /// The entries in `range`, when the tail holds all of the log's entries in it.
-    fn get(&self, range: &impl RangeBounds<u64>) -> Option<Vec<Entry<TypeConfig>>> {
-        let first = self.first_index()?;
-        let start = match range.start_bound() {
-            Bound::Included(&i) => i,
-            Bound::Excluded(&i) => i.checked_add(1)?,
-            Bound::Unbounded => 0,
-        };
-        // Entries before the tail may be in the file.
-        if start < first {
-            return None;
-        }
-        // Past the tail's end the log has nothing: the tail ends where the file does.
-        let skip = usize::try_from(start - first).ok()?;
-        Some(
-            self.entries
-                .iter()
-                .skip(skip)
-                .take_while(|(e, _)| range.contains(&e.log_id.index))
-                .map(|(e, _)| e.clone())
-                .collect(),
-        )
+    /// The entries in `range` from `start` on (the log has nothing past the tail's end).
+    fn get_from(&self, start: u64, range: &impl RangeBounds<u64>) -> Vec<Entry<TypeConfig>> {
+        let skip = self
+            .first_index()
+            .map_or(0, |first| start.saturating_sub(first));
+        self.entries
+            .iter()
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+            .take_while(|(e, _)| range.contains(&e.log_id.index))
+            .map(|(e, _)| e.clone())
+            .collect()
     }
 }
 
@@ -217,11 +223,40 @@ impl LogStore {
             file: file.clone(),
             unsaved: Mutex::new(None),
         });
+        let tail: Arc<Mutex<Tail>> = Arc::default();
+        let (writes, queue) = std::sync::mpsc::channel();
+        let writer = (file.clone(), tail.clone());
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || write_in_order(&writer.0, &writer.1, &queue))
+            .map_err(|e| {
+                StoreError::storage(&file.path, format!("cannot start its writer: {e}"))
+            })?;
         Ok(LogStore {
             file,
             committed,
-            tail: Arc::default(),
+            tail,
+            writes,
         })
+    }
+
+    /// Hands `write` to the writer thread.
+    fn submit(&self, write: Write) -> Result<(), StoreError> {
+        self.writes
+            .send(write)
+            .map_err(|_| StoreError::storage(&self.file.path, "its writer has stopped"))
+    }
+
+    /// Submits a write and waits until it is durable.
+    async fn write(&self, op: Op) -> Result<(), StoreError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.submit(Write {
+            op,
+            done: Done::Waiter(done),
+        })?;
+        result
+            .await
+            .map_err(|_| StoreError::storage(&self.file.path, "its writer has stopped"))?
     }
 
     fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
@@ -231,25 +266,126 @@ impl LogStore {
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
         read_meta(&self.file, key)
     }
+}
 
-    async fn write_meta<T: Serialize>(
-        &self,
-        key: &'static str,
-        value: &T,
-        durability: Durability,
-    ) -> Result<(), StoreError> {
-        let bytes = encode(&self.file.path, key, value)?;
-        blocking(&self.file, move |file| {
-            let mut txn = file.db.begin_write().map_err(|e| file.error(e))?;
-            txn.set_durability(durability);
-            txn.open_table(META)
-                .map_err(|e| file.error(e))?
-                .insert(key, bytes.as_slice())
-                .map_err(|e| file.error(e))?;
-            txn.commit().map_err(|e| file.error(e))
-        })
-        .await
+/// A write for the writer thread, and whom to tell when it is durable.
+struct Write {
+    op: Op,
+    done: Done,
+}
+
+enum Op {
+    /// Encoded entries by index, and the committed hint to store with them.
+    Append {
+        rows: Vec<(u64, Vec<u8>)>,
+        committed: Option<Vec<u8>>,
+    },
+    /// Removes the entries from this index on.
+    Truncate(u64),
+    /// Removes the entries up to and including this index, and records the purged log id.
+    Purge { upto: u64, log_id: Vec<u8> },
+    /// Sets a `META` key.
+    Meta { key: &'static str, value: Vec<u8> },
+}
+
+enum Done {
+    /// Raft's callback for an append.
+    Flushed(LogFlushed<TypeConfig>),
+    Waiter(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
+}
+
+impl Done {
+    fn report(self, result: Result<(), StoreError>) {
+        match self {
+            Done::Flushed(callback) => {
+                callback.log_io_completed(result.map_err(|e| std::io::Error::other(e.to_string())))
+            }
+            // The waiter may have given up (Raft shutting down); the write stands.
+            Done::Waiter(waiter) => {
+                let _ = waiter.send(result);
+            }
+        }
     }
+}
+
+/// The writer thread: performs writes in the order submitted, each batch that queued up
+/// behind the previous commit in one durable transaction. Ends when every `LogStore` clone is
+/// gone and the queue is empty.
+fn write_in_order(file: &DbFile, tail: &Mutex<Tail>, queue: &std::sync::mpsc::Receiver<Write>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        batch.extend(queue.try_iter());
+        let durable = tail.lock().unwrap_or_else(PoisonError::into_inner).durable;
+        let written = write_batch(file, &batch, durable);
+        let failed = written.is_err();
+        match &written {
+            Ok(durable) => {
+                let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+                tail.durable = *durable;
+                tail.trim();
+            }
+            // The file may not hold what the tail does: read everything from the file.
+            Err(_) => tail.lock().unwrap_or_else(PoisonError::into_inner).clear(),
+        }
+        for write in batch {
+            write.done.report(match &written {
+                Ok(_) => Ok(()),
+                Err(e) => Err(StoreError::storage(&file.path, e.to_string())),
+            });
+        }
+        if failed {
+            tracing::error!(path = %file.path.display(), "the Raft log could not be written");
+        }
+    }
+}
+
+/// One durable transaction for `batch`; the last durable index after it.
+fn write_batch(
+    file: &DbFile,
+    batch: &[Write],
+    mut durable: Option<u64>,
+) -> Result<Option<u64>, StoreError> {
+    let txn = file.db.begin_write().map_err(|e| file.error(e))?;
+    {
+        let mut log = txn.open_table(LOG).map_err(|e| file.error(e))?;
+        let mut meta = txn.open_table(META).map_err(|e| file.error(e))?;
+        for write in batch {
+            match &write.op {
+                Op::Append { rows, committed } => {
+                    for (index, bytes) in rows {
+                        log.insert(*index, bytes.as_slice())
+                            .map_err(|e| file.error(e))?;
+                    }
+                    if let Some(committed) = committed {
+                        meta.insert(COMMITTED, committed.as_slice())
+                            .map_err(|e| file.error(e))?;
+                    }
+                    if let Some((last, _)) = rows.last() {
+                        durable = Some(*last);
+                    }
+                }
+                Op::Truncate(from) => {
+                    log.retain_in(*from.., |_, _| false)
+                        .map_err(|e| file.error(e))?;
+                    durable = durable.map(|d| d.min(from.saturating_sub(1)));
+                }
+                Op::Purge { upto, log_id } => {
+                    // One transaction: the purged id and the removal are never seen apart.
+                    meta.insert(LAST_PURGED, log_id.as_slice())
+                        .map_err(|e| file.error(e))?;
+                    log.retain_in(..=*upto, |_, _| false)
+                        .map_err(|e| file.error(e))?;
+                }
+                Op::Meta { key, value } => {
+                    meta.insert(*key, value.as_slice())
+                        .map_err(|e| file.error(e))?;
+                }
+            }
+        }
+    }
+    // Durability::Immediate (the default): fsynced when commit returns.
+    txn.commit().map_err(|e| file.error(e))?;
+    Ok(durable)
 }
 
 fn read_meta<T: DeserializeOwned>(file: &DbFile, key: &str) -> Result<Option<T>, StoreError> {
@@ -292,11 +428,36 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
-        if let Some(entries) = self.tail().get(&range) {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
+        };
+        // The log is the file up to the tail's first entry, then the tail. The writer may
+        // evict from the tail's front while the file is read; then read again.
+        loop {
+            let Some(first) = self.tail().first_index() else {
+                return read_entries(&self.file, start..end)
+                    .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e));
+            };
+            let mut entries = if start < first {
+                read_entries(&self.file, start..end.min(first))
+                    .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?
+            } else {
+                Vec::new()
+            };
+            let tail = self.tail();
+            if tail.first_index() != Some(first) {
+                continue;
+            }
+            entries.extend(tail.get_from(start.max(first), &(start..end)));
             return Ok(entries);
         }
-        read_entries(&self.file, range)
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))
     }
 }
 
@@ -336,9 +497,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 }
                 None => None,
             };
+            // Appends still being written are in the tail.
+            let submitted = self.tail().entries.back().map(|(e, _)| e.log_id);
             Ok(LogState {
                 last_purged_log_id,
-                last_log_id: last.or(last_purged_log_id),
+                last_log_id: submitted.or(last).or(last_purged_log_id),
             })
         };
         read().map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))
@@ -349,7 +512,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
-        self.write_meta(VOTE, vote, Durability::Immediate)
+        let value = encode(&self.file.path, VOTE, vote)
+            .map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        // After every append submitted before it: a saved vote implies a durable log.
+        self.write(Op::Meta { key: VOTE, value })
             .await
             .map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
@@ -405,74 +571,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map(|committed| encode(&path, COMMITTED, &committed))
             .transpose()
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        let written = blocking(&self.file, move |file| {
-            let txn = file.db.begin_write().map_err(|e| file.error(e))?;
-            {
-                let mut log = txn.open_table(LOG).map_err(|e| file.error(e))?;
-                for (index, bytes) in &rows {
-                    log.insert(*index, bytes.as_slice())
-                        .map_err(|e| file.error(e))?;
-                }
-                if let Some(committed) = &committed {
-                    txn.open_table(META)
-                        .map_err(|e| file.error(e))?
-                        .insert(COMMITTED, committed.as_slice())
-                        .map_err(|e| file.error(e))?;
-                }
-            }
-            // Durability::Immediate (the default): fsynced when commit returns.
-            txn.commit().map_err(|e| file.error(e))
+        // Readable at once; durable when the callback says so.
+        self.tail().push(appended);
+        self.submit(Write {
+            op: Op::Append { rows, committed },
+            done: Done::Flushed(callback),
         })
-        .await;
-        match written {
-            Ok(()) => {
-                self.tail().push(appended);
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
-            }
-        }
+        .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         self.tail().truncate(log_id.index);
-        blocking(&self.file, move |file| {
-            let txn = file.db.begin_write().map_err(|e| file.error(e))?;
-            txn.open_table(LOG)
-                .map_err(|e| file.error(e))?
-                .retain_in(log_id.index.., |_, _| false)
-                .map_err(|e| file.error(e))?;
-            txn.commit().map_err(|e| file.error(e))
-        })
-        .await
-        // The file may not end where the tail does now: read it from the file.
-        .inspect_err(|_| self.tail().clear())
-        .map_err(|e| io_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, e))
+        self.write(Op::Truncate(log_id.index))
+            .await
+            .map_err(|e| io_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         let bytes = encode(&self.file.path, LAST_PURGED, &log_id)
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         self.tail().purge(log_id.index);
-        blocking(&self.file, move |file| {
-            let txn = file.db.begin_write().map_err(|e| file.error(e))?;
-            {
-                // One transaction: the purged id and the removal are never seen apart.
-                let mut meta = txn.open_table(META).map_err(|e| file.error(e))?;
-                meta.insert(LAST_PURGED, bytes.as_slice())
-                    .map_err(|e| file.error(e))?;
-                txn.open_table(LOG)
-                    .map_err(|e| file.error(e))?
-                    .retain_in(..=log_id.index, |_, _| false)
-                    .map_err(|e| file.error(e))?;
-            }
-            txn.commit().map_err(|e| file.error(e))
+        self.write(Op::Purge {
+            upto: log_id.index,
+            log_id: bytes,
         })
         .await
-        .inspect_err(|_| self.tail().clear())
         .map_err(|e| io_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, e))
     }
 }
@@ -541,5 +664,59 @@ mod tests {
         append(&mut log, entries(2, 9..=(TAIL_ENTRIES as u64 + 20))).await;
         assert_eq!(log.tail().first_index(), Some(21));
         check(&log).await;
+    }
+
+    /// An append is readable as soon as it is submitted, and a vote saved after it is durable
+    /// only with it: the writer keeps the order writes were submitted in.
+    #[tokio::test]
+    async fn writes_are_durable_in_the_order_submitted() {
+        let dir = TempDir::new().unwrap();
+        let (open, _) = mpsc::channel(1);
+        let mut log = LogStore::open(dir.path().join("raft.redb"), 1, open)
+            .await
+            .unwrap();
+        append(&mut log, entries(1, 1..=3)).await;
+        let mut pending = Vec::new();
+        for index in 4..=40 {
+            let entry = entries(1, index..=index).remove(0);
+            let (done, flushed) = tokio::sync::oneshot::channel();
+            log.tail().push([(entry, 10)]);
+            log.submit(Write {
+                op: Op::Append {
+                    rows: vec![(
+                        index,
+                        encode(&log.file.path, "entry", &entries(1, index..=index)[0]).unwrap(),
+                    )],
+                    committed: None,
+                },
+                done: Done::Waiter(done),
+            })
+            .unwrap();
+            pending.push(flushed);
+        }
+        // Readable before anyone waited for the writes.
+        let read = log.try_get_log_entries(2..41).await.unwrap();
+        assert_eq!(
+            read.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            (2..41).collect::<Vec<_>>()
+        );
+        let vote = Vote::new(2, 1);
+        log.save_vote(&vote).await.unwrap();
+        for mut flushed in pending {
+            assert!(
+                matches!(flushed.try_recv(), Ok(Ok(()))),
+                "an append submitted before the vote is not durable yet"
+            );
+        }
+        assert_eq!(read_entries(&log.file, ..).unwrap().len(), 40);
+        assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(
+            log.get_log_state()
+                .await
+                .unwrap()
+                .last_log_id
+                .map(|l| l.index),
+            Some(40)
+        );
     }
 }
