@@ -145,17 +145,18 @@ fn affected(
     seen.free = free;
     seen.policies = policies;
     let all = facts_changed || trigger == Trigger::Requeue { full: true };
+    // Keyed by the workload's key: no key is built for a workload that is not picked.
     state
         .workloads
-        .values()
-        .filter(|record| {
-            let placement = state.placements.get(&record.workload.key());
+        .iter()
+        .filter(|(key, record)| {
+            let placement = state.placements.get(*key);
             let stale = placement.is_none_or(|p| p.generation != record.generation);
             let unplaced = placement.is_some_and(|p| p.explanation.unplaced > 0);
             all || stale
                 || (unplaced && (free_changed || matches!(trigger, Trigger::Requeue { .. })))
         })
-        .map(|record| record.workload.key())
+        .map(|(key, _)| key.clone())
         .collect()
 }
 
