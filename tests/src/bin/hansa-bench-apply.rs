@@ -6,6 +6,10 @@
 //! cargo build --release --bins && target/release/hansa-bench-apply
 //! ```
 //!
+//! Environment: `HANSA_BENCH_SECONDS` (per run, default 10), `HANSA_BENCH_FAILOVERS` (leader
+//! kills, default 5), `HANSA_BENCH_LOG` (the federators' `RUST_LOG`), `HANSA_BENCH_ETCD=0`
+//! (skip etcd).
+//!
 //! Both sides get the same load: N clients, each with its own connection to one of the three
 //! members (client k to member k mod 3), each sending its next request as soon as the last one
 //! returned. Hansa: the Federation Apply RPC with a ~256-byte workload manifest, over mutual
@@ -182,6 +186,31 @@ struct Hansa {
     tls: TlsMaterial,
 }
 
+/// The leader, once the same node has led in the same term for half a second. A node restarted
+/// after a kill may still call an election; killing a leader that is about to lose its
+/// leadership anyway would time a failover that never happened.
+async fn stable_leader<F, Fut>(deadline: Instant, leader: F) -> Option<usize>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<(usize, u64)>>,
+{
+    let mut seen: Option<((usize, u64), Instant)> = None;
+    while Instant::now() < deadline {
+        let now = leader().await;
+        match (now, seen) {
+            (Some(current), Some((before, since))) if current == before => {
+                if since.elapsed() >= Duration::from_millis(500) {
+                    return Some(current.0);
+                }
+            }
+            (Some(current), _) => seen = Some((current, Instant::now())),
+            (None, _) => seen = None,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
 fn hansa_cli(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(exe_dir().join("hansa")).args(args).output()?;
     if !out.status.success() {
@@ -268,8 +297,8 @@ impl Hansa {
         Ok(self.tls.endpoint(&self.apis[i])?.connect().await?)
     }
 
-    /// The leader's index, asking the running members.
-    async fn leader(&self) -> Option<usize> {
+    /// The leader's index and term, asking the running members.
+    async fn leader(&self) -> Option<(usize, u64)> {
         for i in 0..MEMBERS {
             if self.processes[i].is_none() {
                 continue;
@@ -291,7 +320,9 @@ impl Hansa {
                     .all(|f| f.role != "unreachable" && f.lag == 0);
             if let Some(leader) = list.federators.iter().find(|f| f.role == "leader") {
                 if all_caught_up {
-                    return usize::try_from(leader.id).ok().map(|id| id - 1);
+                    return usize::try_from(leader.id)
+                        .ok()
+                        .map(|id| (id - 1, leader.term));
                 }
             }
         }
@@ -300,13 +331,8 @@ impl Hansa {
 
     async fn wait_leader(&self) -> anyhow::Result<usize> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(i) = self.leader().await {
-                return Ok(i);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("no Hansa leader with all members caught up within 60 s")
+        let stable = stable_leader(deadline, || self.leader()).await;
+        stable.context("no Hansa leader with all members caught up within 60 s")
     }
 
     async fn op(&self, clients: usize, prefix: &str) -> anyhow::Result<Op> {
@@ -411,8 +437,8 @@ impl Etcd {
         Ok(etcd_client::Client::connect([self.clients[i].as_str()], Some(options)).await?)
     }
 
-    /// The leader's index, when every running member agrees on one.
-    async fn leader(&self) -> Option<usize> {
+    /// The leader's index and term, when every running member agrees on one.
+    async fn leader(&self) -> Option<(usize, u64)> {
         let mut ids = Vec::new();
         let mut leader = None;
         for i in 0..MEMBERS {
@@ -426,24 +452,21 @@ impl Etcd {
             };
             let status = status?;
             ids.push(status.header().map(|h| h.member_id()));
-            leader = Some(status.leader());
+            leader = Some((status.leader(), status.raft_term()));
         }
-        let leader = leader?;
+        let (leader, term) = leader?;
         if leader == 0 {
             return None;
         }
-        ids.iter().position(|id| *id == Some(leader))
+        ids.iter()
+            .position(|id| *id == Some(leader))
+            .map(|i| (i, term))
     }
 
     async fn wait_leader(&self) -> anyhow::Result<usize> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(i) = self.leader().await {
-                return Ok(i);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("no etcd leader within 60 s")
+        let stable = stable_leader(deadline, || self.leader()).await;
+        stable.context("no etcd leader within 60 s")
     }
 
     async fn op(&self, clients: usize) -> anyhow::Result<Op> {
@@ -539,6 +562,10 @@ async fn main() -> anyhow::Result<()> {
         hansa.processes[leader] = Some(hansa.spawn(leader)?);
     }
     drop(hansa);
+    // HANSA_BENCH_ETCD=0: Hansa alone, for comparing two builds of the federator side by side.
+    if std::env::var("HANSA_BENCH_ETCD").is_ok_and(|v| v == "0") {
+        return Ok(());
+    }
 
     let mut etcd = Etcd::start(dir.path())?;
     etcd.wait_leader().await?;
