@@ -553,8 +553,8 @@ mod tests {
         assert!(matches!(state.apply(&pause), CommandResponse::Ignored(_)));
     }
 
-    /// The state machine persists only the objects a command declares: everything a rollout
-    /// command changes must live in its workload's record.
+    /// Peer mode versions only the objects a command declares: everything a rollout command
+    /// changes must live in its workload's record.
     #[test]
     fn rollout_commands_change_only_their_workload() {
         let mut state = placed(true);

@@ -225,7 +225,7 @@ impl PutOutcome {
     }
 }
 
-/// One stored object; the unit the state machine persists.
+/// One stored object; the unit peer mode versions and gossips.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum ObjectKey {
     Workload(WorkloadKey),
@@ -1173,8 +1173,8 @@ mod tests {
         assert_eq!(state.clusters["eu-1"].health, ClusterHealth::Unreachable);
     }
 
-    /// The state machine persists only `touched_objects`; anything else a command changed
-    /// would be lost on restart.
+    /// Peer mode versions only `touched_objects`; anything else a command changed would
+    /// never reach the other peers.
     #[test]
     fn commands_change_only_the_objects_they_declare() {
         let commands = vec![

@@ -1,22 +1,17 @@
-//! The applied state in `<data_dir>/state.redb`, one row per object, plus an in-memory mirror
-//! that readers use.
+//! The applied state, kept in memory, and its snapshots in `<data_dir>/state.redb`.
 //!
-//! Tables: `objects` (`workload/<ns>/<name>`, `cluster/<name>`, `placement/<ns>/<name>` ->
-//! JSON), `meta` (last applied log id, last membership) and `snapshot` (the current snapshot's
-//! meta and data). `apply` changes the mirror at once, and the file only every `DURABLE_EVERY`
-//! entries or `DURABLE_AFTER`: then one fsynced write transaction holds every object changed
-//! since the last one and the last applied log id together. The Raft log is durable, and after
-//! a crash redb is back at its last write, with a consistent last applied id, from where Raft
-//! re-applies the committed entries (a write without an fsync would not survive a crash either,
-//! so writing each apply buys nothing but a write transaction per entry). A clean close writes
-//! what is left. Snapshots (built and installed) are fsynced: Raft purges log entries only once
-//! a snapshot covers them.
+//! The state machine lives in memory (the mirror that readers use); the file holds only the
+//! current snapshot (table `snapshot`: its meta and the state as one JSON document) and, for a
+//! control plane restored from a backup, the state it starts from (`meta`/`base`). A restart
+//! loads the snapshot (or the base) and Raft re-applies the log entries after it, which it
+//! keeps until a newer snapshot covers them: snapshots are fsynced before Raft purges the log.
+//! So `apply` does no I/O at all, as in Consul's and Nomad's state stores, instead of writing
+//! every changed object again beside the log that already holds it.
 
-use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -29,20 +24,17 @@ use tokio::sync::{mpsc, watch};
 
 use super::db::{blocking, decode, encode, io_error, DbFile};
 use super::error::StoreError;
-use super::state::{Command, CommandResponse, FederationState, ObjectKey};
+use super::state::{Command, CommandResponse, FederationState};
 use super::{NodeId, TypeConfig};
 
-const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+/// Written by builds that stored every applied object; dropped on open (the snapshot and the
+/// Raft log hold the same state).
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 
-/// The applied objects are written (and fsynced) at least every this many entries, and at least
-/// this often: bounds the replay after a crash.
-const DURABLE_EVERY: u64 = 1000;
-const DURABLE_AFTER: Duration = Duration::from_secs(1);
-
-const LAST_APPLIED: &str = "last_applied";
-const LAST_MEMBERSHIP: &str = "last_membership";
+/// `meta`: the state a restored control plane starts from, before its first log entry.
+const BASE: &str = "base";
 const SNAPSHOT_META: &str = "meta";
 const SNAPSHOT_DATA: &str = "data";
 
@@ -84,14 +76,10 @@ pub struct StateMachineStore {
     /// Held while applying and while capturing or installing a snapshot, so they never
     /// interleave.
     writing: Arc<tokio::sync::Mutex<()>>,
-    /// The last apply written to the file: its index and when (none yet: the next is).
-    last_durable: (u64, Option<Instant>),
-    /// Objects applied to the mirror since then, written with the next durable apply.
-    unwritten: BTreeSet<ObjectKey>,
 }
 
 impl StateMachineStore {
-    /// Opens the file and loads the applied state into memory.
+    /// Opens the file and loads the snapshot (or the base state) into memory.
     pub(crate) async fn open(
         path: PathBuf,
         open: mpsc::Sender<()>,
@@ -106,8 +94,6 @@ impl StateMachineStore {
                 applied_index: Arc::new(watch::channel(index).0),
             },
             writing: Arc::new(tokio::sync::Mutex::new(())),
-            last_durable: (index, None),
-            unwritten: BTreeSet::new(),
         })
     }
 
@@ -125,252 +111,39 @@ pub(crate) async fn seed(
 ) -> Result<(), StoreError> {
     let file = DbFile::open(path, open).await?;
     blocking(&file, move |file| {
+        let base = encode(&file.path, BASE, &state)?;
         let txn = file.db.begin_write().map_err(|e| file.error(e))?;
-        for table in [OBJECTS, META, SNAPSHOT] {
-            txn.open_table(table).map_err(|e| file.error(e))?;
-        }
-        let applied = Applied {
-            state,
-            ..Applied::default()
-        };
-        replace_all(file, &txn, &applied)?;
+        txn.open_table(SNAPSHOT).map_err(|e| file.error(e))?;
+        txn.open_table(META)
+            .map_err(|e| file.error(e))?
+            .insert(BASE, base.as_slice())
+            .map_err(|e| file.error(e))?;
         txn.commit().map_err(|e| file.error(e))
     })
     .await
 }
 
-/// Reads the whole state. A snapshot newer than the objects (which the write ordering should
-/// prevent) wins, since it is a complete committed state.
+/// Reads the state to start from: the current snapshot, else the base state, else nothing.
 fn load(file: &DbFile) -> Result<Applied, StoreError> {
     let txn = file.db.begin_write().map_err(|e| file.error(e))?;
-    for table in [OBJECTS, META, SNAPSHOT] {
-        txn.open_table(table).map_err(|e| file.error(e))?;
-    }
+    txn.open_table(META).map_err(|e| file.error(e))?;
+    txn.open_table(SNAPSHOT).map_err(|e| file.error(e))?;
+    txn.delete_table(OBJECTS).map_err(|e| file.error(e))?;
     txn.commit().map_err(|e| file.error(e))?;
 
+    if let Some((meta, data)) = read_snapshot(file)? {
+        return decode_snapshot(file, &meta, &data);
+    }
     let txn = file.db.begin_read().map_err(|e| file.error(e))?;
     let meta = txn.open_table(META).map_err(|e| file.error(e))?;
-    let mut applied = Applied::default();
-    if let Some(v) = meta.get(LAST_APPLIED).map_err(|e| file.error(e))? {
-        applied.last_applied = decode(file, LAST_APPLIED, v.value())?;
-    }
-    if let Some(v) = meta.get(LAST_MEMBERSHIP).map_err(|e| file.error(e))? {
-        applied.last_membership = decode(file, LAST_MEMBERSHIP, v.value())?;
-    }
-    let objects = txn.open_table(OBJECTS).map_err(|e| file.error(e))?;
-    for row in objects.iter().map_err(|e| file.error(e))? {
-        let (key, value) = row.map_err(|e| file.error(e))?;
-        load_object(file, &mut applied.state, key.value(), value.value())?;
-    }
-
-    let snapshot = read_snapshot(file)?;
-    drop(txn);
-    if let Some((meta, data)) = snapshot {
-        if meta.last_log_id > applied.last_applied {
-            let newer = decode_snapshot(file, &meta, &data)?;
-            let txn = file.db.begin_write().map_err(|e| file.error(e))?;
-            replace_all(file, &txn, &newer)?;
-            txn.commit().map_err(|e| file.error(e))?;
-            return Ok(newer);
-        }
-    }
-    Ok(applied)
-}
-
-fn load_object(
-    file: &DbFile,
-    state: &mut FederationState,
-    key: &str,
-    value: &[u8],
-) -> Result<(), StoreError> {
-    let object = if key.starts_with("workload/") {
-        let record: super::WorkloadRecord = decode(file, key, value)?;
-        let object = ObjectKey::Workload(record.workload.key());
-        state.workloads.insert(record.workload.key(), record);
-        object
-    } else if key.starts_with("cluster/") {
-        let cluster: hansa_core::Cluster = decode(file, key, value)?;
-        let object = ObjectKey::Cluster(cluster.name.clone());
-        state.clusters.insert(cluster.name.clone(), cluster);
-        object
-    } else if key.starts_with("placement/") {
-        let placement: hansa_core::Placement = decode(file, key, value)?;
-        let workload = super::state::placement_key(&placement);
-        state.placements.insert(workload.clone(), placement);
-        ObjectKey::Placement(workload)
-    } else if key.starts_with("policy/") {
-        let record: super::state::PolicyRecord = decode(file, key, value)?;
-        let p = &record.policy;
-        let k = super::state::policy_key(&p.kind, p.namespace.as_deref(), &p.name);
-        state.policies.insert(k.clone(), record);
-        ObjectKey::Policy(k)
-    } else if key.starts_with("override/") {
-        let record: super::state::OverrideRecord = decode(file, key, value)?;
-        let p = &record.policy;
-        let k = super::state::policy_key(&p.kind, p.namespace.as_deref(), &p.name);
-        state.overrides.insert(k.clone(), record);
-        ObjectKey::Override(k)
-    } else if let Some(object) = key.strip_prefix("record/") {
-        let record: hansa_gossip::Record = decode(file, key, value)?;
-        if record.key != object {
-            return Err(file.corrupt(format!("record stored as {key:?} is for {:?}", record.key)));
-        }
-        state.records.insert(record.key.clone(), record);
-        ObjectKey::Record(object.to_string())
-    } else if let Some(name) = key.strip_prefix("taints/") {
-        let taints: Vec<hansa_core::Taint> = decode(file, key, value)?;
-        state.operator_taints.insert(name.to_string(), taints);
-        ObjectKey::OperatorTaints(name.to_string())
-    } else {
-        return Err(file.corrupt(format!("unknown object {key:?}")));
+    let state = match meta.get(BASE).map_err(|e| file.error(e))? {
+        Some(v) => decode(file, "the restored base state", v.value())?,
+        None => FederationState::default(),
     };
-    if object.storage_key() != key {
-        return Err(file.corrupt(format!(
-            "object stored as {key:?} is {:?}",
-            object.storage_key()
-        )));
-    }
-    Ok(())
-}
-
-/// The bytes of one object as it is now, or `None` when it no longer exists.
-fn object_bytes(
-    file: &DbFile,
-    state: &FederationState,
-    object: &ObjectKey,
-) -> Result<Option<Vec<u8>>, StoreError> {
-    let key = object.storage_key();
-    match object {
-        ObjectKey::Workload(k) => state.workloads.get(k).map(|v| encode(&file.path, &key, v)),
-        ObjectKey::Cluster(k) => state.clusters.get(k).map(|v| encode(&file.path, &key, v)),
-        ObjectKey::Placement(k) => state.placements.get(k).map(|v| encode(&file.path, &key, v)),
-        ObjectKey::Policy(k) => state.policies.get(k).map(|v| encode(&file.path, &key, v)),
-        ObjectKey::Override(k) => state.overrides.get(k).map(|v| encode(&file.path, &key, v)),
-        ObjectKey::OperatorTaints(k) => state
-            .operator_taints
-            .get(k)
-            .map(|v| encode(&file.path, &key, v)),
-        ObjectKey::Record(k) => state.records.get(k).map(|v| encode(&file.path, &key, v)),
-    }
-    .transpose()
-}
-
-/// Replaces every object and the meta rows with `applied`, and makes it the current snapshot's
-/// base: used by `install_snapshot` and by `load`.
-fn replace_all(file: &DbFile, txn: &WriteTransaction, applied: &Applied) -> Result<(), StoreError> {
-    let mut objects = txn.open_table(OBJECTS).map_err(|e| file.error(e))?;
-    objects.retain(|_, _| false).map_err(|e| file.error(e))?;
-    let state = &applied.state;
-    let keys = state
-        .workloads
-        .keys()
-        .map(|k| ObjectKey::Workload(k.clone()))
-        .chain(state.clusters.keys().map(|k| ObjectKey::Cluster(k.clone())))
-        .chain(
-            state
-                .placements
-                .keys()
-                .map(|k| ObjectKey::Placement(k.clone())),
-        )
-        .chain(state.policies.keys().map(|k| ObjectKey::Policy(k.clone())))
-        .chain(
-            state
-                .overrides
-                .keys()
-                .map(|k| ObjectKey::Override(k.clone())),
-        )
-        .chain(
-            state
-                .operator_taints
-                .keys()
-                .map(|k| ObjectKey::OperatorTaints(k.clone())),
-        )
-        .chain(state.records.keys().map(|k| ObjectKey::Record(k.clone())));
-    for object in keys {
-        if let Some(bytes) = object_bytes(file, state, &object)? {
-            objects
-                .insert(object.storage_key().as_str(), bytes.as_slice())
-                .map_err(|e| file.error(e))?;
-        }
-    }
-    write_meta(file, txn, applied.last_applied, &applied.last_membership)
-}
-
-fn write_meta(
-    file: &DbFile,
-    txn: &WriteTransaction,
-    last_applied: Option<LogId<NodeId>>,
-    membership: &Membership,
-) -> Result<(), StoreError> {
-    let mut meta = txn.open_table(META).map_err(|e| file.error(e))?;
-    let last_applied = encode(&file.path, LAST_APPLIED, &last_applied)?;
-    let membership = encode(&file.path, LAST_MEMBERSHIP, membership)?;
-    meta.insert(LAST_APPLIED, last_applied.as_slice())
-        .map_err(|e| file.error(e))?;
-    meta.insert(LAST_MEMBERSHIP, membership.as_slice())
-        .map_err(|e| file.error(e))?;
-    Ok(())
-}
-
-/// What a write of the applied state changes: the rows of `objects` as they are in `applied`
-/// (`None`: deleted), and the meta rows.
-struct Rows {
-    objects: Vec<(String, Option<Vec<u8>>)>,
-    last_applied: Option<LogId<NodeId>>,
-    membership: Membership,
-}
-
-fn capture(
-    file: &DbFile,
-    applied: &Applied,
-    objects: &BTreeSet<ObjectKey>,
-) -> Result<Rows, StoreError> {
-    let objects = objects
-        .iter()
-        .map(|object| {
-            Ok((
-                object.storage_key(),
-                object_bytes(file, &applied.state, object)?,
-            ))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(Rows {
-        objects,
-        last_applied: applied.last_applied,
-        membership: applied.last_membership.clone(),
+    Ok(Applied {
+        state,
+        ..Applied::default()
     })
-}
-
-/// Writes `rows` in one fsynced transaction.
-fn write_rows(file: &DbFile, rows: &Rows) -> Result<(), StoreError> {
-    let txn = file.db.begin_write().map_err(|e| file.error(e))?;
-    {
-        let mut objects = txn.open_table(OBJECTS).map_err(|e| file.error(e))?;
-        for (key, bytes) in &rows.objects {
-            match bytes {
-                Some(bytes) => objects.insert(key.as_str(), bytes.as_slice()),
-                None => objects.remove(key.as_str()),
-            }
-            .map_err(|e| file.error(e))?;
-        }
-    }
-    write_meta(file, &txn, rows.last_applied, &rows.membership)?;
-    txn.commit().map_err(|e| file.error(e))
-}
-
-impl Drop for StateMachineStore {
-    /// A clean close writes what was applied since the last write, so a restart replays nothing.
-    fn drop(&mut self) {
-        if self.unwritten.is_empty() {
-            return;
-        }
-        let applied = self.shared.read();
-        let written = capture(&self.file, &applied, &self.unwritten)
-            .and_then(|rows| write_rows(&self.file, &rows));
-        if let Err(e) = written {
-            tracing::warn!(error = %e, "could not write the applied state on close; it will be replayed from the Raft log");
-        }
-    }
 }
 
 type SnapshotRow = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
@@ -442,9 +215,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         let _writing = self.writing.lock().await;
         let mut responses = Vec::with_capacity(entries.len());
-        let touched = &mut self.unwritten;
-        // Readers see the entries before they are on this node's disk: they are committed,
-        // and Raft re-applies them after a crash.
         {
             let mut applied = self.shared.write();
             for entry in entries {
@@ -455,16 +225,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Normal(Command::Batch { commands }) => CommandResponse::Batch(
                         commands
                             .iter()
-                            .map(|cmd| {
-                                touched.extend(cmd.touched_objects(&applied.state));
-                                applied.state.apply(cmd)
-                            })
+                            .map(|cmd| applied.state.apply(cmd))
                             .collect(),
                     ),
-                    EntryPayload::Normal(cmd) => {
-                        touched.extend(cmd.touched_objects(&applied.state));
-                        applied.state.apply(&cmd)
-                    }
+                    EntryPayload::Normal(cmd) => applied.state.apply(&cmd),
                     EntryPayload::Membership(membership) => {
                         applied.last_membership =
                             StoredMembership::new(Some(entry.log_id), membership);
@@ -473,21 +237,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 responses.push(response);
             }
-        }
-        let (durable_index, durable_at) = self.last_durable;
-        let durable = last.index >= durable_index + DURABLE_EVERY
-            || durable_at.is_none_or(|at| at.elapsed() >= DURABLE_AFTER);
-        if durable {
-            let unwritten = std::mem::take(&mut self.unwritten);
-            let rows = {
-                let applied = self.shared.read();
-                capture(&self.file, &applied, &unwritten)
-            }
-            .map_err(|e| io_error(ErrorSubject::Apply(last), ErrorVerb::Write, e))?;
-            blocking(&self.file, move |file| write_rows(file, &rows))
-                .await
-                .map_err(|e| io_error(ErrorSubject::Apply(last), ErrorVerb::Write, e))?;
-            self.last_durable = (last.index, Some(Instant::now()));
         }
         self.shared.applied_index.send_replace(last.index);
         Ok(responses)
@@ -516,20 +265,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let applied = decode_snapshot(&self.file, meta, &data)
             .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?;
         let meta = meta.clone();
-        let applied = blocking(&self.file, move |file| {
-            // One transaction: the old state, the new state and the snapshot are never mixed.
+        // Durable before it replaces the state: Raft may purge the log it covers once it returns.
+        blocking(&self.file, move |file| {
             let txn = file.db.begin_write().map_err(|e| file.error(e))?;
-            replace_all(file, &txn, &applied)?;
             write_snapshot(file, &txn, &meta, &data)?;
-            txn.commit().map_err(|e| file.error(e))?;
-            Ok(applied)
+            txn.commit().map_err(|e| file.error(e))
         })
         .await
         .map_err(|e| io_error(subject, ErrorVerb::Write, e))?;
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         *self.shared.write() = applied;
-        self.unwritten.clear();
-        self.last_durable = (index, Some(Instant::now()));
         self.shared.applied_index.send_replace(index);
         Ok(())
     }

@@ -248,40 +248,41 @@ async fn open_state_machine(path: &Path) -> StateMachineStore {
         .unwrap()
 }
 
-/// Applies between two durable writes live in the mirror alone until the next one; a clean
-/// close writes them, so a reopened state machine has them without a replay.
+/// Applying writes nothing: a reopened state machine starts from its last snapshot, and Raft
+/// applies the log after it again.
 #[tokio::test]
-async fn applies_since_the_last_durable_write_are_written_on_close() {
+async fn a_reopened_state_machine_starts_from_its_snapshot() {
     let dir = TempDir::new().unwrap();
     let mut sm = open_state_machine(dir.path()).await;
-    // The first apply is written (and fsynced) at once; the next waits for the cadence.
+    sm.apply(vec![
+        entry(
+            1,
+            EntryPayload::Normal(put(vec![workload("web", "nginx:1", 2)])),
+        ),
+        entry(
+            2,
+            EntryPayload::Normal(put(vec![workload("api", "api:1", 1)])),
+        ),
+    ])
+    .await
+    .unwrap();
+    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let at_snapshot = sm.shared().read().clone();
     sm.apply(vec![entry(
-        1,
-        EntryPayload::Normal(put(vec![workload("web", "nginx:1", 2)])),
+        3,
+        EntryPayload::Normal(put(vec![workload("db", "db:1", 1)])),
     )])
     .await
     .unwrap();
-    sm.apply(vec![entry(
-        2,
-        EntryPayload::Normal(put(vec![workload("api", "api:1", 1)])),
-    )])
-    .await
-    .unwrap();
-    assert_eq!(sm.shared().read().state.workloads.len(), 2);
+    assert_eq!(sm.shared().read().state.workloads.len(), 3);
     drop(sm);
 
     let mut reopened = open_state_machine(dir.path()).await;
+    assert_eq!(*reopened.shared().read(), at_snapshot);
     let (last_applied, _) = reopened.applied_state().await.unwrap();
     assert_eq!(last_applied.map(|l| l.index), Some(2));
-    let keys: Vec<String> = reopened
-        .shared()
-        .read()
-        .state
-        .workloads
-        .keys()
-        .map(|k| k.name.clone())
-        .collect();
-    assert_eq!(keys, ["api", "web"]);
+    let current = reopened.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, snapshot.meta);
 }
 
 #[tokio::test]
@@ -376,22 +377,21 @@ async fn a_garbage_file_refuses_to_open_and_names_itself() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_undecodable_record_refuses_to_open() {
+async fn an_undecodable_snapshot_refuses_to_open() {
     let dir = TempDir::new().unwrap();
     let store = Store::open(config(dir.path())).await.unwrap();
     leading(&store).await;
     populate(&store).await;
+    store.compact().await.unwrap();
     store.shutdown().await.unwrap();
     drop(store);
 
     let db = redb::Database::create(dir.path().join(STATE_FILE)).unwrap();
     let txn = db.begin_write().unwrap();
     {
-        let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("objects");
-        let mut objects = txn.open_table(table).unwrap();
-        objects
-            .insert("workload/default/web", b"{not json".as_slice())
-            .unwrap();
+        let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("snapshot");
+        let mut snapshot = txn.open_table(table).unwrap();
+        snapshot.insert("data", b"{not json".as_slice()).unwrap();
     }
     txn.commit().unwrap();
     drop(db);
