@@ -15,6 +15,9 @@
 //! returned. Hansa: the Federation Apply RPC with a ~256-byte workload manifest, over mutual
 //! TLS. etcd: puts of a 16-byte key and a 256-byte value through the `etcd-client` crate
 //! (etcd's native gRPC API; plaintext on loopback, as etcd's own benchmarks run).
+//!
+//! Each run also prints the CPU time the three members used per operation, which moves less
+//! than throughput when the machine is shared.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -72,6 +75,10 @@ impl Proc {
         Ok(Proc(child))
     }
 
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     fn kill9(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -90,6 +97,10 @@ struct Stats {
     errors: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// CPU time the servers (all members) used while measuring.
+    server_cpu: Duration,
+    /// Context switches of the servers' threads while measuring.
+    server_switches: u64,
 }
 
 impl Stats {
@@ -104,10 +115,53 @@ impl Stats {
         let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
         self.latencies[i]
     }
+
+    /// Server CPU per operation: steadier than throughput on a shared machine.
+    fn cpu_per_op(&self) -> Duration {
+        u32::try_from(self.ops.max(1)).map_or(Duration::ZERO, |ops| self.server_cpu / ops)
+    }
+
+    /// Server thread switches per operation: each costs tens of microseconds on a VM.
+    fn switches_per_op(&self) -> f64 {
+        self.server_switches as f64 / self.ops.max(1) as f64
+    }
 }
 
-/// `clients` loops of `op` for `duration`, after a short warm-up.
-async fn drive(op: Op, clients: usize, duration: Duration) -> Stats {
+/// Voluntary plus involuntary context switches of every thread of the processes `pids`.
+fn context_switches(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).ok())
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// User plus system CPU time of the processes `pids` so far (Linux `/proc`).
+fn cpu_time(pids: &[u32]) -> Duration {
+    // utime and stime, fields 14 and 15 of /proc/PID/stat, in clock ticks of 1/100 s.
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // The command name (field 2) may hold spaces; the fields after it do not.
+            let after = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = after.split(' ').collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// `clients` loops of `op` for `duration`, after a short warm-up, while the servers `pids` run.
+async fn drive(op: Op, clients: usize, duration: Duration, pids: &[u32]) -> Stats {
     let warmup = Duration::from_millis(500);
     let start = Instant::now();
     let measure_from = start + warmup;
@@ -138,7 +192,14 @@ async fn drive(op: Op, clients: usize, duration: Duration) -> Stats {
             })
         })
         .collect();
-    let mut stats = Stats::default();
+    tokio::time::sleep_until(measure_from.into()).await;
+    let (cpu_before, switches_before) = (cpu_time(pids), context_switches(pids));
+    tokio::time::sleep_until(end.into()).await;
+    let mut stats = Stats {
+        server_cpu: cpu_time(pids).saturating_sub(cpu_before),
+        server_switches: context_switches(pids).saturating_sub(switches_before),
+        ..Stats::default()
+    };
     for task in tasks {
         if let Ok((latencies, errors)) = task.await {
             stats.latencies.extend(latencies);
@@ -293,6 +354,10 @@ impl Hansa {
         Proc::spawn(command, &self.dir.join(format!("fed-{}.log", i + 1)))
     }
 
+    fn pids(&self) -> Vec<u32> {
+        self.processes.iter().flatten().map(Proc::pid).collect()
+    }
+
     async fn channel(&self, i: usize) -> anyhow::Result<Channel> {
         Ok(self.tls.endpoint(&self.apis[i])?.connect().await?)
     }
@@ -430,6 +495,10 @@ impl Etcd {
         Proc::spawn(command, &self.dir.join(format!("etcd-{}.log", i + 1)))
     }
 
+    fn pids(&self) -> Vec<u32> {
+        self.processes.iter().flatten().map(Proc::pid).collect()
+    }
+
     async fn client(&self, i: usize) -> anyhow::Result<etcd_client::Client> {
         let options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
@@ -492,10 +561,12 @@ impl Etcd {
 
 fn report(system: &str, clients: usize, stats: &Stats) {
     println!(
-        "{system:<6} {clients:>3} client(s): {:>8.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} ops, {} errors)",
+        "{system:<6} {clients:>3} client(s): {:>8.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms   server CPU {:>5.0} us/op, {:>4.1} switches/op   ({} ops, {} errors)",
         stats.per_second(),
         stats.percentile(0.50).as_secs_f64() * 1000.0,
         stats.percentile(0.99).as_secs_f64() * 1000.0,
+        stats.cpu_per_op().as_secs_f64() * 1e6,
+        stats.switches_per_op(),
         stats.ops,
         stats.errors
     );
@@ -516,9 +587,9 @@ async fn main() -> anyhow::Result<()> {
 
     let mut hansa = Hansa::start(dir.path())?;
     hansa.wait_leader().await?;
-    let h1 = drive(hansa.op(1, "one").await?, 1, duration).await;
+    let h1 = drive(hansa.op(1, "one").await?, 1, duration, &hansa.pids()).await;
     report("hansa", 1, &h1);
-    let h64 = drive(hansa.op(64, "many").await?, 64, duration).await;
+    let h64 = drive(hansa.op(64, "many").await?, 64, duration, &hansa.pids()).await;
     report("hansa", 64, &h64);
     let mut hansa_failover = Vec::new();
     for round in 0..failovers {
@@ -569,9 +640,9 @@ async fn main() -> anyhow::Result<()> {
 
     let mut etcd = Etcd::start(dir.path())?;
     etcd.wait_leader().await?;
-    let e1 = drive(etcd.op(1).await?, 1, duration).await;
+    let e1 = drive(etcd.op(1).await?, 1, duration, &etcd.pids()).await;
     report("etcd", 1, &e1);
-    let e64 = drive(etcd.op(64).await?, 64, duration).await;
+    let e64 = drive(etcd.op(64).await?, 64, duration, &etcd.pids()).await;
     report("etcd", 64, &e64);
     let mut etcd_failover = Vec::new();
     for round in 0..failovers {
@@ -629,6 +700,13 @@ async fn main() -> anyhow::Result<()> {
         e64.percentile(0.5).as_secs_f64() * 1000.0,
         h64.percentile(0.99).as_secs_f64() * 1000.0,
         e64.percentile(0.99).as_secs_f64() * 1000.0,
+    );
+    println!(
+        "  server CPU per op: 1 client {:.0} / {:.0} us, 64 clients {:.0} / {:.0} us",
+        h1.cpu_per_op().as_secs_f64() * 1e6,
+        e1.cpu_per_op().as_secs_f64() * 1e6,
+        h64.cpu_per_op().as_secs_f64() * 1e6,
+        e64.cpu_per_op().as_secs_f64() * 1e6,
     );
     println!(
         "  leader failover (median, kill -9 to first accepted write): {:.0} / {:.0} ms",
