@@ -1,12 +1,12 @@
-//! The Raft log in `<data_dir>/raft.redb`: entries, the vote, the committed and the last
-//! purged log id. Every change that Raft relies on surviving a crash (appended entries, the
-//! vote, truncation, purge) is committed with redb's default `Durability::Immediate` — an fsync
-//! — before it is reported done. The committed log id is only a hint for faster restarts: Raft
-//! reports it before applying every entry, so it is kept in memory and written with the next
-//! append (or on close), rather than with a write transaction of its own on Raft's critical path.
+//! The Raft log in `<data_dir>/raft-log/` (see [`super::wal`]): entries, the vote, the
+//! committed and the last purged log id. Every change that Raft relies on surviving a crash
+//! (appended entries, the vote, truncation, purge) is fsynced before it is reported done. The
+//! committed log id is only a hint for faster restarts: Raft reports it before applying every
+//! entry, so it is kept in memory and written with the next append (or on close), rather than
+//! with a write of its own on Raft's critical path.
 //!
-//! One writer thread performs every write, in the order submitted, several to a transaction
-//! when they queue up. An append returns once its entries are readable, before they are
+//! One writer thread performs every write, in the order submitted, several to one write and
+//! fsync when they queue up. An append returns once its entries are readable, before they are
 //! durable; Raft hears of the flush through the append's callback. The leader uses that to
 //! replicate while it writes (see `vendor/openraft/HANSA-PATCH.md`), and relies on the order:
 //! a vote saved after an append is durable only with the append.
@@ -23,23 +23,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, Vote};
-use redb::{Durability, ReadableTable, TableDefinition};
-use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use super::db::{blocking, decode, encode, io_error, DbFile};
+use super::db::io_error;
 use super::error::StoreError;
+use super::wal::{self, Batch, Index, Record};
 use super::{NodeId, TypeConfig};
-
-/// Log entries by index, JSON-encoded `Entry<TypeConfig>`.
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-/// The vote, committed and last purged log ids, and the owning node id.
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-
-const VOTE: &str = "vote";
-const COMMITTED: &str = "committed";
-const LAST_PURGED: &str = "last_purged";
-const NODE_ID: &str = "node_id";
 
 /// The tail keeps at most this many entries...
 const TAIL_ENTRIES: usize = 1024;
@@ -48,16 +37,16 @@ const TAIL_BYTES: usize = 32 << 20;
 
 type StorageResult<T> = Result<T, openraft::StorageError<NodeId>>;
 
-/// The redb-backed Raft log. Clones share the file and the tail (they are the log readers
-/// Raft hands to its replication tasks).
+/// The Raft log. Clones share the files and the tail (they are the log readers Raft hands to
+/// its replication tasks).
 #[derive(Clone)]
 pub struct LogStore {
-    file: Arc<DbFile>,
+    dir: Arc<PathBuf>,
+    index: Arc<Mutex<Index>>,
     committed: Arc<CommittedHint>,
     tail: Arc<Mutex<Tail>>,
     writes: std::sync::mpsc::Sender<Write>,
 }
-
 /// The newest entries of the log, contiguous, each as encoded in the file. Appends enter when
 /// they are submitted, before they are durable; entries leave before a truncation or purge
 /// removes them from the file, and the bound only evicts entries that are durable. So the log
@@ -146,8 +135,9 @@ impl Tail {
 
 /// The committed log id Raft reported last, while no write has stored it yet.
 struct CommittedHint {
-    file: Arc<DbFile>,
     unsaved: Mutex<Option<Option<LogId<NodeId>>>>,
+    /// Where the last hint goes when the log closes.
+    writes: std::sync::mpsc::Sender<Write>,
 }
 
 impl CommittedHint {
@@ -160,81 +150,51 @@ impl CommittedHint {
 }
 
 impl Drop for CommittedHint {
+    /// The writer writes it before it stops, so a clean restart applies nothing again.
     fn drop(&mut self) {
-        let Some(committed) = self.take() else {
-            return;
-        };
-        let file = &self.file;
-        let written = encode(&file.path, COMMITTED, &committed).and_then(|bytes| {
-            let mut txn = file.db.begin_write().map_err(|e| file.error(e))?;
-            // `DbFile` commits durably when it closes, right after this.
-            txn.set_durability(Durability::None);
-            txn.open_table(META)
-                .map_err(|e| file.error(e))?
-                .insert(COMMITTED, bytes.as_slice())
-                .map_err(|e| file.error(e))?;
-            txn.commit().map_err(|e| file.error(e))
-        });
-        if let Err(e) = written {
-            tracing::warn!(error = %e, "could not write the committed log id on close");
+        if let Some(committed) = self.take() {
+            let _ = self.writes.send(Write {
+                op: Op::Committed(committed),
+                done: Done::Nobody,
+            });
         }
     }
 }
 
 impl LogStore {
-    /// Opens the log, refusing a file written by another node or one whose contents do not
-    /// decode or do not form a contiguous log.
+    /// Opens the log in `dir`, refusing one written by another node, or damaged. A data
+    /// directory from builds that kept the log in `raft.redb` beside it is carried over first.
     pub(crate) async fn open(
-        path: PathBuf,
+        dir: PathBuf,
         node_id: NodeId,
         open: mpsc::Sender<()>,
     ) -> Result<LogStore, StoreError> {
-        let file = DbFile::open(path, open).await?;
-        blocking(&file, move |file| {
-            let txn = file.db.begin_write().map_err(|e| file.error(e))?;
-            {
-                txn.open_table(LOG).map_err(|e| file.error(e))?;
-                let mut meta = txn.open_table(META).map_err(|e| file.error(e))?;
-                let stored = match meta.get(NODE_ID).map_err(|e| file.error(e))? {
-                    Some(v) => Some(decode::<NodeId>(file, NODE_ID, v.value())?),
-                    None => None,
-                };
-                match stored {
-                    Some(stored) if stored != node_id => {
-                        return Err(StoreError::WrongNode {
-                            path: file.path.clone(),
-                            stored,
-                            configured: node_id,
-                        })
-                    }
-                    Some(_) => {}
-                    None => {
-                        let bytes = encode(&file.path, NODE_ID, &node_id)?;
-                        meta.insert(NODE_ID, bytes.as_slice())
-                            .map_err(|e| file.error(e))?;
-                    }
-                }
-            }
-            txn.commit().map_err(|e| file.error(e))?;
-            verify(file)
+        let opening = dir.clone();
+        let (writer, index) = tokio::task::spawn_blocking(move || {
+            super::legacy_log::migrate(&opening, node_id)?;
+            wal::open(&opening, node_id)
         })
-        .await?;
-        let committed = Arc::new(CommittedHint {
-            file: file.clone(),
-            unsaved: Mutex::new(None),
-        });
+        .await
+        .map_err(|e| StoreError::storage(&dir, format!("opening the log failed: {e}")))??;
+        let index = Arc::new(Mutex::new(index));
         let tail: Arc<Mutex<Tail>> = Arc::default();
         let (writes, queue) = std::sync::mpsc::channel();
-        let writer = (file.clone(), tail.clone());
+        let writer_state = (index.clone(), tail.clone());
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || write_in_order(&writer.0, &writer.1, &queue))
-            .map_err(|e| {
-                StoreError::storage(&file.path, format!("cannot start its writer: {e}"))
-            })?;
+            .spawn(move || {
+                write_in_order(writer, &writer_state.0, &writer_state.1, &queue);
+                // The files are closed: `Store::shutdown` may return.
+                drop(open);
+            })
+            .map_err(|e| StoreError::storage(&dir, format!("cannot start its writer: {e}")))?;
         Ok(LogStore {
-            file,
-            committed,
+            dir: Arc::new(dir),
+            index,
+            committed: Arc::new(CommittedHint {
+                unsaved: Mutex::new(None),
+                writes: writes.clone(),
+            }),
             tail,
             writes,
         })
@@ -244,7 +204,7 @@ impl LogStore {
     fn submit(&self, write: Write) -> Result<(), StoreError> {
         self.writes
             .send(write)
-            .map_err(|_| StoreError::storage(&self.file.path, "its writer has stopped"))
+            .map_err(|_| StoreError::storage(self.dir.as_path(), "its writer has stopped"))
     }
 
     /// Submits a write and waits until it is durable.
@@ -256,15 +216,15 @@ impl LogStore {
         })?;
         result
             .await
-            .map_err(|_| StoreError::storage(&self.file.path, "its writer has stopped"))?
+            .map_err(|_| StoreError::storage(self.dir.as_path(), "its writer has stopped"))?
     }
 
     fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
         self.tail.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        read_meta(&self.file, key)
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -275,23 +235,24 @@ struct Write {
 }
 
 enum Op {
-    /// Encoded entries by index, and the committed hint to store with them.
+    /// Encoded entries, and the committed hint to store with them.
     Append {
-        rows: Vec<(u64, Vec<u8>)>,
-        committed: Option<Vec<u8>>,
+        entries: Vec<(LogId<NodeId>, Vec<u8>)>,
+        committed: Option<Option<LogId<NodeId>>>,
     },
     /// Removes the entries from this index on.
     Truncate(u64),
-    /// Removes the entries up to and including this index, and records the purged log id.
-    Purge { upto: u64, log_id: Vec<u8> },
-    /// Sets a `META` key.
-    Meta { key: &'static str, value: Vec<u8> },
+    /// Removes the entries up to and including this log id, and records it as purged.
+    Purge(LogId<NodeId>),
+    Vote(Vote<NodeId>),
+    Committed(Option<LogId<NodeId>>),
 }
 
 enum Done {
     /// Raft's callback for an append.
     Flushed(LogFlushed<TypeConfig>),
     Waiter(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
+    Nobody,
 }
 
 impl Done {
@@ -304,123 +265,82 @@ impl Done {
             Done::Waiter(waiter) => {
                 let _ = waiter.send(result);
             }
+            Done::Nobody => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "could not write the committed log id on close");
+                }
+            }
         }
     }
 }
 
 /// The writer thread: performs writes in the order submitted, each batch that queued up
-/// behind the previous commit in one durable transaction. Ends when every `LogStore` clone is
+/// behind the previous one in one write and one fsync. Ends when every `LogStore` clone is
 /// gone and the queue is empty.
-fn write_in_order(file: &DbFile, tail: &Mutex<Tail>, queue: &std::sync::mpsc::Receiver<Write>) {
+fn write_in_order(
+    mut writer: wal::Writer,
+    index: &Mutex<Index>,
+    tail: &Mutex<Tail>,
+    queue: &std::sync::mpsc::Receiver<Write>,
+) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter());
-        let durable = tail.lock().unwrap_or_else(PoisonError::into_inner).durable;
-        let written = write_batch(file, &batch, durable);
-        let failed = written.is_err();
+        let mut records = Batch::default();
+        let mut durable = tail.lock().unwrap_or_else(PoisonError::into_inner).durable;
+        let encoded = batch.iter().try_for_each(|write| match &write.op {
+            Op::Append { entries, committed } => {
+                for (log_id, bytes) in entries {
+                    records.push(Record::Entry(*log_id, bytes))?;
+                    durable = Some(log_id.index);
+                }
+                match committed {
+                    Some(committed) => records.push(Record::Committed(*committed)),
+                    None => Ok(()),
+                }
+            }
+            Op::Truncate(from) => {
+                durable = durable.map(|d| d.min(from.saturating_sub(1)));
+                records.push(Record::Truncate(*from))
+            }
+            Op::Purge(log_id) => records.push(Record::Purge(*log_id)),
+            Op::Vote(vote) => records.push(Record::Vote(vote)),
+            Op::Committed(committed) => records.push(Record::Committed(*committed)),
+        });
+        let written = match encoded {
+            Ok(()) => writer.write(records, index),
+            Err(e) => Err(StoreError::storage(
+                writer_dir(index),
+                format!("encode: {e}"),
+            )),
+        };
         match &written {
-            Ok(durable) => {
+            Ok(()) => {
                 let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
-                tail.durable = *durable;
+                tail.durable = durable;
                 tail.trim();
             }
             // The file may not hold what the tail does: read everything from the file.
-            Err(_) => tail.lock().unwrap_or_else(PoisonError::into_inner).clear(),
+            Err(e) => {
+                tail.lock().unwrap_or_else(PoisonError::into_inner).clear();
+                tracing::error!(error = %e, "the Raft log could not be written");
+            }
         }
         for write in batch {
             write.done.report(match &written {
-                Ok(_) => Ok(()),
-                Err(e) => Err(StoreError::storage(&file.path, e.to_string())),
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::storage(writer_dir(index), e.to_string())),
             });
         }
-        if failed {
-            tracing::error!(path = %file.path.display(), "the Raft log could not be written");
-        }
     }
 }
 
-/// One durable transaction for `batch`; the last durable index after it.
-fn write_batch(
-    file: &DbFile,
-    batch: &[Write],
-    mut durable: Option<u64>,
-) -> Result<Option<u64>, StoreError> {
-    let txn = file.db.begin_write().map_err(|e| file.error(e))?;
-    {
-        let mut log = txn.open_table(LOG).map_err(|e| file.error(e))?;
-        let mut meta = txn.open_table(META).map_err(|e| file.error(e))?;
-        for write in batch {
-            match &write.op {
-                Op::Append { rows, committed } => {
-                    for (index, bytes) in rows {
-                        log.insert(*index, bytes.as_slice())
-                            .map_err(|e| file.error(e))?;
-                    }
-                    if let Some(committed) = committed {
-                        meta.insert(COMMITTED, committed.as_slice())
-                            .map_err(|e| file.error(e))?;
-                    }
-                    if let Some((last, _)) = rows.last() {
-                        durable = Some(*last);
-                    }
-                }
-                Op::Truncate(from) => {
-                    log.retain_in(*from.., |_, _| false)
-                        .map_err(|e| file.error(e))?;
-                    durable = durable.map(|d| d.min(from.saturating_sub(1)));
-                }
-                Op::Purge { upto, log_id } => {
-                    // One transaction: the purged id and the removal are never seen apart.
-                    meta.insert(LAST_PURGED, log_id.as_slice())
-                        .map_err(|e| file.error(e))?;
-                    log.retain_in(..=*upto, |_, _| false)
-                        .map_err(|e| file.error(e))?;
-                }
-                Op::Meta { key, value } => {
-                    meta.insert(*key, value.as_slice())
-                        .map_err(|e| file.error(e))?;
-                }
-            }
-        }
-    }
-    // Durability::Immediate (the default): fsynced when commit returns.
-    txn.commit().map_err(|e| file.error(e))?;
-    Ok(durable)
-}
-
-fn read_meta<T: DeserializeOwned>(file: &DbFile, key: &str) -> Result<Option<T>, StoreError> {
-    let txn = file.db.begin_read().map_err(|e| file.error(e))?;
-    let table = txn.open_table(META).map_err(|e| file.error(e))?;
-    let value = table.get(key).map_err(|e| file.error(e))?;
-    value.map(|v| decode(file, key, v.value())).transpose()
-}
-
-/// Decodes everything once at open: a log that cannot be read in full is not served at all.
-fn verify(file: &DbFile) -> Result<(), StoreError> {
-    read_meta::<Vote<NodeId>>(file, VOTE)?;
-    read_meta::<Option<LogId<NodeId>>>(file, COMMITTED)?;
-    let last_purged = read_meta::<LogId<NodeId>>(file, LAST_PURGED)?;
-    let txn = file.db.begin_read().map_err(|e| file.error(e))?;
-    let table = txn.open_table(LOG).map_err(|e| file.error(e))?;
-    let mut previous = last_purged.map(|l| l.index);
-    for row in table.iter().map_err(|e| file.error(e))? {
-        let (key, value) = row.map_err(|e| file.error(e))?;
-        let index = key.value();
-        let entry: Entry<TypeConfig> = decode(file, &format!("log entry {index}"), value.value())?;
-        if entry.log_id.index != index {
-            return Err(file.corrupt(format!(
-                "log entry stored at index {index} says it is entry {}",
-                entry.log_id.index
-            )));
-        }
-        if let Some(previous) = previous {
-            if index != previous + 1 {
-                return Err(file.corrupt(format!("the log jumps from index {previous} to {index}")));
-            }
-        }
-        previous = Some(index);
-    }
-    Ok(())
+fn writer_dir(index: &Mutex<Index>) -> PathBuf {
+    index
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .dir()
+        .to_path_buf()
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -442,11 +362,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         // evict from the tail's front while the file is read; then read again.
         loop {
             let Some(first) = self.tail().first_index() else {
-                return read_entries(&self.file, start..end)
+                return read_entries(&self.index, start, end)
                     .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e));
             };
             let mut entries = if start < first {
-                read_entries(&self.file, start..end.min(first))
+                read_entries(&self.index, start, end.min(first))
                     .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?
             } else {
                 Vec::new()
@@ -461,50 +381,41 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
-/// The entries in `range` as the file has them.
+/// The entries of `[start, end)` as the files have them.
 fn read_entries(
-    file: &DbFile,
-    range: impl RangeBounds<u64>,
+    index: &Mutex<Index>,
+    start: u64,
+    end: u64,
 ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
-    let txn = file.db.begin_read().map_err(|e| file.error(e))?;
-    let table = txn.open_table(LOG).map_err(|e| file.error(e))?;
-    let mut entries = Vec::new();
-    for row in table.range(range).map_err(|e| file.error(e))? {
-        let (key, value) = row.map_err(|e| file.error(e))?;
-        entries.push(decode(
-            file,
-            &format!("log entry {}", key.value()),
-            value.value(),
-        )?);
-    }
-    Ok(entries)
+    let located = index
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .locate(start, end);
+    located
+        .iter()
+        .map(|(location, file, path)| {
+            let json = wal::read_entry(file, path, location)?;
+            serde_json::from_slice(&json).map_err(|e| {
+                StoreError::corrupt(path, format!("log entry {}: {e}", location.log_id.index))
+            })
+        })
+        .collect()
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let read = || -> Result<LogState<TypeConfig>, StoreError> {
-            let last_purged_log_id = self.read_meta::<LogId<NodeId>>(LAST_PURGED)?;
-            let file = &self.file;
-            let txn = file.db.begin_read().map_err(|e| file.error(e))?;
-            let table = txn.open_table(LOG).map_err(|e| file.error(e))?;
-            let last = match table.last().map_err(|e| file.error(e))? {
-                Some((key, value)) => {
-                    let entry: Entry<TypeConfig> =
-                        decode(file, &format!("log entry {}", key.value()), value.value())?;
-                    Some(entry.log_id)
-                }
-                None => None,
-            };
-            // Appends still being written are in the tail.
-            let submitted = self.tail().entries.back().map(|(e, _)| e.log_id);
-            Ok(LogState {
-                last_purged_log_id,
-                last_log_id: submitted.or(last).or(last_purged_log_id),
-            })
+        let (last_purged_log_id, last) = {
+            let index = self.index();
+            (index.meta.purged, index.last())
         };
-        read().map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))
+        // Appends still being written are in the tail.
+        let submitted = self.tail().entries.back().map(|(e, _)| e.log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: submitted.or(last).or(last_purged_log_id),
+        })
     }
 
     async fn get_log_reader(&mut self) -> LogStore {
@@ -512,17 +423,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
-        let value = encode(&self.file.path, VOTE, vote)
-            .map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         // After every append submitted before it: a saved vote implies a durable log.
-        self.write(Op::Meta { key: VOTE, value })
+        self.write(Op::Vote(*vote))
             .await
             .map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
-        self.read_meta(VOTE)
-            .map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Read, e))
+        Ok(self.index().meta.vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
@@ -540,12 +448,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .unsaved
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(committed) = unsaved {
-            return Ok(committed);
-        }
-        self.read_meta::<Option<LogId<NodeId>>>(COMMITTED)
-            .map(Option::flatten)
-            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))
+        Ok(unsaved.unwrap_or(self.index().meta.committed))
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
@@ -553,28 +456,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let path = self.file.path.clone();
         let mut appended = Vec::new();
-        let rows = entries
+        let encoded = entries
             .into_iter()
             .map(|entry| {
-                let bytes = encode(&path, "log entry", &entry)?;
-                let index = entry.log_id.index;
+                let bytes = serde_json::to_vec(&entry).map_err(|e| {
+                    StoreError::storage(self.dir.as_path(), format!("encode a log entry: {e}"))
+                })?;
+                let log_id = entry.log_id;
                 appended.push((entry, bytes.len()));
-                Ok((index, bytes))
+                Ok((log_id, bytes))
             })
             .collect::<Result<Vec<_>, StoreError>>()
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        let committed = self
-            .committed
-            .take()
-            .map(|committed| encode(&path, COMMITTED, &committed))
-            .transpose()
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         // Readable at once; durable when the callback says so.
         self.tail().push(appended);
         self.submit(Write {
-            op: Op::Append { rows, committed },
+            op: Op::Append {
+                entries: encoded,
+                committed: self.committed.take(),
+            },
             done: Done::Flushed(callback),
         })
         .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
@@ -588,15 +489,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        let bytes = encode(&self.file.path, LAST_PURGED, &log_id)
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         self.tail().purge(log_id.index);
-        self.write(Op::Purge {
-            upto: log_id.index,
-            log_id: bytes,
-        })
-        .await
-        .map_err(|e| io_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, e))
+        self.write(Op::Purge(log_id))
+            .await
+            .map_err(|e| io_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, e))
     }
 }
 
@@ -617,6 +513,10 @@ mod tests {
             .collect()
     }
 
+    fn entry_id(index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
     async fn append(log: &mut LogStore, entries: Vec<Entry<TypeConfig>>) {
         log.blocking_append(entries).await.unwrap();
     }
@@ -627,7 +527,7 @@ mod tests {
     async fn the_tail_answers_as_the_file_does() {
         let dir = TempDir::new().unwrap();
         let (open, _) = mpsc::channel(1);
-        let mut log = LogStore::open(dir.path().join("raft.redb"), 1, open)
+        let mut log = LogStore::open(dir.path().join("raft-log"), 1, open)
             .await
             .unwrap();
         let check = |log: &LogStore| {
@@ -636,12 +536,12 @@ mod tests {
                 let mut log = log;
                 for start in 0..14 {
                     for end in start..14 {
-                        let from_file = read_entries(&log.file, start..end).unwrap();
+                        let from_file = read_entries(&log.index, start, end).unwrap();
                         assert_eq!(
                             log.try_get_log_entries(start..end).await.unwrap(),
                             from_file
                         );
-                        let from_file = read_entries(&log.file, start..).unwrap();
+                        let from_file = read_entries(&log.index, start, u64::MAX).unwrap();
                         assert_eq!(log.try_get_log_entries(start..).await.unwrap(), from_file);
                     }
                 }
@@ -672,7 +572,7 @@ mod tests {
     async fn writes_are_durable_in_the_order_submitted() {
         let dir = TempDir::new().unwrap();
         let (open, _) = mpsc::channel(1);
-        let mut log = LogStore::open(dir.path().join("raft.redb"), 1, open)
+        let mut log = LogStore::open(dir.path().join("raft-log"), 1, open)
             .await
             .unwrap();
         append(&mut log, entries(1, 1..=3)).await;
@@ -683,9 +583,9 @@ mod tests {
             log.tail().push([(entry, 10)]);
             log.submit(Write {
                 op: Op::Append {
-                    rows: vec![(
-                        index,
-                        encode(&log.file.path, "entry", &entries(1, index..=index)[0]).unwrap(),
+                    entries: vec![(
+                        entry_id(index),
+                        serde_json::to_vec(&entries(1, index..=index)[0]).unwrap(),
                     )],
                     committed: None,
                 },
@@ -708,7 +608,7 @@ mod tests {
                 "an append submitted before the vote is not durable yet"
             );
         }
-        assert_eq!(read_entries(&log.file, ..).unwrap().len(), 40);
+        assert_eq!(read_entries(&log.index, 0, u64::MAX).unwrap().len(), 40);
         assert_eq!(log.read_vote().await.unwrap(), Some(vote));
         assert_eq!(
             log.get_log_state()

@@ -1,26 +1,28 @@
-//! The federation store in hub mode (DESIGN.md §2): a Raft group (openraft) whose log and
-//! applied state live in redb files under the data directory.
+//! The federation store in hub mode (DESIGN.md §2): a Raft group (openraft) whose log lives in
+//! segment files and whose snapshots live in a redb file under the data directory.
 //!
 //! - `state`: the replicated data and the pure `apply` function.
-//! - `log_store`: the Raft log, `<data_dir>/raft.redb`.
-//! - `state_machine`: the applied state and the current snapshot, `<data_dir>/state.redb`.
+//! - `log_store`: the Raft log, `<data_dir>/raft-log/` (segment files, see `wal`), the one
+//!   thing every write waits on: an append is a single sequential write and fsync.
+//! - `state_machine`: the applied state in memory, and the current snapshot in
+//!   `<data_dir>/state.redb`.
 //! - `network`: Raft between federators over gRPC with mutual TLS, client and server.
 //!
-//! Two files rather than one: redb allows one write transaction at a time per file, and the
-//! log (appended by the Raft core) and the state machine (applied by its own task) are written
-//! concurrently; each keeps its own atomic commits and fsyncs. Nothing needs a transaction
-//! across both: Raft re-applies committed entries the state machine has not recorded.
+//! Nothing needs a transaction across the two: Raft re-applies the committed entries after the
+//! snapshot, and purges the log only once a durable snapshot covers it.
 
 mod batch;
 mod db;
 mod error;
 mod leader;
+mod legacy_log;
 mod log_store;
 mod network;
 mod peer;
 mod revisions;
 mod state;
 mod state_machine;
+mod wal;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -63,8 +65,8 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-/// The Raft log file in the data directory.
-pub const LOG_FILE: &str = "raft.redb";
+/// The Raft log's directory in the data directory.
+pub const LOG_DIR: &str = "raft-log";
 /// The state machine file in the data directory.
 pub const STATE_FILE: &str = "state.redb";
 
@@ -217,7 +219,7 @@ impl Store {
         })?;
         let (open_tx, open_rx) = mpsc::channel(1);
         let log = LogStore::open(
-            config.data_dir.join(LOG_FILE),
+            config.data_dir.join(LOG_DIR),
             config.node_id,
             open_tx.clone(),
         )
@@ -444,9 +446,9 @@ impl Store {
     /// save`), to start a new one-member control plane from it; the other members join
     /// afterwards and receive it as a snapshot (see `compact`).
     pub async fn restore(data_dir: &std::path::Path, backup: &[u8]) -> Result<u64, StoreError> {
-        let log = data_dir.join(LOG_FILE);
+        let log = data_dir.join(LOG_DIR);
         let state_file = data_dir.join(STATE_FILE);
-        if log.exists() || state_file.exists() {
+        if log.exists() || data_dir.join("raft.redb").exists() || state_file.exists() {
             return Err(StoreError::storage(
                 data_dir,
                 "already holds a control plane's data: restore into an empty data directory",

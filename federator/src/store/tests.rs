@@ -266,7 +266,12 @@ async fn a_reopened_state_machine_starts_from_its_snapshot() {
     ])
     .await
     .unwrap();
-    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     let at_snapshot = sm.shared().read().clone();
     sm.apply(vec![entry(
         3,
@@ -369,8 +374,10 @@ async fn expect_corrupt(dir: &Path, file: &str) {
 
 #[tokio::test]
 async fn a_garbage_file_refuses_to_open_and_names_itself() {
-    for file in [LOG_FILE, STATE_FILE] {
+    let segment = format!("{LOG_DIR}/{:020}.wal", 1);
+    for file in [segment.as_str(), STATE_FILE] {
         let dir = TempDir::new().unwrap();
+        std::fs::create_dir_all(dir.path().join(LOG_DIR)).unwrap();
         std::fs::write(dir.path().join(file), vec![0x5a; 64 * 1024]).unwrap();
         expect_corrupt(dir.path(), file).await;
     }
@@ -404,7 +411,7 @@ async fn a_data_directory_opens_once_and_for_one_node_only() {
     let store = Store::open(config(dir.path())).await.unwrap();
     let again = Store::open(config(dir.path())).await;
     assert!(
-        matches!(&again, Err(StoreError::InUse { path }) if path.ends_with(LOG_FILE)),
+        matches!(&again, Err(StoreError::InUse { path }) if path.ends_with(LOG_DIR)),
         "{:?}",
         again.err()
     );
@@ -607,7 +614,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SuiteBui
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
         let dir = TempDir::new().unwrap();
         let (open, _) = mpsc::channel(1);
-        let log = LogStore::open(dir.path().join(LOG_FILE), 0, open.clone())
+        let log = LogStore::open(dir.path().join(LOG_DIR), 0, open.clone())
             .await
             .unwrap();
         let sm = StateMachineStore::open(dir.path().join(STATE_FILE), open)
@@ -618,7 +625,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SuiteBui
 }
 
 #[test]
-fn the_redb_stores_pass_the_openraft_suite() {
+fn the_stores_pass_the_openraft_suite() {
     Suite::test_all(SuiteBuilder).unwrap();
 }
 

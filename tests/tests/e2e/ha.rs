@@ -271,10 +271,13 @@ fn ha_a_removed_federator_rejoins_and_a_lost_quorum_fails_fast() {
 
     // A corrupt log is refused at start, naming the file, instead of serving wrong data.
     processes[0].as_mut().expect("running").kill9();
-    let log = fed.member_data(&members[0]).join("raft.redb");
+    let log = fed
+        .member_data(&members[0])
+        .join("raft-log")
+        .join(format!("{:020}.wal", 1));
     let mut bytes = std::fs::read(&log).expect("read the log");
-    // Every page after the file header: whatever redb reads next fails its checksums.
-    for b in bytes.iter_mut().skip(4096) {
+    // Everything after the first record's length field: no record passes its checksums.
+    for b in bytes.iter_mut().skip(4) {
         *b ^= 0x5a;
     }
     std::fs::write(&log, bytes).expect("corrupt the log");
@@ -283,7 +286,7 @@ fn ha_a_removed_federator_rejoins_and_a_lost_quorum_fails_fast() {
     assert!(!status.success());
     let text = broken.log_text();
     assert!(
-        text.contains("corrupt") && text.contains("raft.redb"),
+        text.contains("corrupt") && text.contains("raft-log"),
         "expected a clear corruption error: {text}"
     );
 }
