@@ -130,9 +130,12 @@ impl Federator {
         };
 
         let raft_td = trust_domain.clone();
-        let raft_service = store.grpc_service(Arc::new(move |request| {
-            security::caller(request, &raft_td, &[Role::Federator]).map(|_| ())
-        }));
+        let raft_service = store.grpc_service(
+            Arc::new(move |request| {
+                security::caller(request, &raft_td, &[Role::Federator]).map(|_| ())
+            }),
+            shutdown.clone(),
+        );
         let peer_tls = tls.server_config();
         let peer_shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -239,10 +239,9 @@ impl Store {
                 Ok(result) => write_attempt(result, |e| StoreError::Fatal(e.to_string())),
             };
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
         let forwarded = timeout_at(
             deadline,
-            forward_client_write(&self.inner.connections, &target.addr, &cmd, remaining),
+            forward_client_write(&self.inner.connections, &target.addr, &cmd),
         )
         .await;
         let forward_error = |detail: String| StoreError::Forward {

@@ -19,6 +19,7 @@ mod legacy_log;
 mod log_store;
 mod network;
 mod peer;
+mod pipe;
 mod revisions;
 mod state;
 mod state_machine;
@@ -533,16 +534,27 @@ impl Store {
         self.inner.node_id
     }
 
-    /// The Raft service peers call; `authorize` vets every call (e.g. a federator's certificate).
+    /// The Raft service peers call; `authorize` vets every call (e.g. a federator's
+    /// certificate), and `stop` ends its long-lived streams when the server shuts down.
     pub fn grpc_service(
         &self,
         authorize: Authorize,
+        stop: tokio_util::sync::CancellationToken,
     ) -> hansa_proto::v1::raft_server::RaftServer<RaftGrpc> {
-        self.raft_grpc(authorize).server()
+        self.raft_grpc(authorize, stop).server()
     }
 
-    pub(crate) fn raft_grpc(&self, authorize: Authorize) -> RaftGrpc {
-        RaftGrpc::new(self.inner.raft.clone(), self.inner.local.clone(), authorize)
+    pub(crate) fn raft_grpc(
+        &self,
+        authorize: Authorize,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> RaftGrpc {
+        RaftGrpc::new(
+            self.inner.raft.clone(),
+            self.inner.local.clone(),
+            authorize,
+            stop,
+        )
     }
 
     pub fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {

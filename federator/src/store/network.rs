@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use hansa_proto::v1::raft_client::RaftClient;
 use hansa_proto::v1::raft_server::{Raft as RaftService, RaftServer};
-use hansa_proto::v1::RaftPayload;
+use hansa_proto::v1::{RaftFrame, RaftFrameKind, RaftPayload};
 use openraft::error::{
     ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
     Timeout, Unreachable,
@@ -25,11 +25,13 @@ use openraft::raft::{
 use openraft::{BasicNode, RPCTypes};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::debug;
 
 use super::peer::{Local, PeerRequest};
+use super::pipe::{self, Pipe};
 use super::state::Command;
 use super::{NodeId, TypeConfig};
 
@@ -55,18 +57,55 @@ pub(crate) struct AddressError {
 }
 
 /// One lazily connecting, TLS-only channel per peer address, shared by replication and
-/// write forwarding.
+/// write forwarding, and on it a [`Pipe`] for AppendEntries and forwarded writes.
 pub(crate) struct Connections {
     tls: ClientTlsConfig,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Per address: the open pipe, behind a lock held while one is being opened (so a dead
+    /// peer's connection attempt holds up calls to that peer only).
+    pipes: Mutex<HashMap<String, PipeSlot>>,
 }
+
+type PipeSlot = Arc<tokio::sync::Mutex<Option<Arc<Pipe>>>>;
 
 impl Connections {
     pub(crate) fn new(tls: ClientTlsConfig) -> Connections {
         Connections {
             tls,
             channels: Mutex::new(HashMap::new()),
+            pipes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sends a request over the pipe to `addr`, opening one when there is none.
+    pub(crate) async fn pipe_call(
+        &self,
+        addr: &str,
+        kind: RaftFrameKind,
+        json: Vec<u8>,
+    ) -> Result<Vec<u8>, Status> {
+        let slot = self
+            .pipes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(addr.to_string())
+            .or_default()
+            .clone();
+        let pipe = {
+            let mut slot = slot.lock().await;
+            match slot.as_ref().filter(|p| p.is_open()) {
+                Some(pipe) => pipe.clone(),
+                None => {
+                    let client = self
+                        .client(addr)
+                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    let pipe = Arc::new(Pipe::open(client).await?);
+                    *slot = Some(pipe.clone());
+                    pipe
+                }
+            }
+        };
+        pipe.call(kind, json).await
     }
 
     pub(crate) fn client(&self, addr: &str) -> Result<RaftClient<Channel>, AddressError> {
@@ -152,11 +191,20 @@ impl PeerConnection {
             .client(&self.node.addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let ttl = option.hard_ttl();
-        let mut request = Request::new(RaftPayload { json });
-        request.set_timeout(ttl);
-        let call = async {
+        let connections = &self.connections;
+        let addr = &self.node.addr;
+        let call = async move {
+            let mut request = Request::new(RaftPayload { json });
+            request.set_timeout(ttl);
             match kind {
-                RPCTypes::AppendEntries => client.append_entries(request).await,
+                RPCTypes::AppendEntries => connections
+                    .pipe_call(
+                        addr,
+                        RaftFrameKind::AppendEntries,
+                        request.into_inner().json,
+                    )
+                    .await
+                    .map(|json| Response::new(RaftPayload { json })),
                 RPCTypes::Vote => client.vote(request).await,
                 RPCTypes::InstallSnapshot => client.install_snapshot(request).await,
             }
@@ -233,21 +281,17 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     }
 }
 
-/// Sends a write to the leader at `addr` over its Raft service.
+/// Sends a write to the leader at `addr` over the pipe to it; the caller bounds the wait.
 pub(crate) async fn forward_client_write(
     connections: &Connections,
     addr: &str,
     cmd: &Command,
-    timeout: Duration,
 ) -> Result<ClientWriteResult, Status> {
     let json = serde_json::to_vec(cmd).map_err(|e| Status::internal(format!("encode: {e}")))?;
-    let mut client = connections
-        .client(addr)
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    let mut request = Request::new(RaftPayload { json });
-    request.set_timeout(timeout);
-    let payload = client.client_write(request).await?.into_inner();
-    serde_json::from_slice(&payload.json)
+    let answer = connections
+        .pipe_call(addr, RaftFrameKind::ClientWrite, json)
+        .await?;
+    serde_json::from_slice(&answer)
         .map_err(|e| Status::internal(format!("the leader's answer does not decode: {e}")))
 }
 
@@ -256,6 +300,8 @@ pub struct RaftGrpc {
     raft: openraft::Raft<TypeConfig>,
     local: Arc<Local>,
     authorize: Authorize,
+    /// Ends the long-lived pipes, which the server would otherwise wait for when it stops.
+    stop: CancellationToken,
 }
 
 impl RaftGrpc {
@@ -263,11 +309,13 @@ impl RaftGrpc {
         raft: openraft::Raft<TypeConfig>,
         local: Arc<Local>,
         authorize: Authorize,
+        stop: CancellationToken,
     ) -> RaftGrpc {
         RaftGrpc {
             raft,
             local,
             authorize,
+            stop,
         }
     }
 
@@ -324,6 +372,24 @@ impl RaftService for RaftGrpc {
     async fn peer(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let peer_request: PeerRequest = self.accept(&request)?;
         reply(&self.local.answer(peer_request).await)
+    }
+
+    type PipeStream = tokio_stream::wrappers::ReceiverStream<Result<RaftFrame, Status>>;
+
+    async fn pipe(
+        &self,
+        request: Request<Streaming<RaftFrame>>,
+    ) -> Result<Response<Self::PipeStream>, Status> {
+        // The same check as every other call, on the stream's connection.
+        let mut credentials = Request::new(RaftPayload::default());
+        *credentials.extensions_mut() = request.extensions().clone();
+        (self.authorize)(&credentials)?;
+        Ok(Response::new(pipe::serve(
+            self.raft.clone(),
+            self.local.clone(),
+            request.into_inner(),
+            self.stop.clone(),
+        )))
     }
 }
 

@@ -481,7 +481,7 @@ async fn the_raft_service_authorizes_first_and_takes_forwarded_writes() {
     let store = Store::open(config(dir.path())).await.unwrap();
     leading(&store).await;
     let deny: Authorize = Arc::new(|_| Err(tonic::Status::permission_denied("not a federator")));
-    let denied = store.raft_grpc(deny);
+    let denied = store.raft_grpc(deny, Default::default());
     let cmd = Command::UpsertCluster {
         cluster: cluster("eu-1"),
     };
@@ -490,7 +490,7 @@ async fn the_raft_service_authorizes_first_and_takes_forwarded_writes() {
     assert!(store.read(|s| s.clusters.is_empty()));
 
     let allow: Authorize = Arc::new(|_| Ok(()));
-    let service = store.raft_grpc(allow);
+    let service = store.raft_grpc(allow, Default::default());
     let malformed = service
         .client_write(tonic::Request::new(RaftPayload {
             json: b"{}".to_vec(),
@@ -505,13 +505,97 @@ async fn the_raft_service_authorizes_first_and_takes_forwarded_writes() {
     store.shutdown().await.unwrap();
 }
 
+/// The pipe answers every request by its id, many in flight, refuses a frame that does not
+/// decode, and tells a caller whose answer the stopped stream will never bring that it may
+/// have been carried out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipe_answers_each_request_and_reports_a_broken_stream() {
+    use hansa_proto::v1::raft_client::RaftClient;
+    use hansa_proto::v1::RaftFrameKind;
+
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    leading(&store).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let service = store.raft_grpc(Arc::new(|_| Ok(())), stop.clone()).server();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let pipe = Arc::new(pipe::Pipe::open(RaftClient::new(channel)).await.unwrap());
+
+    let writes = (0..20).map(|i| {
+        let pipe = pipe.clone();
+        async move {
+            let cmd = Command::UpsertCluster {
+                cluster: cluster(&format!("c-{i}")),
+            };
+            let answer = pipe
+                .call(
+                    RaftFrameKind::ClientWrite,
+                    serde_json::to_vec(&cmd).unwrap(),
+                )
+                .await
+                .unwrap();
+            let result: ClientWriteResult = serde_json::from_slice(&answer).unwrap();
+            result.unwrap().data
+        }
+    });
+    let answers = futures::future::join_all(writes).await;
+    assert!(
+        answers.iter().all(|a| *a == CommandResponse::Done),
+        "{answers:?}"
+    );
+    assert_eq!(store.read(|s| s.clusters.len()), 20);
+
+    let malformed = pipe
+        .call(RaftFrameKind::AppendEntries, b"{}".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), tonic::Code::InvalidArgument);
+    assert!(malformed.message().contains("AppendEntries"), "{malformed}");
+
+    // Once the server stops, a request sent is never answered: the caller hears so, and
+    // the pipe is closed for good (the next call opens another).
+    stop.cancel();
+    let cmd = serde_json::to_vec(&Command::UpsertCluster {
+        cluster: cluster("late"),
+    })
+    .unwrap();
+    let lost = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match pipe.call(RaftFrameKind::ClientWrite, cmd.clone()).await {
+                Ok(_) => tokio::task::yield_now().await,
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("calls were still answered after the server stopped");
+    assert!(
+        matches!(lost.code(), tonic::Code::Unknown | tonic::Code::Unavailable),
+        "{lost:?}"
+    );
+    assert!(!pipe.is_open());
+    server.abort();
+    store.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_node_without_a_leader_answers_a_forwarded_write_with_forward_to_leader() {
     let dir = TempDir::new().unwrap();
     let mut cfg = config(dir.path());
     cfg.bootstrap = false;
     let store = Store::open(cfg).await.unwrap();
-    let service = store.raft_grpc(Arc::new(|_| Ok(())));
+    let service = store.raft_grpc(Arc::new(|_| Ok(())), Default::default());
     let reply = service
         .client_write(payload(&Command::SetClusterHealth {
             name: "eu-1".into(),
