@@ -109,6 +109,9 @@ struct Seen {
     free: BTreeMap<String, hansa_core::Resources>,
     /// Placement policies and their generations.
     policies: BTreeMap<String, u64>,
+    /// The workloads whose stored placement leaves replicas unplaced: solved again when free
+    /// capacity moves. Kept up to date from the store's change feed.
+    unplaced: BTreeSet<WorkloadKey>,
 }
 
 /// Why a pass runs.
@@ -118,12 +121,16 @@ enum Trigger {
     Requeue { full: bool },
 }
 
-/// The workloads to re-solve, and updates `seen`.
+/// The workloads to re-solve, and updates `seen`. `changed` are the workloads whose record or
+/// placement changed since the last pass: apart from a change that concerns every workload
+/// (cluster facts, policies, the periodic full requeue), only they and the unplaced ones are
+/// looked at, so a pass costs what changed, not what is stored.
 fn affected(
     state: &FederationState,
     clusters: &[Cluster],
     seen: &mut Seen,
     trigger: Trigger,
+    changed: BTreeSet<WorkloadKey>,
 ) -> BTreeSet<WorkloadKey> {
     let facts: BTreeMap<String, Facts> = clusters
         .iter()
@@ -145,19 +152,46 @@ fn affected(
     seen.free = free;
     seen.policies = policies;
     let all = facts_changed || trigger == Trigger::Requeue { full: true };
-    // Keyed by the workload's key: no key is built for a workload that is not picked.
-    state
-        .workloads
-        .iter()
-        .filter(|(key, record)| {
-            let placement = state.placements.get(*key);
-            let stale = placement.is_none_or(|p| p.generation != record.generation);
-            let unplaced = placement.is_some_and(|p| p.explanation.unplaced > 0);
-            all || stale
-                || (unplaced && (free_changed || matches!(trigger, Trigger::Requeue { .. })))
-        })
-        .map(|(key, _)| key.clone())
-        .collect()
+    let unplaced = |key: &WorkloadKey| {
+        state
+            .placements
+            .get(key)
+            .is_some_and(|p| p.explanation.unplaced > 0)
+    };
+    let retry_unplaced = free_changed || matches!(trigger, Trigger::Requeue { .. });
+    let wanted = |key: &WorkloadKey, record: &crate::store::WorkloadRecord| {
+        let placement = state.placements.get(key);
+        let stale = placement.is_none_or(|p| p.generation != record.generation);
+        all || stale || (retry_unplaced && unplaced(key))
+    };
+    if all {
+        seen.unplaced = state
+            .placements
+            .keys()
+            .filter(|key| unplaced(key))
+            .cloned()
+            .collect();
+        // Keyed by the workload's key: no key is built for a workload that is not picked.
+        return state
+            .workloads
+            .iter()
+            .filter(|(key, record)| wanted(key, record))
+            .map(|(key, _)| key.clone())
+            .collect();
+    }
+    for key in &changed {
+        if unplaced(key) {
+            seen.unplaced.insert(key.clone());
+        } else {
+            seen.unplaced.remove(key);
+        }
+    }
+    let mut candidates = changed;
+    if retry_unplaced {
+        candidates.extend(seen.unplaced.iter().cloned());
+    }
+    candidates.retain(|key| state.workloads.get(key).is_some_and(|r| wanted(key, r)));
+    candidates
 }
 
 /// The placements of `keys` that differ from what is stored.
@@ -202,13 +236,16 @@ pub async fn run(
     let mut peers = peer
         .as_ref()
         .map_or_else(|| idle.subscribe(), |p| p.subscribe());
+    // Registered before the first (full) pass, so no change falls between the two.
+    let feed = store.changes();
     let mut seen = Seen::default();
     let mut trigger = Trigger::Requeue { full: true };
     let mut requeues = 0u32;
     loop {
+        let changed = feed.take();
         let updates = store.read(|state| {
             let clusters = live_clusters(state, &live, peer.as_deref());
-            let mut keys = affected(state, &clusters, &mut seen, trigger);
+            let mut keys = affected(state, &clusters, &mut seen, trigger, changed);
             if let Some(peer) = &peer {
                 let live_peers = peer.live_peers();
                 keys.retain(|key| peer.owns(state, key, &live_peers));
@@ -230,6 +267,11 @@ pub async fn run(
                 .collect();
             if let Err(e) = store.propose(Command::Batch { commands }).await {
                 warn!(placements = chunk.len(), error = %e, "could not store placements; retrying");
+                feed.restore(
+                    chunk
+                        .iter()
+                        .map(|p| WorkloadKey::new(&p.namespace, &p.workload)),
+                );
             }
             if stop.is_cancelled() {
                 break;
@@ -259,7 +301,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Command;
+    use crate::store::{Command, ObjectKey};
     use hansa_core::{ClusterHealth, PlacementSpec, Resources, RuntimeKind, TaskTemplate};
 
     fn cluster(name: &str) -> Cluster {
@@ -303,12 +345,28 @@ mod tests {
         }
     }
 
-    /// Applies placements as the store would.
-    fn settle(state: &mut FederationState, seen: &mut Seen, trigger: Trigger) -> usize {
+    /// Applies commands as the store would, noting the workloads they change for the next
+    /// pass as the store's change feed does.
+    fn apply(state: &mut FederationState, changed: &mut BTreeSet<WorkloadKey>, cmd: &Command) {
+        for object in cmd.touched_objects(state) {
+            if let ObjectKey::Workload(key) | ObjectKey::Placement(key) = object {
+                changed.insert(key);
+            }
+        }
+        state.apply(cmd);
+    }
+
+    /// One pass, with its placements applied; how many workloads it solved.
+    fn settle(
+        state: &mut FederationState,
+        seen: &mut Seen,
+        changed: &mut BTreeSet<WorkloadKey>,
+        trigger: Trigger,
+    ) -> usize {
         let clusters: Vec<Cluster> = state.clusters.values().cloned().collect();
-        let keys = affected(state, &clusters, seen, trigger);
+        let keys = affected(state, &clusters, seen, trigger, std::mem::take(changed));
         for placement in pass(state, &clusters, &keys) {
-            state.apply(&Command::SetPlacement { placement });
+            apply(state, changed, &Command::SetPlacement { placement });
         }
         keys.len()
     }
@@ -316,24 +374,38 @@ mod tests {
     #[test]
     fn only_what_is_affected_is_solved_again() {
         let mut state = FederationState::default();
+        let mut changed = BTreeSet::new();
         for name in ["eu-1", "eu-2"] {
-            state.apply(&Command::UpsertCluster {
-                cluster: cluster(name),
-            });
+            apply(
+                &mut state,
+                &mut changed,
+                &Command::UpsertCluster {
+                    cluster: cluster(name),
+                },
+            );
         }
-        state.apply(&Command::put_workloads(
-            vec![workload("a"), workload("b")],
-            1,
-        ));
+        apply(
+            &mut state,
+            &mut changed,
+            &Command::put_workloads(vec![workload("a"), workload("b")], 1),
+        );
         let mut seen = Seen::default();
-        assert_eq!(settle(&mut state, &mut seen, Trigger::Change), 2);
-        // Nothing changed: nothing to solve.
-        assert_eq!(settle(&mut state, &mut seen, Trigger::Change), 0);
+        let mut settle =
+            |state: &mut FederationState, changed: &mut BTreeSet<WorkloadKey>, trigger| {
+                settle(state, &mut seen, changed, trigger)
+            };
+        assert_eq!(settle(&mut state, &mut changed, Trigger::Change), 2);
+        // Nothing changed but the placements just stored: nothing to solve.
+        assert_eq!(settle(&mut state, &mut changed, Trigger::Change), 0);
         // One workload changed: only it.
         let mut a = workload("a");
         a.replicas = 3;
-        state.apply(&Command::put_workloads(vec![a], 2));
-        assert_eq!(settle(&mut state, &mut seen, Trigger::Change), 1);
+        apply(
+            &mut state,
+            &mut changed,
+            &Command::put_workloads(vec![a], 2),
+        );
+        assert_eq!(settle(&mut state, &mut changed, Trigger::Change), 1);
         // A taint on a cluster: everything, and the taint moves the replicas away.
         let mut tainted = cluster("eu-2");
         tainted.taints.push(hansa_core::Taint {
@@ -342,18 +414,43 @@ mod tests {
             effect: hansa_core::TaintEffect::NoExecute,
             added_ms: 0,
         });
-        state.apply(&Command::UpsertCluster { cluster: tainted });
-        assert_eq!(settle(&mut state, &mut seen, Trigger::Change), 2);
+        apply(
+            &mut state,
+            &mut changed,
+            &Command::UpsertCluster { cluster: tainted },
+        );
+        assert_eq!(settle(&mut state, &mut changed, Trigger::Change), 2);
         for p in state.placements.values() {
             assert_eq!(p.clusters.keys().collect::<Vec<_>>(), ["eu-1"], "{p:?}");
         }
         assert_eq!(
-            settle(&mut state, &mut seen, Trigger::Requeue { full: false }),
+            settle(&mut state, &mut changed, Trigger::Requeue { full: false }),
             0
         );
         assert_eq!(
-            settle(&mut state, &mut seen, Trigger::Requeue { full: true }),
+            settle(&mut state, &mut changed, Trigger::Requeue { full: true }),
             2
         );
+
+        // A workload too big for the free capacity stays partly unplaced; it alone is solved
+        // again when capacity frees up, though nothing changed it.
+        state.clusters.get_mut("eu-1").unwrap().available.cpu_millis = 2000;
+        let mut big = workload("big");
+        big.replicas = 2;
+        big.template.resources.cpu_millis = 1500;
+        apply(
+            &mut state,
+            &mut changed,
+            &Command::put_workloads(vec![big], 3),
+        );
+        assert_eq!(settle(&mut state, &mut changed, Trigger::Change), 1);
+        let key = WorkloadKey::new("default", "big");
+        assert!(state.placements[&key].explanation.unplaced > 0);
+        assert_eq!(settle(&mut state, &mut changed, Trigger::Change), 0);
+        // Free capacity is not a cluster fact: only the unplaced workload is looked at again.
+        state.clusters.get_mut("eu-1").unwrap().available.cpu_millis = 4000;
+        assert_eq!(settle(&mut state, &mut changed, Trigger::Change), 1);
+        assert_eq!(state.placements[&key].explanation.unplaced, 0);
+        assert_eq!(settle(&mut state, &mut changed, Trigger::Change), 0);
     }
 }

@@ -2,7 +2,7 @@
 //! from the replica health the agents report (soft state), and stores each step as a Raft
 //! command. Runs on the leader only; the proposer's clock stamps every step.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,9 +17,12 @@ use crate::store::{Command, CommandResponse, FederationState, Store};
 
 /// How often rollouts are looked at: the resolution of `minHealthySeconds` and deadlines.
 const TICK: Duration = Duration::from_millis(500);
-/// Store changes arriving this close together are looked at once: every look walks all
-/// workloads, and a busy store changes many times a millisecond.
+/// Store changes arriving this close together are looked at once: a busy store changes many
+/// times a millisecond.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+/// Every this many looks, the progressing rollouts are found again by walking every workload
+/// rather than from the store's change feed (lost wake-ups).
+const FULL_EVERY: u32 = 120;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -37,9 +40,31 @@ pub async fn run(
 ) {
     info!("rollout controller started");
     let mut changes = store.subscribe();
+    // Registered before the first full walk, so no change falls between the two.
+    let feed = store.changes();
+    let mut tracked = BTreeSet::new();
+    let mut looks = 0u32;
     loop {
+        let changed = feed.take();
         let steps = store.read(|state| {
-            let mut steps = decide_all(state, &live, now_ms());
+            if looks.is_multiple_of(FULL_EVERY) {
+                tracked = state
+                    .workloads
+                    .keys()
+                    .filter(|key| progressing(state, key))
+                    .cloned()
+                    .collect();
+            } else {
+                for key in changed {
+                    if progressing(state, &key) {
+                        tracked.insert(key);
+                    } else {
+                        tracked.remove(&key);
+                    }
+                }
+            }
+            looks = looks.wrapping_add(1);
+            let mut steps = decide(state, &live, now_ms(), &tracked);
             if let Some(peer) = &peer {
                 let live_peers = peer.live_peers();
                 steps.retain(|command| match command {
@@ -77,11 +102,29 @@ pub async fn run(
     }
 }
 
-/// The next step of every progressing rollout.
-pub fn decide_all(state: &FederationState, live: &Liveness, now_ms: u64) -> Vec<Command> {
+/// Whether the workload's rollout is one the controller moves along.
+fn progressing(state: &FederationState, key: &WorkloadKey) -> bool {
     state
         .workloads
-        .iter()
+        .get(key)
+        .and_then(|r| r.rollout.as_ref())
+        .is_some_and(|r| r.phase == RolloutPhase::Progressing)
+}
+
+/// The next step of every progressing rollout.
+pub fn decide_all(state: &FederationState, live: &Liveness, now_ms: u64) -> Vec<Command> {
+    decide(state, live, now_ms, state.workloads.keys())
+}
+
+/// The next step of the progressing rollouts among `keys`.
+pub fn decide<'k>(
+    state: &FederationState,
+    live: &Liveness,
+    now_ms: u64,
+    keys: impl IntoIterator<Item = &'k WorkloadKey>,
+) -> Vec<Command> {
+    keys.into_iter()
+        .filter_map(|key| Some((key, state.workloads.get(key)?)))
         .filter_map(|(key, record)| {
             let rollout = record.rollout.as_ref()?;
             let spec = record.workload.rollout.clusters.as_ref()?;

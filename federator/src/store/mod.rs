@@ -50,6 +50,9 @@ use batch::Proposer;
 use log_store::LogStore;
 use network::{Connections, NetworkFactory};
 use peer::{Local, PeerAnswer, PeerRequest};
+#[cfg(test)]
+pub(crate) use state::ObjectKey;
+pub use state_machine::ChangeFeed;
 use state_machine::{Shared, StateMachineStore};
 
 pub type NodeId = u64;
@@ -514,6 +517,11 @@ impl Store {
     /// Reads the locally applied state; call `read_index` first for a linearizable read.
     pub fn read<R>(&self, f: impl FnOnce(&FederationState) -> R) -> R {
         f(&self.inner.shared.read().state)
+    }
+
+    /// The workloads whose record or placement is changed from now on, collected until taken.
+    pub fn changes(&self) -> Arc<ChangeFeed> {
+        self.inner.shared.changes()
     }
 
     /// The last applied log index; bumped after every applied batch.

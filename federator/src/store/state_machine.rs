@@ -8,9 +8,10 @@
 //! So `apply` does no I/O at all, as in Consul's and Nomad's state stores, instead of writing
 //! every changed object again beside the log that already holds it.
 
+use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
@@ -24,7 +25,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::db::{blocking, decode, encode, io_error, DbFile};
 use super::error::StoreError;
-use super::state::{Command, CommandResponse, FederationState};
+use hansa_core::WorkloadKey;
+
+use super::state::{Command, CommandResponse, FederationState, ObjectKey};
 use super::{NodeId, TypeConfig};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -56,9 +59,63 @@ pub(crate) struct Shared {
     pub(crate) applied: Arc<RwLock<Applied>>,
     /// The last applied log index, bumped after every applied batch.
     pub(crate) applied_index: Arc<watch::Sender<u64>>,
+    /// Who wants to hear which workloads changed (see [`ChangeFeed`]).
+    feeds: Arc<Mutex<Vec<Weak<ChangeFeed>>>>,
+}
+
+/// The workloads whose record or placement changed since its owner last took them: lets a
+/// controller look at what changed rather than walk every workload on every pass.
+#[derive(Debug, Default)]
+pub struct ChangeFeed {
+    changed: Mutex<BTreeSet<WorkloadKey>>,
+}
+
+impl ChangeFeed {
+    /// Everything changed since the last call.
+    pub fn take(&self) -> BTreeSet<WorkloadKey> {
+        std::mem::take(&mut *self.changed.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Puts keys back, to be taken again (their changes were not acted on).
+    pub fn restore(&self, keys: impl IntoIterator<Item = WorkloadKey>) {
+        self.changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(keys);
+    }
 }
 
 impl Shared {
+    /// A feed of the workloads changed from now on, for as long as it is held.
+    pub(crate) fn changes(&self) -> Arc<ChangeFeed> {
+        let feed = Arc::new(ChangeFeed::default());
+        self.feeds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::downgrade(&feed));
+        feed
+    }
+
+    /// Hands `changed` to every live feed.
+    fn publish(&self, changed: &BTreeSet<WorkloadKey>) {
+        let mut feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
+        feeds.retain(|feed| match feed.upgrade() {
+            Some(feed) => {
+                feed.restore(changed.iter().cloned());
+                true
+            }
+            None => false,
+        });
+    }
+
+    fn watched(&self) -> bool {
+        !self
+            .feeds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Applied> {
         // A panic while holding the lock cannot leave `Applied` half-changed in a way a reader
         // could misuse: `FederationState::apply` does not panic, and Raft stops on failure.
@@ -92,6 +149,7 @@ impl StateMachineStore {
             shared: Shared {
                 applied: Arc::new(RwLock::new(applied)),
                 applied_index: Arc::new(watch::channel(index).0),
+                feeds: Arc::default(),
             },
             writing: Arc::new(tokio::sync::Mutex::new(())),
         })
@@ -215,8 +273,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         let _writing = self.writing.lock().await;
         let mut responses = Vec::with_capacity(entries.len());
+        let watched = self.shared.watched();
+        let mut changed = BTreeSet::new();
         {
             let mut applied = self.shared.write();
+            let mut apply = |state: &mut FederationState, cmd: &Command| {
+                if watched {
+                    changed.extend(cmd.touched_objects(state).into_iter().filter_map(|object| {
+                        match object {
+                            ObjectKey::Workload(key) | ObjectKey::Placement(key) => Some(key),
+                            _ => None,
+                        }
+                    }));
+                }
+                state.apply(cmd)
+            };
             for entry in entries {
                 applied.last_applied = Some(entry.log_id);
                 let response = match entry.payload {
@@ -225,10 +296,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Normal(Command::Batch { commands }) => CommandResponse::Batch(
                         commands
                             .iter()
-                            .map(|cmd| applied.state.apply(cmd))
+                            .map(|cmd| apply(&mut applied.state, cmd))
                             .collect(),
                     ),
-                    EntryPayload::Normal(cmd) => applied.state.apply(&cmd),
+                    EntryPayload::Normal(cmd) => apply(&mut applied.state, &cmd),
                     EntryPayload::Membership(membership) => {
                         applied.last_membership =
                             StoredMembership::new(Some(entry.log_id), membership);
@@ -237,6 +308,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 responses.push(response);
             }
+        }
+        if !changed.is_empty() {
+            self.shared.publish(&changed);
         }
         self.shared.applied_index.send_replace(last.index);
         Ok(responses)

@@ -505,6 +505,41 @@ async fn the_raft_service_authorizes_first_and_takes_forwarded_writes() {
     store.shutdown().await.unwrap();
 }
 
+/// The change feed names each workload whose record or placement changed, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_feed_names_the_workloads_changed_since_it_was_last_read() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    leading(&store).await;
+    let feed = store.changes();
+    populate(&store).await;
+    let names = |keys: std::collections::BTreeSet<WorkloadKey>| {
+        keys.into_iter().map(|k| k.name).collect::<Vec<_>>()
+    };
+    assert_eq!(names(feed.take()), ["api", "web"]);
+    assert!(feed.take().is_empty());
+    store
+        .propose(Command::SetPlacement {
+            placement: placement("web", 1),
+        })
+        .await
+        .unwrap();
+    store
+        .propose(Command::DeleteWorkload {
+            key: WorkloadKey::new("default", "api"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(names(feed.take()), ["api", "web"]);
+    // A feed no one holds is forgotten; writes go on.
+    drop(feed);
+    store
+        .propose(put(vec![workload("db", "db:1", 1)]))
+        .await
+        .unwrap();
+    store.shutdown().await.unwrap();
+}
+
 /// The pipe answers every request by its id, many in flight, refuses a frame that does not
 /// decode, and tells a caller whose answer the stopped stream will never bring that it may
 /// have been carried out.
