@@ -1,11 +1,14 @@
-//! Group commit on the leader: writes that arrive while earlier ones are in flight are proposed
-//! together as one `Command::Batch` log entry.
+//! Group commit: writes that arrive while earlier ones are in flight go out together as one
+//! `Command::Batch`, to the local Raft node on the leader (one log entry) and over the pipe to
+//! the leader on a follower (one forwarded request).
 //!
 //! openraft 0.9 appends (and fsyncs) each `client_write` as its own log write, one after the
-//! other, so concurrent writers would each pay a whole fsync round. Here at most
-//! `MAX_IN_FLIGHT` entries are in flight; whatever queues behind them goes out together. A lone
-//! writer never waits: with a free slot its command is proposed at once, unwrapped.
+//! other, and each forwarded write would be a request of its own to the leader; concurrent
+//! writers would each pay for a whole round. Here at most `MAX_IN_FLIGHT` batches are in
+//! flight; whatever queues behind them goes out together. A lone writer never waits: with a
+//! free slot its command is sent at once, unwrapped.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use openraft::error::{Fatal, RaftError};
@@ -16,44 +19,128 @@ use super::network::ClientWriteResult;
 use super::state::{Command, CommandResponse};
 use super::TypeConfig;
 
-/// Log entries proposed but not yet applied; more writers than this share entries.
+/// Batches sent but not yet answered; more writers than this share batches.
 const MAX_IN_FLIGHT: usize = 4;
-/// Commands in one batch entry: keeps an entry (and a replication message of many entries)
-/// far below the gRPC message limit.
+/// Commands in one batch: keeps an entry (and a replication message of many entries) far
+/// below the gRPC message limit.
 const MAX_BATCH: usize = 64;
 
-struct Pending {
-    command: Command,
-    done: oneshot::Sender<ClientWriteResult>,
+/// What a batch's answer is made of, and how it is shared out among its commands.
+pub(crate) trait Answer: Sized + Send + 'static {
+    /// The answer to each of `n` commands sent together as one `Command::Batch`.
+    fn split(self, n: usize) -> Vec<Self>;
+    /// The answer when the batcher has stopped.
+    fn stopped() -> Self;
 }
 
-/// Proposes commands to the local Raft node, batching concurrent ones.
-#[derive(Clone)]
-pub(crate) struct Proposer {
-    queue: mpsc::UnboundedSender<Pending>,
+// openraft's write error is large; it is what `Raft::client_write` returns, moved once.
+#[allow(clippy::result_large_err)]
+impl Answer for ClientWriteResult {
+    fn split(self, n: usize) -> Vec<Self> {
+        match self {
+            Ok(response) => {
+                let responses = match response.data {
+                    CommandResponse::Batch(responses) => responses,
+                    other => vec![other],
+                };
+                let mut responses = responses.into_iter();
+                (0..n)
+                    .map(|_| {
+                        let data = responses.next().unwrap_or_else(|| {
+                            CommandResponse::Ignored(
+                                "the batch's response has no entry for this".into(),
+                            )
+                        });
+                        Ok(ClientWriteResponse {
+                            log_id: response.log_id,
+                            data,
+                            membership: None,
+                        })
+                    })
+                    .collect()
+            }
+            Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    fn stopped() -> Self {
+        Err(RaftError::Fatal(Fatal::Stopped))
+    }
 }
+
+/// A forwarded write's answer: the leader's, or why the pipe did not bring one.
+impl Answer for Result<ClientWriteResult, tonic::Status> {
+    fn split(self, n: usize) -> Vec<Self> {
+        match self {
+            Ok(answer) => answer.split(n).into_iter().map(Ok).collect(),
+            Err(status) => (0..n).map(|_| Err(status.clone())).collect(),
+        }
+    }
+
+    fn stopped() -> Self {
+        Err(tonic::Status::unavailable("the forwarder has stopped"))
+    }
+}
+
+struct Pending<A> {
+    command: Command,
+    done: oneshot::Sender<A>,
+}
+
+/// Sends commands through `send`, batching concurrent ones.
+pub(crate) struct Batcher<A> {
+    queue: mpsc::UnboundedSender<Pending<A>>,
+}
+
+impl<A> Clone for Batcher<A> {
+    fn clone(&self) -> Self {
+        Batcher {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<A: Answer> Batcher<A> {
+    /// Starts the batching task; it ends when the last handle is dropped.
+    pub(crate) fn start<S, F>(send: S) -> Batcher<A>
+    where
+        S: Fn(Command) -> F + Send + Sync + 'static,
+        F: Future<Output = A> + Send + 'static,
+    {
+        let (queue, pending) = mpsc::unbounded_channel();
+        tokio::spawn(run(Arc::new(send), pending));
+        Batcher { queue }
+    }
+
+    /// Sends `command` (with whatever else is waiting) and waits for its answer.
+    pub(crate) async fn write(&self, command: Command) -> A {
+        let (done, answer) = oneshot::channel();
+        if self.queue.send(Pending { command, done }).is_err() {
+            return A::stopped();
+        }
+        answer.await.unwrap_or_else(|_| A::stopped())
+    }
+}
+
+/// Proposes to the local Raft node: like `Raft::client_write`, "forward to the leader" when
+/// this node does not lead.
+pub(crate) type Proposer = Batcher<ClientWriteResult>;
 
 impl Proposer {
-    /// Starts the batching task; it ends when the last `Proposer` is dropped.
-    pub(crate) fn start(raft: openraft::Raft<TypeConfig>) -> Proposer {
-        let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, pending));
-        Proposer { queue }
-    }
-
-    /// Like `Raft::client_write`: "forward to the leader" when this node does not lead.
-    pub(crate) async fn write(&self, command: Command) -> ClientWriteResult {
-        let (done, result) = oneshot::channel();
-        if self.queue.send(Pending { command, done }).is_err() {
-            return Err(RaftError::Fatal(Fatal::Stopped));
-        }
-        result
-            .await
-            .unwrap_or(Err(RaftError::Fatal(Fatal::Stopped)))
+    pub(crate) fn local(raft: openraft::Raft<TypeConfig>) -> Proposer {
+        Batcher::start(move |command| {
+            let raft = raft.clone();
+            async move { raft.client_write(command).await }
+        })
     }
 }
 
-async fn run(raft: openraft::Raft<TypeConfig>, mut pending: mpsc::UnboundedReceiver<Pending>) {
+async fn run<A, S, F>(send: Arc<S>, mut pending: mpsc::UnboundedReceiver<Pending<A>>)
+where
+    A: Answer,
+    S: Fn(Command) -> F + Send + Sync + 'static,
+    F: Future<Output = A> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
         // Take a slot first: while none is free, writes queue up and leave together.
@@ -70,45 +157,20 @@ async fn run(raft: openraft::Raft<TypeConfig>, mut pending: mpsc::UnboundedRecei
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        let (mut commands, waiters): (Vec<Command>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.done)).unzip();
+        let sent = if commands.len() == 1 {
+            send(commands.remove(0))
+        } else {
+            send(Command::Batch { commands })
+        };
         tokio::spawn(async move {
-            propose(&raft, batch).await;
+            let answers = sent.await.split(waiters.len());
+            for (done, answer) in waiters.into_iter().zip(answers) {
+                let _ = done.send(answer);
+            }
             drop(slot);
         });
-    }
-}
-
-async fn propose(raft: &openraft::Raft<TypeConfig>, mut batch: Vec<Pending>) {
-    if batch.len() == 1 {
-        let Pending { command, done } = batch.remove(0);
-        let _ = done.send(raft.client_write(command).await);
-        return;
-    }
-    let (commands, waiters): (Vec<Command>, Vec<_>) =
-        batch.into_iter().map(|p| (p.command, p.done)).unzip();
-    match raft.client_write(Command::Batch { commands }).await {
-        Ok(response) => {
-            let responses = match response.data {
-                CommandResponse::Batch(responses) => responses,
-                other => vec![other],
-            };
-            let mut responses = responses.into_iter();
-            for done in waiters {
-                let data = responses.next().unwrap_or_else(|| {
-                    CommandResponse::Ignored("the batch's response has no entry for this".into())
-                });
-                let _ = done.send(Ok(ClientWriteResponse {
-                    log_id: response.log_id,
-                    data,
-                    membership: None,
-                }));
-            }
-        }
-        Err(e) => {
-            for done in waiters {
-                let _ = done.send(Err(e.clone()));
-            }
-        }
     }
 }
 
@@ -130,5 +192,52 @@ mod tests {
         let response = batched.apply(&Command::Batch { commands });
         assert_eq!(response, CommandResponse::Batch(expected));
         assert_eq!(batched, one_by_one);
+    }
+
+    /// Writers that queue behind the ones in flight share one batch, and each hears its own
+    /// command's answer; a lone writer's command goes out as it is.
+    #[tokio::test]
+    async fn queued_writes_go_out_together_and_each_gets_its_answer() {
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = sent.clone();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let open = gate.clone();
+        let batcher: Batcher<ClientWriteResult> = Batcher::start(move |command: Command| {
+            let seen = seen.clone();
+            let gate = gate.clone();
+            async move {
+                let _pass = gate.acquire().await;
+                let mut state = super::super::state::FederationState::default();
+                let data = state.apply(&command);
+                seen.lock().unwrap().push(command);
+                Ok(ClientWriteResponse {
+                    log_id: Default::default(),
+                    data,
+                    membership: None,
+                })
+            }
+        });
+        let delete = |name: &str| Command::DeleteWorkload {
+            key: hansa_core::WorkloadKey::new("default", name),
+        };
+        // Four single writes fill the slots (held at the gate); ten more queue behind them.
+        let mut writes = Vec::new();
+        for i in 0..14 {
+            let batcher = batcher.clone();
+            let command = delete(&format!("w{i}"));
+            writes.push(tokio::spawn(async move { batcher.write(command).await }));
+            tokio::task::yield_now().await;
+        }
+        open.add_permits(100);
+        for write in writes {
+            let answer = write.await.unwrap().unwrap();
+            assert_eq!(answer.data, CommandResponse::Deleted(false));
+        }
+        let sent = sent.lock().unwrap();
+        assert!(sent.len() < 14, "nothing was batched: {} sends", sent.len());
+        assert!(sent
+            .iter()
+            .any(|c| matches!(c, Command::DeleteWorkload { .. })));
+        assert!(sent.iter().any(|c| matches!(c, Command::Batch { .. })));
     }
 }
