@@ -4,12 +4,15 @@
 //!
 //! openraft 0.9 appends (and fsyncs) each `client_write` as its own log write, one after the
 //! other, and each forwarded write would be a request of its own to the leader; concurrent
-//! writers would each pay for a whole round. Here at most `MAX_IN_FLIGHT` batches are in
+//! writers would each pay for a whole round. Here at most `MAX_IN_FLIGHT` sends are in
 //! flight; whatever queues behind them goes out together. A lone writer never waits: with a
-//! free slot its command is sent at once, unwrapped.
+//! free slot and nothing queued, it sends its command itself, unwrapped.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use futures::future::{BoxFuture, FutureExt};
 
 use openraft::error::{Fatal, RaftError};
 use openraft::raft::ClientWriteResponse;
@@ -27,7 +30,8 @@ const MAX_BATCH: usize = 64;
 
 /// What a batch's answer is made of, and how it is shared out among its commands.
 pub(crate) trait Answer: Sized + Send + 'static {
-    /// The answer to each of `n` commands sent together as one `Command::Batch`.
+    /// The answer to each of `n` commands sent together as one `Command::Batch` (or, when
+    /// `n` is 1, as they were).
     fn split(self, n: usize) -> Vec<Self>;
     /// The answer when the batcher has stopped.
     fn stopped() -> Self;
@@ -37,6 +41,11 @@ pub(crate) trait Answer: Sized + Send + 'static {
 #[allow(clippy::result_large_err)]
 impl Answer for ClientWriteResult {
     fn split(self, n: usize) -> Vec<Self> {
+        // A lone command went out unwrapped: its answer is its own, even when it is itself a
+        // batch (one forwarded by a follower).
+        if n == 1 {
+            return vec![self];
+        }
         match self {
             Ok(response) => {
                 let responses = match response.data {
@@ -87,14 +96,23 @@ struct Pending<A> {
     done: oneshot::Sender<A>,
 }
 
+type Sender<A> = Arc<dyn Fn(Command) -> BoxFuture<'static, A> + Send + Sync>;
+
 /// Sends commands through `send`, batching concurrent ones.
 pub(crate) struct Batcher<A> {
+    send: Sender<A>,
+    slots: Arc<Semaphore>,
+    /// Commands queued and not yet taken into a batch.
+    queued: Arc<AtomicUsize>,
     queue: mpsc::UnboundedSender<Pending<A>>,
 }
 
 impl<A> Clone for Batcher<A> {
     fn clone(&self) -> Self {
         Batcher {
+            send: self.send.clone(),
+            slots: self.slots.clone(),
+            queued: self.queued.clone(),
             queue: self.queue.clone(),
         }
     }
@@ -107,14 +125,32 @@ impl<A: Answer> Batcher<A> {
         S: Fn(Command) -> F + Send + Sync + 'static,
         F: Future<Output = A> + Send + 'static,
     {
+        let send: Sender<A> = Arc::new(move |command| send(command).boxed());
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let queued = Arc::new(AtomicUsize::new(0));
         let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(run(Arc::new(send), pending));
-        Batcher { queue }
+        tokio::spawn(run(send.clone(), slots.clone(), queued.clone(), pending));
+        Batcher {
+            send,
+            slots,
+            queued,
+            queue,
+        }
     }
 
     /// Sends `command` (with whatever else is waiting) and waits for its answer.
     pub(crate) async fn write(&self, command: Command) -> A {
+        // Nothing waiting and room in flight: send it from here, with no hand-off to the
+        // batching task (a hop that costs a lone writer more than the batching saves it).
+        if self.queued.load(Ordering::Acquire) == 0 {
+            if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+                let answer = (self.send)(command).await;
+                drop(slot);
+                return answer;
+            }
+        }
         let (done, answer) = oneshot::channel();
+        self.queued.fetch_add(1, Ordering::AcqRel);
         if self.queue.send(Pending { command, done }).is_err() {
             return A::stopped();
         }
@@ -135,19 +171,19 @@ impl Proposer {
     }
 }
 
-async fn run<A, S, F>(send: Arc<S>, mut pending: mpsc::UnboundedReceiver<Pending<A>>)
-where
-    A: Answer,
-    S: Fn(Command) -> F + Send + Sync + 'static,
-    F: Future<Output = A> + Send + 'static,
-{
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+/// Takes what queued up behind the writes in flight, as batches, whenever a slot frees.
+async fn run<A: Answer>(
+    send: Sender<A>,
+    slots: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
+    mut pending: mpsc::UnboundedReceiver<Pending<A>>,
+) {
     loop {
-        // Take a slot first: while none is free, writes queue up and leave together.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Some(first) = pending.recv().await else {
             return;
         };
-        let Some(first) = pending.recv().await else {
+        // Wait for a slot with the first command in hand: meanwhile others queue behind it.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
         let mut batch = vec![first];
@@ -157,6 +193,7 @@ where
                 Err(_) => break,
             }
         }
+        queued.fetch_sub(batch.len(), Ordering::AcqRel);
         let (mut commands, waiters): (Vec<Command>, Vec<_>) =
             batch.into_iter().map(|p| (p.command, p.done)).unzip();
         let sent = if commands.len() == 1 {
@@ -239,5 +276,51 @@ mod tests {
             .iter()
             .any(|c| matches!(c, Command::DeleteWorkload { .. })));
         assert!(sent.iter().any(|c| matches!(c, Command::Batch { .. })));
+    }
+
+    /// A batch that queues and goes out alone (a follower's forwarded batch reaching the
+    /// leader's batcher) gets its whole answer back, not its first part.
+    #[tokio::test]
+    async fn a_lone_batch_keeps_its_whole_answer() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let open = gate.clone();
+        let batcher: Batcher<ClientWriteResult> = Batcher::start(move |command: Command| {
+            let gate = gate.clone();
+            async move {
+                let _pass = gate.acquire().await;
+                let mut state = super::super::state::FederationState::default();
+                Ok(ClientWriteResponse {
+                    log_id: Default::default(),
+                    data: state.apply(&command),
+                    membership: None,
+                })
+            }
+        });
+        let delete = Command::DeleteWorkload {
+            key: hansa_core::WorkloadKey::new("default", "gone"),
+        };
+        // Every slot taken, so the batch queues.
+        let mut held = Vec::new();
+        for _ in 0..MAX_IN_FLIGHT {
+            let batcher = batcher.clone();
+            let delete = delete.clone();
+            held.push(tokio::spawn(async move { batcher.write(delete).await }));
+            tokio::task::yield_now().await;
+        }
+        let lone = {
+            let batcher = batcher.clone();
+            let commands = vec![delete.clone(), delete];
+            tokio::spawn(async move { batcher.write(Command::Batch { commands }).await })
+        };
+        tokio::task::yield_now().await;
+        open.add_permits(100);
+        let answer = lone.await.unwrap().unwrap();
+        assert_eq!(
+            answer.data,
+            CommandResponse::Batch(vec![CommandResponse::Deleted(false); 2])
+        );
+        for write in held {
+            write.await.unwrap().unwrap();
+        }
     }
 }
