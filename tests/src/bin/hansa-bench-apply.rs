@@ -101,6 +101,8 @@ struct Stats {
     server_cpu: Duration,
     /// Context switches of the servers' threads while measuring.
     server_switches: u64,
+    /// The first failure seen, to say what the errors were.
+    first_error: Option<String>,
 }
 
 impl Stats {
@@ -172,6 +174,7 @@ async fn drive(op: Op, clients: usize, duration: Duration, pids: &[u32]) -> Stat
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0;
+                let mut first_error = None;
                 let mut seq = 0u64;
                 loop {
                     let sent = Instant::now();
@@ -185,10 +188,13 @@ async fn drive(op: Op, clients: usize, duration: Duration, pids: &[u32]) -> Stat
                     }
                     match result {
                         Ok(()) => latencies.push(sent.elapsed()),
-                        Err(_) => errors += 1,
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert(e);
+                        }
                     }
                 }
-                (latencies, errors)
+                (latencies, errors, first_error)
             })
         })
         .collect();
@@ -201,9 +207,10 @@ async fn drive(op: Op, clients: usize, duration: Duration, pids: &[u32]) -> Stat
         ..Stats::default()
     };
     for task in tasks {
-        if let Ok((latencies, errors)) = task.await {
+        if let Ok((latencies, errors, first_error)) = task.await {
             stats.latencies.extend(latencies);
             stats.errors += errors;
+            stats.first_error = stats.first_error.or(first_error);
         }
     }
     stats.elapsed = duration;
@@ -570,6 +577,9 @@ fn report(system: &str, clients: usize, stats: &Stats) {
         stats.ops,
         stats.errors
     );
+    if let Some(error) = &stats.first_error {
+        println!("       first error: {error}");
+    }
 }
 
 #[tokio::main]
