@@ -46,6 +46,8 @@ pub struct LogStore {
     committed: Arc<CommittedHint>,
     tail: Arc<Mutex<Tail>>,
     writes: std::sync::mpsc::Sender<Write>,
+    /// Bytes of entries appended since the log was opened (see `compaction`).
+    appended: Arc<std::sync::atomic::AtomicU64>,
 }
 /// The newest entries of the log, contiguous, each as encoded in the file. Appends enter when
 /// they are submitted, before they are durable; entries leave before a truncation or purge
@@ -197,7 +199,13 @@ impl LogStore {
             }),
             tail,
             writes,
+            appended: Arc::default(),
         })
+    }
+
+    /// Bytes of entries appended since the log was opened, counted as they are submitted.
+    pub(crate) fn appended_bytes(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.appended.clone()
     }
 
     /// Hands `write` to the writer thread.
@@ -469,6 +477,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        let bytes: usize = encoded.iter().map(|(_, b)| b.len()).sum();
+        self.appended
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
         // Readable at once; durable when the callback says so.
         self.tail().push(appended);
         self.submit(Write {

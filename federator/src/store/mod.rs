@@ -12,6 +12,7 @@
 //! snapshot, and purges the log only once a durable snapshot covers it.
 
 mod batch;
+mod compaction;
 mod db;
 mod error;
 mod leader;
@@ -93,7 +94,8 @@ pub struct StoreConfig {
     pub heartbeat_interval: Duration,
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
-    /// Build a snapshot after this many entries since the last one.
+    /// Build a snapshot after this many entries since the last one, once the log since then
+    /// is also larger than that snapshot (see `compaction`).
     pub snapshot_logs_since_last: u64,
     /// Entries a snapshot covers that are kept anyway, for followers slightly behind.
     pub max_in_snapshot_log_to_keep: u64,
@@ -158,7 +160,8 @@ impl StoreConfig {
             heartbeat_interval: ms(self.heartbeat_interval),
             election_timeout_min: ms(self.election_timeout_min),
             election_timeout_max: ms(self.election_timeout_max),
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
+            // `compaction` decides when (it needs the sizes of the log and the snapshot).
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: self.max_in_snapshot_log_to_keep,
             // 1 MiB chunks stay well below the gRPC message limit once JSON-encoded.
             snapshot_max_chunk_size: 1024 * 1024,
@@ -236,6 +239,7 @@ impl Store {
         let state_machine =
             StateMachineStore::open(config.data_dir.join(STATE_FILE), open_tx).await?;
         let shared = state_machine.shared();
+        let log_bytes = log.appended_bytes();
         let connections = Arc::new(Connections::new(config.client_tls.clone()));
         let network = NetworkFactory {
             node_id: config.node_id,
@@ -244,6 +248,13 @@ impl Store {
         let raft = openraft::Raft::new(config.node_id, raft_config, network, log, state_machine)
             .await
             .map_err(|e| StoreError::Fatal(e.to_string()))?;
+
+        tokio::spawn(compaction::run(
+            raft.clone(),
+            config.snapshot_logs_since_last,
+            log_bytes,
+            shared.snapshot_bytes.clone(),
+        ));
 
         if config.bootstrap && !is_initialized(&raft).await? {
             let members: BTreeMap<NodeId, BasicNode> = if config.initial_members.is_empty() {

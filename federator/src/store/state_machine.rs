@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) applied_index: Arc<watch::Sender<u64>>,
     /// Who wants to hear which workloads changed (see [`ChangeFeed`]).
     feeds: Arc<Mutex<Vec<Weak<ChangeFeed>>>>,
+    /// The size of the current snapshot's data (see `compaction`).
+    pub(crate) snapshot_bytes: Arc<AtomicU64>,
 }
 
 /// The workloads whose record or placement changed since its owner last took them: lets a
@@ -142,7 +145,7 @@ impl StateMachineStore {
         open: mpsc::Sender<()>,
     ) -> Result<StateMachineStore, StoreError> {
         let file = DbFile::open(path, open).await?;
-        let applied = blocking(&file, load).await?;
+        let (applied, snapshot_bytes) = blocking(&file, load).await?;
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         Ok(StateMachineStore {
             file,
@@ -150,6 +153,7 @@ impl StateMachineStore {
                 applied: Arc::new(RwLock::new(applied)),
                 applied_index: Arc::new(watch::channel(index).0),
                 feeds: Arc::default(),
+                snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
             },
             writing: Arc::new(tokio::sync::Mutex::new(())),
         })
@@ -181,8 +185,9 @@ pub(crate) async fn seed(
     .await
 }
 
-/// Reads the state to start from: the current snapshot, else the base state, else nothing.
-fn load(file: &DbFile) -> Result<Applied, StoreError> {
+/// Reads the state to start from: the current snapshot, else the base state, else nothing;
+/// and the snapshot's size.
+fn load(file: &DbFile) -> Result<(Applied, u64), StoreError> {
     let txn = file.db.begin_write().map_err(|e| file.error(e))?;
     txn.open_table(META).map_err(|e| file.error(e))?;
     txn.open_table(SNAPSHOT).map_err(|e| file.error(e))?;
@@ -190,7 +195,7 @@ fn load(file: &DbFile) -> Result<Applied, StoreError> {
     txn.commit().map_err(|e| file.error(e))?;
 
     if let Some((meta, data)) = read_snapshot(file)? {
-        return decode_snapshot(file, &meta, &data);
+        return Ok((decode_snapshot(file, &meta, &data)?, data.len() as u64));
     }
     let txn = file.db.begin_read().map_err(|e| file.error(e))?;
     let meta = txn.open_table(META).map_err(|e| file.error(e))?;
@@ -198,10 +203,13 @@ fn load(file: &DbFile) -> Result<Applied, StoreError> {
         Some(v) => decode(file, "the restored base state", v.value())?,
         None => FederationState::default(),
     };
-    Ok(Applied {
-        state,
-        ..Applied::default()
-    })
+    Ok((
+        Applied {
+            state,
+            ..Applied::default()
+        },
+        0,
+    ))
 }
 
 type SnapshotRow = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
@@ -336,6 +344,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let _writing = self.writing.lock().await;
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
         let data = snapshot.into_inner();
+        let size = data.len() as u64;
         let applied = decode_snapshot(&self.file, meta, &data)
             .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?;
         let meta = meta.clone();
@@ -349,6 +358,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .map_err(|e| io_error(subject, ErrorVerb::Write, e))?;
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         *self.shared.write() = applied;
+        self.shared.snapshot_bytes.store(size, Ordering::Relaxed);
         self.shared.applied_index.send_replace(index);
         Ok(())
     }
@@ -417,6 +427,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(|e| io_error(subject, ErrorVerb::Write, e))?;
+        self.shared
+            .snapshot_bytes
+            .store(data.len() as u64, Ordering::Relaxed);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

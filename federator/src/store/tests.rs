@@ -234,6 +234,29 @@ async fn a_snapshot_survives_a_restart_after_the_log_is_purged() {
     store.shutdown().await.unwrap();
 }
 
+/// openraft's own snapshot policy is off: the store builds snapshots itself when due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_built_when_enough_log_accumulates() {
+    let dir = TempDir::new().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.snapshot_logs_since_last = 5;
+    let store = Store::open(cfg).await.unwrap();
+    leading(&store).await;
+    for i in 0..8 {
+        store
+            .propose(put(vec![workload(&format!("w{i}"), "app:1", 1)]))
+            .await
+            .unwrap();
+    }
+    store
+        .raft()
+        .wait(Some(DEADLINE))
+        .metrics(|m| m.snapshot.is_some(), "a snapshot built")
+        .await
+        .unwrap();
+    store.shutdown().await.unwrap();
+}
+
 fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
