@@ -239,7 +239,11 @@ impl Store {
                 Ok(result) => write_attempt(result, |e| StoreError::Fatal(e.to_string())),
             };
         }
-        let forwarded = timeout_at(deadline, self.forwarder(&target.addr).write(cmd)).await;
+        let forwarded = timeout_at(
+            deadline,
+            forward_client_write(&self.inner.connections, &target.addr, &cmd),
+        )
+        .await;
         let forward_error = |detail: String| StoreError::Forward {
             leader: target.id,
             addr: target.addr.clone(),
@@ -266,27 +270,6 @@ impl Store {
                 _ => Attempt::Failed(forward_error(status.to_string())),
             },
         }
-    }
-
-    /// The batcher of writes forwarded to the leader at `addr`.
-    fn forwarder(&self, addr: &str) -> super::Forwarder {
-        let mut forwarders = self
-            .inner
-            .forwarders
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        forwarders
-            .entry(addr.to_string())
-            .or_insert_with(|| {
-                let connections = self.inner.connections.clone();
-                let addr = addr.to_string();
-                super::batch::Batcher::start(move |command| {
-                    let connections = connections.clone();
-                    let addr = addr.clone();
-                    async move { forward_client_write(&connections, &addr, &command).await }
-                })
-            })
-            .clone()
     }
 
     /// The leader and its address, waiting (until `deadline`) while there is none.

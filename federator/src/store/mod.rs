@@ -195,12 +195,7 @@ struct Inner {
     reachability: tokio::sync::Mutex<Option<(Instant, leader::Reachability)>>,
     /// Peer mode: stamps this node's writes as replicated versions and hears of them.
     replicator: std::sync::OnceLock<Arc<dyn Replicator>>,
-    /// On a follower, by leader address: batches the writes forwarded to it.
-    forwarders: std::sync::Mutex<std::collections::HashMap<String, Forwarder>>,
 }
-
-/// Sends writes to the leader over the pipe, several as one when they queue up.
-type Forwarder = batch::Batcher<Result<network::ClientWriteResult, tonic::Status>>;
 
 /// Whether `key` names an object peers replicate through the store (`workload/NS/NAME`,
 /// `placement/..`, `cluster/..`, `policy/..`, `override/..`, `taints/..`); soft state such as
@@ -298,7 +293,6 @@ impl Store {
                 files_open: tokio::sync::Mutex::new(Some(open_rx)),
                 reachability: tokio::sync::Mutex::new(None),
                 replicator: std::sync::OnceLock::new(),
-                forwarders: std::sync::Mutex::default(),
             }),
         })
     }
