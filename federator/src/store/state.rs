@@ -677,18 +677,18 @@ impl FederationState {
     }
 
     fn put_workload(&mut self, workload: &Workload, now_ms: u64) -> PutOutcome {
-        let key = workload.key();
+        use std::collections::btree_map::Entry;
         let selected = super::revisions::selected_overrides(&self.overrides, workload);
-        let placed = super::revisions::placed_clusters(self.placements.get(&key));
-        match self.workloads.get_mut(&key) {
-            None => {
+        // One search of the workloads; the placement is looked up only for a new revision.
+        match self.workloads.entry(workload.key()) {
+            Entry::Vacant(vacant) => {
                 let mut record = WorkloadRecord {
                     workload: workload.clone(),
                     generation: 1,
                     revision: 1,
                     created_ms: now_ms,
                     updated_ms: now_ms,
-                    overrides: self.override_stamp(workload),
+                    overrides: override_stamp(&self.overrides, workload),
                     history: Vec::new(),
                     rollout: None,
                 };
@@ -698,17 +698,21 @@ impl FederationState {
                     overrides: selected,
                     created_ms: now_ms,
                 });
-                self.workloads.insert(key, record);
+                vacant.insert(record);
                 PutOutcome::Created {
                     generation: 1,
                     revision: 1,
                 }
             }
-            Some(record) if record.workload == *workload => PutOutcome::Unchanged {
-                generation: record.generation,
-                revision: record.revision,
-            },
-            Some(record) => {
+            Entry::Occupied(occupied) if occupied.get().workload == *workload => {
+                let record = occupied.get();
+                PutOutcome::Unchanged {
+                    generation: record.generation,
+                    revision: record.revision,
+                }
+            }
+            Entry::Occupied(mut occupied) => {
+                let record = occupied.get_mut();
                 let stamp = override_stamp(&self.overrides, workload);
                 let new_revision =
                     record.workload.template != workload.template || record.overrides != stamp;
@@ -717,11 +721,14 @@ impl FederationState {
                 record.updated_ms = now_ms;
                 record.overrides = stamp;
                 if new_revision {
-                    record.new_revision(selected, &placed, now_ms);
+                    let placed =
+                        super::revisions::placed_clusters(self.placements.get(occupied.key()));
+                    occupied.get_mut().new_revision(selected, &placed, now_ms);
                 } else if workload.rollout.clusters.is_none() {
                     // No longer staged: every cluster runs the latest revision.
                     record.rollout = None;
                 }
+                let record = occupied.get();
                 PutOutcome::Configured {
                     generation: record.generation,
                     revision: record.revision,
