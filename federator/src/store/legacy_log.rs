@@ -49,7 +49,7 @@ pub(crate) fn migrate(dir: &Path, node_id: NodeId) -> Result<(), StoreError> {
         batch
             .push(Record::Committed(meta.committed))
             .map_err(encode)?;
-        writer.write(batch, &index)?;
+        writer.write(&mut batch, &index)?;
     }
     if dir.exists() {
         // Only the lock file of an earlier attempt that found nothing to read.

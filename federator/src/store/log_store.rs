@@ -291,10 +291,10 @@ fn write_in_order(
     tail: &Mutex<Tail>,
     queue: &std::sync::mpsc::Receiver<Write>,
 ) {
+    let mut records = Batch::default();
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter());
-        let mut records = Batch::default();
         let mut durable = tail.lock().unwrap_or_else(PoisonError::into_inner).durable;
         let encoded = batch.iter().try_for_each(|write| match &write.op {
             Op::Append { entries, committed } => {
@@ -316,11 +316,14 @@ fn write_in_order(
             Op::Committed(committed) => records.push(Record::Committed(*committed)),
         });
         let written = match encoded {
-            Ok(()) => writer.write(records, index),
-            Err(e) => Err(StoreError::storage(
-                writer_dir(index),
-                format!("encode: {e}"),
-            )),
+            Ok(()) => writer.write(&mut records, index),
+            Err(e) => {
+                records = Batch::default();
+                Err(StoreError::storage(
+                    writer_dir(index),
+                    format!("encode: {e}"),
+                ))
+            }
         };
         match &written {
             Ok(()) => {

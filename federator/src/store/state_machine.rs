@@ -387,8 +387,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let (data, last_log_id, last_membership) = {
             let _writing = self.writing.lock().await;
             let applied = self.shared.read();
+            // Sized from the last snapshot: growing a buffer of tens of MiB by doubling would
+            // copy it again and again into fresh memory.
+            let last = self.shared.snapshot_bytes.load(Ordering::Relaxed) as usize;
+            let mut data = Vec::with_capacity(last + last / 4 + 4096);
+            let encoded = serde_json::to_writer(&mut data, &*applied)
+                .map(|()| data)
+                .map_err(|e| {
+                    StoreError::storage(&self.file.path, format!("encode the snapshot: {e}"))
+                });
             (
-                encode(&self.file.path, "snapshot", &*applied),
+                encoded,
                 applied.last_applied,
                 applied.last_membership.clone(),
             )

@@ -36,6 +36,8 @@ const MAX_RECORD: usize = 256 << 20;
 /// An entry record's body starts with its log id: index, term, leader node.
 const ENTRY_ID: usize = 24;
 const LOCK_FILE: &str = "LOCK";
+/// The write buffer kept between writes.
+const KEEP_BUFFER: usize = 4 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -256,6 +258,15 @@ impl Batch {
     fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
+
+    /// Empties the batch for the next write, keeping a moderate buffer: a fresh one per
+    /// write would be fresh memory, faulted in each time.
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.bytes.shrink_to(KEEP_BUFFER);
+        self.entries.clear();
+        self.changes.clear();
+    }
 }
 
 /// The writing side: the newest segment, open for appending. Owned by the writer thread.
@@ -277,7 +288,17 @@ impl Writer {
     /// Writes `batch` at the end of the log, durably, then applies it to `index`.
     pub(crate) fn write(
         &mut self,
-        batch: Batch,
+        batch: &mut Batch,
+        index: &std::sync::Mutex<Index>,
+    ) -> Result<(), StoreError> {
+        let written = self.write_records(batch, index);
+        batch.clear();
+        written
+    }
+
+    fn write_records(
+        &mut self,
+        batch: &mut Batch,
         index: &std::sync::Mutex<Index>,
     ) -> Result<(), StoreError> {
         if self.failed {
@@ -304,7 +325,7 @@ impl Writer {
             let mut index = index
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for change in batch.changes {
+            for change in batch.changes.drain(..) {
                 match change {
                     Change::Entry(i) => {
                         let (log_id, at, len, crc) = batch.entries[i];
@@ -724,7 +745,7 @@ mod tests {
         for record in records {
             batch.push(record).unwrap();
         }
-        writer.write(batch, index).unwrap();
+        writer.write(&mut batch, index).unwrap();
     }
 
     fn entries(index: &Index) -> Vec<(u64, Vec<u8>)> {
