@@ -156,3 +156,42 @@ fn yaml_conveniences_work() {
         ["web.yaml doc 1: invalid YAML: duplicate entry with key \"a\""]
     );
 }
+
+/// Straight to JSON reads every document as the YAML value tree does: the examples shipped in
+/// the repository, a user's fixture, and the corners (numbers, nulls, quoting, anchors,
+/// block scalars, several documents).
+#[test]
+fn yaml_reads_the_same_straight_to_json_as_through_the_value_tree() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut texts: Vec<(String, String)> = ["policies/examples", "core/tests/fixtures", "deploy"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(root.join(dir)).into_iter().flatten())
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .map(|path| {
+            (
+                path.display().to_string(),
+                std::fs::read_to_string(&path).unwrap(),
+            )
+        })
+        .collect();
+    assert!(texts.len() >= 10, "found only {} YAML files", texts.len());
+    texts.push((
+        "corners".into(),
+        "a: 1\nb: -2.5\nc: 1e3\nd: ~\ne: null\nf: \"quoted: yes\"\ng: 'single'\nh: true\n\
+         i: [1, two, {three: 3}]\nj: &anchor {k: v}\nl: *anchor\nm: |\n  line one\n  line two\n\
+         n: >\n  folded\n  text\no: 0x1f\np: 10m\nq: 16Mi\nr: \"\"\n---\nsecond: doc\n---\n"
+            .into(),
+    ));
+    for (name, text) in &texts {
+        if text.contains("<<") || text.contains('!') {
+            continue;
+        }
+        assert_eq!(
+            super::super::read_yaml(text, false),
+            super::super::read_yaml(text, true),
+            "{name}"
+        );
+    }
+}
