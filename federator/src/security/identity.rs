@@ -1,6 +1,7 @@
 //! Who is on the other end of a connection: the SPIFFE-style URI in its certificate.
 
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use tonic::Status;
 use x509_parser::extensions::GeneralName;
@@ -93,6 +94,42 @@ impl fmt::Display for Identity {
     }
 }
 
+type PeerCerts = Arc<Vec<tonic::transport::CertificateDer<'static>>>;
+
+/// The identities of the connections that made calls, by their certificate chain: the TLS
+/// layer hands every request of a connection the same chain, and parsing the X.509
+/// certificate again for each request was a few percent of a busy federator's CPU.
+struct Known {
+    by_chain: Mutex<
+        Vec<(
+            Weak<Vec<tonic::transport::CertificateDer<'static>>>,
+            Identity,
+        )>,
+    >,
+}
+
+static CONNECTIONS: Known = Known {
+    by_chain: Mutex::new(Vec::new()),
+};
+
+impl Known {
+    /// The identity in the leaf certificate of `certs`, parsed once per connection.
+    fn identity(&self, certs: &PeerCerts) -> Option<Identity> {
+        let mut known = self.by_chain.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, identity)) = known
+            .iter()
+            .find(|(chain, _)| std::ptr::eq(chain.as_ptr(), Arc::as_ptr(certs)))
+        {
+            return Some(identity.clone());
+        }
+        let identity = Identity::from_certificate_der(certs.first()?.as_ref())?;
+        // The chains of closed connections are gone: forget them.
+        known.retain(|(chain, _)| chain.strong_count() > 0);
+        known.push((Arc::downgrade(certs), identity.clone()));
+        Some(identity)
+    }
+}
+
 /// The verified identity of a gRPC caller. The TLS layer has already checked the chain against
 /// the federation CA; this reads who the certificate says the caller is and checks the trust
 /// domain and role.
@@ -104,10 +141,7 @@ pub fn caller<T>(
     let certs = request
         .peer_certs()
         .ok_or_else(|| Status::unauthenticated("no client certificate presented"))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("no client certificate presented"))?;
-    let identity = Identity::from_certificate_der(leaf.as_ref()).ok_or_else(|| {
+    let identity = CONNECTIONS.identity(&certs).ok_or_else(|| {
         Status::unauthenticated("client certificate carries no spiffe:// identity URI")
     })?;
     if identity.trust_domain != trust_domain {
@@ -146,5 +180,31 @@ mod tests {
         ] {
             assert_eq!(Identity::from_uri(uri), None, "{uri}");
         }
+    }
+
+    /// Each connection's chain is read once, and a chain is never taken for another's.
+    #[test]
+    fn a_connections_identity_is_read_once_per_chain() {
+        let ca = super::super::certs::Authority::generate("hansa.local").unwrap();
+        let chain = |name: &str| -> PeerCerts {
+            use rustls::pki_types::pem::PemObject;
+            let pem = ca.issue(Role::Cluster, name, &[]).unwrap().cert_pem;
+            let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+            Arc::new(vec![der])
+        };
+        let known = Known {
+            by_chain: Mutex::new(Vec::new()),
+        };
+        let (eu, us) = (chain("eu-1"), chain("us-1"));
+        for _ in 0..3 {
+            assert_eq!(known.identity(&eu).unwrap().name, "eu-1");
+            assert_eq!(known.identity(&us).unwrap().name, "us-1");
+        }
+        assert_eq!(known.by_chain.lock().unwrap().len(), 2);
+        // A closed connection's entry goes once another connection comes.
+        drop(eu);
+        let ap = chain("ap-1");
+        assert_eq!(known.identity(&ap).unwrap().name, "ap-1");
+        assert_eq!(known.by_chain.lock().unwrap().len(), 2);
     }
 }
