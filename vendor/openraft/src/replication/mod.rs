@@ -145,7 +145,17 @@ where
     /// Appropriate number of entries to send.
     /// This is only used by AppendEntries RPC.
     entries_hint: ReplicationHint,
+
+    /// Hansa patch: when a committed index the follower has not been sent yet must go out on
+    /// its own, if no AppendEntries carries it sooner (see `COMMIT_DELAY`).
+    commit_due: Option<InstantOf<C>>,
 }
+
+/// Hansa patch: how long a newly committed index waits for the next AppendEntries to carry it
+/// before it is sent alone. Under a stream of writes the next entries follow within a
+/// millisecond, so the follower learns the commit with them instead of in a message of its
+/// own; when writes stop, it learns it this much later.
+const COMMIT_DELAY: Duration = Duration::from_millis(5);
 
 impl<C, N, LS> ReplicationCore<C, N, LS>
 where
@@ -198,6 +208,7 @@ where
             weak_tx_event: tx_event.downgrade(),
             next_action: None,
             entries_hint: Default::default(),
+            commit_due: None,
         };
 
         let join_handle = C::AsyncRuntime::spawn(this.main().instrument(span));
@@ -435,6 +446,8 @@ where
         };
 
         let leader_time = C::now();
+        // Hansa patch: this message carries the committed index.
+        self.commit_due = None;
 
         // Build the heartbeat frame to be sent to the follower.
         let payload = AppendEntriesRequest {
@@ -630,8 +643,24 @@ where
         // If there is next action to run, do not block waiting for events,
         // instead, just try the best to drain all events.
         if self.next_action.is_none() {
-            let event =
-                self.rx_event.recv().await.ok_or(ReplicationClosed::new("rx_repl is closed in drain_event()"))?;
+            let event = match self.commit_due.clone() {
+                None => self.rx_event.recv().await,
+                Some(due) => {
+                    let now = C::now();
+                    let sleep = C::sleep(if due > now { due - now } else { Duration::ZERO });
+                    let recv = self.rx_event.recv();
+                    select! {
+                        _ = sleep => {
+                            // Nothing carried the committed index: send it alone.
+                            self.commit_due = None;
+                            self.next_action = Some(Data::new_heartbeat());
+                            return Ok(());
+                        }
+                        recv_res = recv => recv_res,
+                    }
+                }
+            };
+            let event = event.ok_or(ReplicationClosed::new("rx_repl is closed in drain_event()"))?;
             self.process_event(event);
         }
 
@@ -679,9 +708,10 @@ where
 
                 self.committed = c;
 
-                // If there is no action, fill in an heartbeat action to send committed index.
-                if self.next_action.is_none() {
-                    self.next_action = Some(Data::new_heartbeat());
+                // Hansa patch: if there is no action, the committed index waits a moment for
+                // the next entries to carry it (`COMMIT_DELAY`) instead of going out alone now.
+                if self.next_action.is_none() && self.commit_due.is_none() {
+                    self.commit_due = Some(C::now() + COMMIT_DELAY);
                 }
             }
             Replicate::Heartbeat => {
