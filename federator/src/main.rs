@@ -41,6 +41,13 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.log_format);
+    // With transparent huge pages on "always", mimalloc's freed pages are purged and faulted
+    // back in as 2 MiB huge pages, each zeroed whole: under a stream of small applies that
+    // cost about 5% more CPU and half again the p99 latency. Databases ask for THP off for
+    // this reason; the flag covers only this process.
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::warn!(error = %e, "could not turn transparent huge pages off");
+    }
     let mut config = Config::load(&args.config).context("invalid configuration")?;
     if let Some(join) = args.join {
         config.join = Some(join);
