@@ -21,6 +21,9 @@ pub(crate) struct DbFile {
     _open: mpsc::Sender<()>,
 }
 
+/// redb's page cache for the state file.
+const CACHE_BYTES: usize = 16 << 20;
+
 impl DbFile {
     /// Opens (or creates) the file and checks its integrity. Runs on the blocking pool: redb
     /// does synchronous I/O, and a panic while reading a damaged file becomes an error.
@@ -30,7 +33,12 @@ impl DbFile {
     ) -> Result<Arc<DbFile>, StoreError> {
         let for_panic = path.clone();
         tokio::task::spawn_blocking(move || {
-            let mut db = Database::create(&path).map_err(|e| open_error(&path, e))?;
+            // The file holds snapshots, written once each and read at startup: redb's default
+            // 1 GiB page cache would keep every snapshot written, tens of MiB each, in memory.
+            let mut db = Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(&path)
+                .map_err(|e| open_error(&path, e))?;
             match db.check_integrity() {
                 Ok(true) => {}
                 Ok(false) => {
