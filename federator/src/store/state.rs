@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadRecord {
-    pub workload: Workload,
+    /// Boxed: records sit in B-tree nodes, which would otherwise hold about 1 KiB per slot
+    /// and copy it on every split.
+    pub workload: Box<Workload>,
     /// +1 on any change of the workload; placements are solved for one generation.
     pub generation: u64,
     /// +1 when the template changes (starts at 1); replicas of an older revision are replaced.
@@ -682,29 +684,28 @@ impl FederationState {
         // One search of the workloads; the placement is looked up only for a new revision.
         match self.workloads.entry(workload.key()) {
             Entry::Vacant(vacant) => {
-                let mut record = WorkloadRecord {
-                    workload: workload.clone(),
+                vacant.insert(WorkloadRecord {
+                    workload: Box::new(workload.clone()),
                     generation: 1,
                     revision: 1,
                     created_ms: now_ms,
                     updated_ms: now_ms,
                     overrides: override_stamp(&self.overrides, workload),
-                    history: Vec::new(),
+                    // `vec!` allocates room for one revision; a push would make room for four.
+                    history: vec![RevisionRecord {
+                        revision: 1,
+                        template: workload.template.clone(),
+                        overrides: selected,
+                        created_ms: now_ms,
+                    }],
                     rollout: None,
-                };
-                record.history.push(RevisionRecord {
-                    revision: 1,
-                    template: workload.template.clone(),
-                    overrides: selected,
-                    created_ms: now_ms,
                 });
-                vacant.insert(record);
                 PutOutcome::Created {
                     generation: 1,
                     revision: 1,
                 }
             }
-            Entry::Occupied(occupied) if occupied.get().workload == *workload => {
+            Entry::Occupied(occupied) if *occupied.get().workload == *workload => {
                 let record = occupied.get();
                 PutOutcome::Unchanged {
                     generation: record.generation,
@@ -717,7 +718,7 @@ impl FederationState {
                 let new_revision =
                     record.workload.template != workload.template || record.overrides != stamp;
                 record.generation += 1;
-                record.workload = workload.clone();
+                *record.workload = workload.clone();
                 record.updated_ms = now_ms;
                 record.overrides = stamp;
                 if new_revision {
@@ -1034,7 +1035,7 @@ mod tests {
             }])
         );
         let record = &state.workloads[&web.key()];
-        assert_eq!(record.workload, upgraded);
+        assert_eq!(*record.workload, upgraded);
         assert_eq!((record.created_ms, record.updated_ms), (10, 40));
     }
 
