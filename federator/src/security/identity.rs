@@ -1,7 +1,8 @@
 //! Who is on the other end of a connection: the SPIFFE-style URI in its certificate.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use tonic::Status;
 use x509_parser::extensions::GeneralName;
@@ -94,38 +95,35 @@ impl fmt::Display for Identity {
     }
 }
 
-type PeerCerts = Arc<Vec<tonic::transport::CertificateDer<'static>>>;
+type Chain = Vec<tonic::transport::CertificateDer<'static>>;
+type PeerCerts = Arc<Chain>;
 
 /// The identities of the connections that made calls, by their certificate chain: the TLS
 /// layer hands every request of a connection the same chain, and parsing the X.509
 /// certificate again for each request was a few percent of a busy federator's CPU.
+///
+/// Keyed by the chain's address: the `Weak` kept with it holds the allocation, so no other
+/// chain can take that address while the entry exists.
 struct Known {
-    by_chain: Mutex<
-        Vec<(
-            Weak<Vec<tonic::transport::CertificateDer<'static>>>,
-            Identity,
-        )>,
-    >,
+    by_chain: Mutex<HashMap<usize, (Weak<Chain>, Identity)>>,
 }
 
-static CONNECTIONS: Known = Known {
-    by_chain: Mutex::new(Vec::new()),
-};
+static CONNECTIONS: LazyLock<Known> = LazyLock::new(|| Known {
+    by_chain: Mutex::new(HashMap::new()),
+});
 
 impl Known {
     /// The identity in the leaf certificate of `certs`, parsed once per connection.
     fn identity(&self, certs: &PeerCerts) -> Option<Identity> {
+        let address = Arc::as_ptr(certs) as usize;
         let mut known = self.by_chain.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, identity)) = known
-            .iter()
-            .find(|(chain, _)| std::ptr::eq(chain.as_ptr(), Arc::as_ptr(certs)))
-        {
+        if let Some((_, identity)) = known.get(&address) {
             return Some(identity.clone());
         }
         let identity = Identity::from_certificate_der(certs.first()?.as_ref())?;
         // The chains of closed connections are gone: forget them.
-        known.retain(|(chain, _)| chain.strong_count() > 0);
-        known.push((Arc::downgrade(certs), identity.clone()));
+        known.retain(|_, (chain, _)| chain.strong_count() > 0);
+        known.insert(address, (Arc::downgrade(certs), identity.clone()));
         Some(identity)
     }
 }
@@ -193,7 +191,7 @@ mod tests {
             Arc::new(vec![der])
         };
         let known = Known {
-            by_chain: Mutex::new(Vec::new()),
+            by_chain: Mutex::new(HashMap::new()),
         };
         let (eu, us) = (chain("eu-1"), chain("us-1"));
         for _ in 0..3 {
