@@ -11,8 +11,10 @@
 //! (skip etcd).
 //!
 //! Both sides get the same load: N clients, each with its own connection to one of the three
-//! members (client k to member k mod 3), each sending its next request as soon as the last one
-//! returned. Hansa: the Federation Apply RPC with a ~256-byte workload manifest, over mutual
+//! members, each sending its next request as soon as the last one returned. Client k talks to
+//! member (leader + k) mod 3, so where the load lands does not depend on which member won the
+//! election: one client runs twice, once on the leader and once on a follower (which forwards
+//! its writes), and 64 clients spread evenly, 22 of them on the leader. Hansa: the Federation Apply RPC with a ~256-byte workload manifest, over mutual
 //! TLS. etcd: puts of a 16-byte key and a 256-byte value through the `etcd-client` crate
 //! (etcd's native gRPC API; plaintext on loopback, as etcd's own benchmarks run).
 //!
@@ -407,10 +409,13 @@ impl Hansa {
         stable.context("no Hansa leader with all members caught up within 60 s")
     }
 
-    async fn op(&self, clients: usize, prefix: &str) -> anyhow::Result<Op> {
+    /// `clients` connections, client k to member (first + k) mod 3.
+    async fn op(&self, clients: usize, first: usize, prefix: &str) -> anyhow::Result<Op> {
         let mut conns = Vec::new();
         for k in 0..clients {
-            conns.push(FederationClient::new(self.channel(k % MEMBERS).await?));
+            conns.push(FederationClient::new(
+                self.channel((first + k) % MEMBERS).await?,
+            ));
         }
         let conns = Arc::new(conns);
         let prefix = prefix.to_string();
@@ -545,10 +550,11 @@ impl Etcd {
         stable.context("no etcd leader within 60 s")
     }
 
-    async fn op(&self, clients: usize) -> anyhow::Result<Op> {
+    /// `clients` connections, client k to member (first + k) mod 3.
+    async fn op(&self, clients: usize, first: usize) -> anyhow::Result<Op> {
         let mut conns = Vec::new();
         for k in 0..clients {
-            conns.push(self.client(k % MEMBERS).await?.kv_client());
+            conns.push(self.client((first + k) % MEMBERS).await?.kv_client());
         }
         let conns = Arc::new(conns);
         let value = Arc::new(vec![b'x'; 256]);
@@ -566,9 +572,9 @@ impl Etcd {
     }
 }
 
-fn report(system: &str, clients: usize, stats: &Stats) {
+fn report(system: &str, load: &str, stats: &Stats) {
     println!(
-        "{system:<6} {clients:>3} client(s): {:>8.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms   server CPU {:>5.0} us/op, {:>4.1} switches/op   ({} ops, {} errors)",
+        "{system:<6} {load:<20}: {:>8.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms   server CPU {:>5.0} us/op, {:>4.1} switches/op   ({} ops, {} errors)",
         stats.per_second(),
         stats.percentile(0.50).as_secs_f64() * 1000.0,
         stats.percentile(0.99).as_secs_f64() * 1000.0,
@@ -596,11 +602,16 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let mut hansa = Hansa::start(dir.path())?;
-    hansa.wait_leader().await?;
-    let h1 = drive(hansa.op(1, "one").await?, 1, duration, &hansa.pids()).await;
-    report("hansa", 1, &h1);
-    let h64 = drive(hansa.op(64, "many").await?, 64, duration, &hansa.pids()).await;
-    report("hansa", 64, &h64);
+    let leader = hansa.wait_leader().await?;
+    println!("hansa  leader: member {leader}");
+    let pids = hansa.pids();
+    let h1 = drive(hansa.op(1, leader, "one").await?, 1, duration, &pids).await;
+    report("hansa", "1 client (leader)", &h1);
+    let follower = (leader + 1) % MEMBERS;
+    let h1f = drive(hansa.op(1, follower, "fwd").await?, 1, duration, &pids).await;
+    report("hansa", "1 client (follower)", &h1f);
+    let h64 = drive(hansa.op(64, leader, "many").await?, 64, duration, &pids).await;
+    report("hansa", "64 clients", &h64);
     let mut hansa_failover = Vec::new();
     for round in 0..failovers {
         let leader = hansa.wait_leader().await?;
@@ -649,11 +660,16 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut etcd = Etcd::start(dir.path())?;
-    etcd.wait_leader().await?;
-    let e1 = drive(etcd.op(1).await?, 1, duration, &etcd.pids()).await;
-    report("etcd", 1, &e1);
-    let e64 = drive(etcd.op(64).await?, 64, duration, &etcd.pids()).await;
-    report("etcd", 64, &e64);
+    let leader = etcd.wait_leader().await?;
+    println!("etcd   leader: member {leader}");
+    let pids = etcd.pids();
+    let e1 = drive(etcd.op(1, leader).await?, 1, duration, &pids).await;
+    report("etcd", "1 client (leader)", &e1);
+    let follower = (leader + 1) % MEMBERS;
+    let e1f = drive(etcd.op(1, follower).await?, 1, duration, &pids).await;
+    report("etcd", "1 client (follower)", &e1f);
+    let e64 = drive(etcd.op(64, leader).await?, 64, duration, &pids).await;
+    report("etcd", "64 clients", &e64);
     let mut etcd_failover = Vec::new();
     for round in 0..failovers {
         let leader = etcd.wait_leader().await?;
@@ -691,33 +707,24 @@ async fn main() -> anyhow::Result<()> {
     let (hf, ef) = (median(hansa_failover), median(etcd_failover));
     println!();
     println!("summary (hansa / etcd):");
-    println!(
-        "  1 client:   {:.0} / {:.0} ops/s = {:.2}x   p50 {:.2} / {:.2} ms   p99 {:.2} / {:.2} ms",
-        h1.per_second(),
-        e1.per_second(),
-        ratio(h1.per_second(), e1.per_second()),
-        h1.percentile(0.5).as_secs_f64() * 1000.0,
-        e1.percentile(0.5).as_secs_f64() * 1000.0,
-        h1.percentile(0.99).as_secs_f64() * 1000.0,
-        e1.percentile(0.99).as_secs_f64() * 1000.0,
-    );
-    println!(
-        "  64 clients: {:.0} / {:.0} ops/s = {:.2}x   p50 {:.2} / {:.2} ms   p99 {:.2} / {:.2} ms",
-        h64.per_second(),
-        e64.per_second(),
-        ratio(h64.per_second(), e64.per_second()),
-        h64.percentile(0.5).as_secs_f64() * 1000.0,
-        e64.percentile(0.5).as_secs_f64() * 1000.0,
-        h64.percentile(0.99).as_secs_f64() * 1000.0,
-        e64.percentile(0.99).as_secs_f64() * 1000.0,
-    );
-    println!(
-        "  server CPU per op: 1 client {:.0} / {:.0} us, 64 clients {:.0} / {:.0} us",
-        h1.cpu_per_op().as_secs_f64() * 1e6,
-        e1.cpu_per_op().as_secs_f64() * 1e6,
-        h64.cpu_per_op().as_secs_f64() * 1e6,
-        e64.cpu_per_op().as_secs_f64() * 1e6,
-    );
+    for (load, h, e) in [
+        ("1 client (leader)", &h1, &e1),
+        ("1 client (follower)", &h1f, &e1f),
+        ("64 clients", &h64, &e64),
+    ] {
+        println!(
+            "  {load:<20}: {:.0} / {:.0} ops/s = {:.2}x   p50 {:.2} / {:.2} ms   p99 {:.2} / {:.2} ms   CPU {:.0} / {:.0} us/op",
+            h.per_second(),
+            e.per_second(),
+            ratio(h.per_second(), e.per_second()),
+            h.percentile(0.5).as_secs_f64() * 1000.0,
+            e.percentile(0.5).as_secs_f64() * 1000.0,
+            h.percentile(0.99).as_secs_f64() * 1000.0,
+            e.percentile(0.99).as_secs_f64() * 1000.0,
+            h.cpu_per_op().as_secs_f64() * 1e6,
+            e.cpu_per_op().as_secs_f64() * 1e6,
+        );
+    }
     println!(
         "  leader failover (median, kill -9 to first accepted write): {:.0} / {:.0} ms",
         hf.as_secs_f64() * 1000.0,
