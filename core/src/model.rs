@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{AffinityGroup, Requirement, SpreadConstraint, Taint, Toleration};
@@ -15,14 +16,18 @@ use crate::policy::{AffinityGroup, Requirement, SpreadConstraint, Taint, Tolerat
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// Identifies a workload across the federation.
+///
+/// Its strings are stored inline up to 24 bytes (`CompactString`): the state's maps are keyed
+/// by it, and a search compares many keys, which would otherwise each be two pointers to chase.
+/// Making a key from a workload's names allocates nothing either.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WorkloadKey {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: CompactString,
+    pub name: CompactString,
 }
 
 impl WorkloadKey {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl Into<CompactString>, name: impl Into<CompactString>) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),

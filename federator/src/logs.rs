@@ -263,8 +263,8 @@ impl ReplicaLogs for LogsService {
         if !self.router.serves(&cluster) && identity.role == Role::User {
             if let Some(via) = self.live.get(&cluster).and_then(|l| l.via) {
                 let forwarded = LogsRequest {
-                    namespace: workload.namespace.clone(),
-                    workload: workload.name.clone(),
+                    namespace: workload.namespace.to_string(),
+                    workload: workload.name.to_string(),
                     cluster: cluster.clone(),
                     replica: replica.clone(),
                     ..request

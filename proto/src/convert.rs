@@ -87,8 +87,8 @@ impl From<&core::ReplicaStatus> for v1::ReplicaStatus {
     fn from(r: &core::ReplicaStatus) -> Self {
         v1::ReplicaStatus {
             id: r.id.clone(),
-            namespace: r.workload.namespace.clone(),
-            workload: r.workload.name.clone(),
+            namespace: r.workload.namespace.to_string(),
+            workload: r.workload.name.to_string(),
             revision: r.revision,
             state: r.state.to_string(),
             healthy: r.healthy,
@@ -200,8 +200,8 @@ impl TryFrom<v1::NodeCapacity> for core::NodeCapacity {
 impl From<&core::Unplaced> for v1::Unplaced {
     fn from(u: &core::Unplaced) -> Self {
         v1::Unplaced {
-            namespace: u.workload.namespace.clone(),
-            workload: u.workload.name.clone(),
+            namespace: u.workload.namespace.to_string(),
+            workload: u.workload.name.to_string(),
             replicas: u.replicas,
             reason: u.reason.clone(),
         }
@@ -264,8 +264,8 @@ impl TryFrom<&core::Assignment> for v1::Assignment {
     type Error = serde_json::Error;
     fn try_from(a: &core::Assignment) -> Result<Self, serde_json::Error> {
         Ok(v1::Assignment {
-            namespace: a.workload.namespace.clone(),
-            workload: a.workload.name.clone(),
+            namespace: a.workload.namespace.to_string(),
+            workload: a.workload.name.to_string(),
             revision: a.revision,
             replicas: a.replicas,
             template_json: serde_json::to_string(&a.template)?,

@@ -698,8 +698,8 @@ fn workload_view(
         WorkloadPhase::Running
     };
     Some(WorkloadView {
-        namespace: key.namespace.clone(),
-        name: key.name.clone(),
+        namespace: key.namespace.to_string(),
+        name: key.name.to_string(),
         format: record.workload.format,
         generation: record.generation,
         revision: record.revision,

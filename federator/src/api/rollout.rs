@@ -234,8 +234,8 @@ pub fn view(state: &FederationState, live: &Liveness, key: &WorkloadKey) -> Opti
         })
         .collect();
     Some(RolloutView {
-        namespace: key.namespace.clone(),
-        name: key.name.clone(),
+        namespace: key.namespace.to_string(),
+        name: key.name.to_string(),
         revision: rollout.map_or(record.revision, |r| r.revision),
         current: record.revision,
         staged: record.workload.rollout.clusters.is_some(),

@@ -699,10 +699,10 @@ pub fn create_body(
 pub fn labels(record: &ReplicaRecord, cluster: &str) -> HashMap<String, String> {
     let ports: Vec<String> = record.host_ports.iter().map(u16::to_string).collect();
     HashMap::from([
-        (LABEL_WORKLOAD.to_string(), record.workload.name.clone()),
+        (LABEL_WORKLOAD.to_string(), record.workload.name.to_string()),
         (
             LABEL_NAMESPACE.to_string(),
-            record.workload.namespace.clone(),
+            record.workload.namespace.to_string(),
         ),
         (LABEL_REVISION.to_string(), record.revision.to_string()),
         (LABEL_REPLICA.to_string(), record.id.clone()),

@@ -242,10 +242,10 @@ impl ReplicaSpec {
             }
         }
         env.insert("HANSA_REPLICA_ID".to_string(), self.id.clone());
-        env.insert("HANSA_WORKLOAD".to_string(), self.workload.name.clone());
+        env.insert("HANSA_WORKLOAD".to_string(), self.workload.name.to_string());
         env.insert(
             "HANSA_NAMESPACE".to_string(),
-            self.workload.namespace.clone(),
+            self.workload.namespace.to_string(),
         );
         env.insert("HANSA_CLUSTER".to_string(), self.cluster.clone());
         env.insert("HANSA_REVISION".to_string(), self.revision.to_string());
