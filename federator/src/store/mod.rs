@@ -12,6 +12,7 @@
 //! snapshot, and purges the log only once a durable snapshot covers it.
 
 mod batch;
+mod command_de;
 mod compaction;
 mod db;
 mod error;

@@ -94,8 +94,9 @@ pub struct FederationState {
     pub records: BTreeMap<String, Record>,
 }
 
-/// A change to the federation's state: the payload of a Raft log entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A change to the federation's state: the payload of a Raft log entry. Read by
+/// `command_de` (kept in step with this), which skips serde's buffering of the tag.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type")]
 pub enum Command {
     /// Creates or updates workloads and policies, all or nothing (already validated by the
