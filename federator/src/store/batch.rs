@@ -91,7 +91,7 @@ impl Proposer {
     pub(crate) fn local(raft: openraft::Raft<TypeConfig>) -> Proposer {
         Proposer::start(move |command| {
             let raft = raft.clone();
-            async move { raft.client_write(command).await }
+            async move { raft.client_write(command.into()).await }
         })
     }
 

@@ -44,7 +44,7 @@ pub use network::{Authorize, RaftGrpc};
 pub use peer::{GossipHandler, MembershipChange, NodeStatus, RelayHandler};
 pub use revisions::RolloutAction;
 pub use state::{
-    placement_key, policy_key, Command, CommandResponse, FederationState, OverrideRecord,
+    placement_key, policy_key, Command, CommandResponse, FederationState, Logged, OverrideRecord,
     PolicyRecord, PutOutcome, WorkloadRecord,
 };
 
@@ -62,7 +62,7 @@ pub type NodeId = u64;
 openraft::declare_raft_types!(
     /// Hansa's Raft types: commands in, command responses out, nodes addressed by URL.
     pub TypeConfig:
-        D = Command,
+        D = Logged,
         R = CommandResponse,
         NodeId = NodeId,
         Node = BasicNode,

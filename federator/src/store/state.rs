@@ -5,6 +5,7 @@
 //! `now_ms`), no randomness, no I/O. It is tested here without Raft.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use hansa_core::manifest::PolicyObject;
 use hansa_core::rollout::{RevisionRecord, Rollout};
@@ -179,6 +180,39 @@ pub enum Command {
     ForgetTombstones {
         before_ms: u64,
     },
+}
+
+/// A command as a Raft log entry holds it: shared. Raft copies entries from the log's
+/// in-memory tail, once for each follower's replication and once for the state machine;
+/// shared, a copy is a reference count instead of a deep copy of the command's workloads.
+/// Written and read exactly as the command itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged(pub Arc<Command>);
+
+impl From<Command> for Logged {
+    fn from(command: Command) -> Logged {
+        Logged(Arc::new(command))
+    }
+}
+
+impl std::ops::Deref for Logged {
+    type Target = Command;
+
+    fn deref(&self) -> &Command {
+        &self.0
+    }
+}
+
+impl Serialize for Logged {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Logged {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Logged, D::Error> {
+        Command::deserialize(deserializer).map(Logged::from)
+    }
 }
 
 /// What applying a command did.

@@ -301,13 +301,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let response = match entry.payload {
                     EntryPayload::Blank => CommandResponse::Done,
                     // Each command of a batch sees the state its predecessors left.
-                    EntryPayload::Normal(Command::Batch { commands }) => CommandResponse::Batch(
-                        commands
-                            .iter()
-                            .map(|cmd| apply(&mut applied.state, cmd))
-                            .collect(),
-                    ),
-                    EntryPayload::Normal(cmd) => apply(&mut applied.state, &cmd),
+                    EntryPayload::Normal(logged) => match &*logged {
+                        Command::Batch { commands } => CommandResponse::Batch(
+                            commands
+                                .iter()
+                                .map(|cmd| apply(&mut applied.state, cmd))
+                                .collect(),
+                        ),
+                        cmd => apply(&mut applied.state, cmd),
+                    },
                     EntryPayload::Membership(membership) => {
                         applied.last_membership =
                             StoredMembership::new(Some(entry.log_id), membership);

@@ -280,11 +280,11 @@ async fn a_reopened_state_machine_starts_from_its_snapshot() {
     sm.apply(vec![
         entry(
             1,
-            EntryPayload::Normal(put(vec![workload("web", "nginx:1", 2)])),
+            EntryPayload::Normal(put(vec![workload("web", "nginx:1", 2)]).into()),
         ),
         entry(
             2,
-            EntryPayload::Normal(put(vec![workload("api", "api:1", 1)])),
+            EntryPayload::Normal(put(vec![workload("api", "api:1", 1)]).into()),
         ),
     ])
     .await
@@ -298,7 +298,7 @@ async fn a_reopened_state_machine_starts_from_its_snapshot() {
     let at_snapshot = sm.shared().read().clone();
     sm.apply(vec![entry(
         3,
-        EntryPayload::Normal(put(vec![workload("db", "db:1", 1)])),
+        EntryPayload::Normal(put(vec![workload("db", "db:1", 1)]).into()),
     )])
     .await
     .unwrap();
@@ -323,19 +323,25 @@ async fn an_installed_snapshot_replaces_everything_and_persists() {
             entry(1, EntryPayload::Membership(membership)),
             entry(
                 2,
-                EntryPayload::Normal(Command::UpsertCluster {
-                    cluster: cluster("eu-1"),
-                }),
+                EntryPayload::Normal(
+                    Command::UpsertCluster {
+                        cluster: cluster("eu-1"),
+                    }
+                    .into(),
+                ),
             ),
             entry(
                 3,
-                EntryPayload::Normal(put(vec![workload("web", "nginx:1", 2)])),
+                EntryPayload::Normal(put(vec![workload("web", "nginx:1", 2)]).into()),
             ),
             entry(
                 4,
-                EntryPayload::Normal(Command::SetPlacement {
-                    placement: placement("web", 1),
-                }),
+                EntryPayload::Normal(
+                    Command::SetPlacement {
+                        placement: placement("web", 1),
+                    }
+                    .into(),
+                ),
             ),
         ])
         .await
@@ -355,7 +361,7 @@ async fn an_installed_snapshot_replaces_everything_and_persists() {
     target
         .apply(vec![entry(
             1,
-            EntryPayload::Normal(put(vec![workload("old", "old:1", 1)])),
+            EntryPayload::Normal(put(vec![workload("old", "old:1", 1)]).into()),
         )])
         .await
         .unwrap();
