@@ -101,6 +101,9 @@ struct Stats {
     latencies: Vec<Duration>,
     /// CPU time the servers (all members) used while measuring.
     server_cpu: Duration,
+    /// CPU time this process (the clients) used while measuring: Hansa's clients speak mutual
+    /// TLS, etcd's plaintext, and both share the machine with the servers.
+    client_cpu: Duration,
     /// Context switches of the servers' threads while measuring.
     server_switches: u64,
     /// The first failure seen, to say what the errors were.
@@ -123,6 +126,10 @@ impl Stats {
     /// Server CPU per operation: steadier than throughput on a shared machine.
     fn cpu_per_op(&self) -> Duration {
         u32::try_from(self.ops.max(1)).map_or(Duration::ZERO, |ops| self.server_cpu / ops)
+    }
+
+    fn client_cpu_per_op(&self) -> Duration {
+        u32::try_from(self.ops.max(1)).map_or(Duration::ZERO, |ops| self.client_cpu / ops)
     }
 
     /// Server thread switches per operation: each costs tens of microseconds on a VM.
@@ -202,9 +209,11 @@ async fn drive(op: Op, clients: usize, duration: Duration, pids: &[u32]) -> Stat
         .collect();
     tokio::time::sleep_until(measure_from.into()).await;
     let (cpu_before, switches_before) = (cpu_time(pids), context_switches(pids));
+    let client_before = cpu_time(&[std::process::id()]);
     tokio::time::sleep_until(end.into()).await;
     let mut stats = Stats {
         server_cpu: cpu_time(pids).saturating_sub(cpu_before),
+        client_cpu: cpu_time(&[std::process::id()]).saturating_sub(client_before),
         server_switches: context_switches(pids).saturating_sub(switches_before),
         ..Stats::default()
     };
@@ -574,12 +583,13 @@ impl Etcd {
 
 fn report(system: &str, load: &str, stats: &Stats) {
     println!(
-        "{system:<6} {load:<20}: {:>8.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms   server CPU {:>5.0} us/op, {:>4.1} switches/op   ({} ops, {} errors)",
+        "{system:<6} {load:<20}: {:>8.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms   server CPU {:>5.0} us/op, {:>4.1} switches/op   client CPU {:>4.0} us/op   ({} ops, {} errors)",
         stats.per_second(),
         stats.percentile(0.50).as_secs_f64() * 1000.0,
         stats.percentile(0.99).as_secs_f64() * 1000.0,
         stats.cpu_per_op().as_secs_f64() * 1e6,
         stats.switches_per_op(),
+        stats.client_cpu_per_op().as_secs_f64() * 1e6,
         stats.ops,
         stats.errors
     );
@@ -713,7 +723,7 @@ async fn main() -> anyhow::Result<()> {
         ("64 clients", &h64, &e64),
     ] {
         println!(
-            "  {load:<20}: {:.0} / {:.0} ops/s = {:.2}x   p50 {:.2} / {:.2} ms   p99 {:.2} / {:.2} ms   CPU {:.0} / {:.0} us/op",
+            "  {load:<20}: {:.0} / {:.0} ops/s = {:.2}x   p50 {:.2} / {:.2} ms   p99 {:.2} / {:.2} ms   server CPU {:.0} / {:.0} us/op   client CPU {:.0} / {:.0} us/op",
             h.per_second(),
             e.per_second(),
             ratio(h.per_second(), e.per_second()),
@@ -723,6 +733,8 @@ async fn main() -> anyhow::Result<()> {
             e.percentile(0.99).as_secs_f64() * 1000.0,
             h.cpu_per_op().as_secs_f64() * 1e6,
             e.cpu_per_op().as_secs_f64() * 1e6,
+            h.client_cpu_per_op().as_secs_f64() * 1e6,
+            e.client_cpu_per_op().as_secs_f64() * 1e6,
         );
     }
     println!(
