@@ -6,9 +6,13 @@
 //! cargo build --release --bins && target/release/hansa-bench-apply
 //! ```
 //!
-//! Environment: `HANSA_BENCH_SECONDS` (per run, default 10), `HANSA_BENCH_FAILOVERS` (leader
-//! kills, default 5), `HANSA_BENCH_LOG` (the federators' `RUST_LOG`), `HANSA_BENCH_ETCD=0`
-//! (skip etcd).
+//! Environment: `HANSA_BENCH_SECONDS` (per run, default 10), `HANSA_BENCH_ROUNDS` (runs of
+//! each load per system, default 1; the summary takes each system's median run),
+//! `HANSA_BENCH_FAILOVERS` (leader kills, default 5), `HANSA_BENCH_LOG` (the federators'
+//! `RUST_LOG`), `HANSA_BENCH_ETCD=0` (skip etcd).
+//!
+//! Both control planes run at once, and each load runs on Hansa and then straight away on
+//! etcd, so the two compared runs are seconds apart on this shared machine.
 //!
 //! Both sides get the same load: N clients, each with its own connection to one of the three
 //! members, each sending its next request as soon as the last one returned. Client k talks to
@@ -38,6 +42,14 @@ use tonic::transport::Channel;
 type Op = Arc<dyn Fn(usize, u64) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 const MEMBERS: usize = 3;
+
+/// The loads, each run on both systems: (name, clients, whether the first client talks to the
+/// leader; the others go round the members from there).
+const LOADS: [(&str, usize, bool); 3] = [
+    ("1 client (leader)", 1, true),
+    ("1 client (follower)", 1, false),
+    ("64 clients", 64, true),
+];
 
 fn seconds(var: &str, default: u64) -> Duration {
     Duration::from_secs(
@@ -247,6 +259,13 @@ async fn first_success(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The run with the median throughput (the lower middle one of an even count).
+fn median_run(runs: &[Stats]) -> &Stats {
+    let mut sorted: Vec<&Stats> = runs.iter().collect();
+    sorted.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+    sorted[(sorted.len() - 1) / 2]
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {
@@ -559,8 +578,8 @@ impl Etcd {
         stable.context("no etcd leader within 60 s")
     }
 
-    /// `clients` connections, client k to member (first + k) mod 3.
-    async fn op(&self, clients: usize, first: usize) -> anyhow::Result<Op> {
+    /// `clients` connections, client k to member (first + k) mod 3; keys start with `tag`.
+    async fn op(&self, clients: usize, first: usize, tag: char) -> anyhow::Result<Op> {
         let mut conns = Vec::new();
         for k in 0..clients {
             conns.push(self.client((first + k) % MEMBERS).await?.kv_client());
@@ -569,7 +588,7 @@ impl Etcd {
         let value = Arc::new(vec![b'x'; 256]);
         Ok(Arc::new(move |client, seq| {
             let mut conn = conns[client].clone();
-            let key = format!("k{client:03}{seq:012}");
+            let key = format!("{tag}{client:03}{seq:012}");
             let value = value.as_ref().clone();
             Box::pin(async move {
                 conn.put(key, value, None)
@@ -601,27 +620,68 @@ fn report(system: &str, load: &str, stats: &Stats) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let duration = seconds("HANSA_BENCH_SECONDS", 10);
-    let failovers = std::env::var("HANSA_BENCH_FAILOVERS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(5);
+    let count = |var: &str, default: usize| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(default)
+    };
+    let failovers = count("HANSA_BENCH_FAILOVERS", 5);
+    let rounds = count("HANSA_BENCH_ROUNDS", 1).clamp(1, 8);
     let dir = tempfile::Builder::new().prefix("hansa-bench-").tempdir()?;
     println!(
-        "apply benchmark: 3 members each, loopback, fsync on; {}s per run; {failovers} leader kills each",
+        "apply benchmark: 3 members each, loopback, fsync on; {}s per run, {rounds} round(s); {failovers} leader kills each",
         duration.as_secs()
     );
 
+    let with_etcd = !std::env::var("HANSA_BENCH_ETCD").is_ok_and(|v| v == "0");
     let mut hansa = Hansa::start(dir.path())?;
-    let leader = hansa.wait_leader().await?;
-    println!("hansa  leader: member {leader}");
-    let pids = hansa.pids();
-    let h1 = drive(hansa.op(1, leader, "one").await?, 1, duration, &pids).await;
-    report("hansa", "1 client (leader)", &h1);
-    let follower = (leader + 1) % MEMBERS;
-    let h1f = drive(hansa.op(1, follower, "fwd").await?, 1, duration, &pids).await;
-    report("hansa", "1 client (follower)", &h1f);
-    let h64 = drive(hansa.op(64, leader, "many").await?, 64, duration, &pids).await;
-    report("hansa", "64 clients", &h64);
+    let mut etcd = if with_etcd {
+        Some(Etcd::start(dir.path())?)
+    } else {
+        None
+    };
+    let hansa_leader = hansa.wait_leader().await?;
+    println!("hansa  leader: member {hansa_leader}");
+    let etcd_leader = match &etcd {
+        Some(etcd) => {
+            let leader = etcd.wait_leader().await?;
+            println!("etcd   leader: member {leader}");
+            leader
+        }
+        None => 0,
+    };
+    // Each load runs on Hansa, then at once on etcd, round after round: a machine that slows
+    // down for a while slows both alike. The idle cluster meanwhile only sends heartbeats.
+    let mut runs: Vec<(Vec<Stats>, Vec<Stats>)> =
+        LOADS.iter().map(|_| Default::default()).collect();
+    let mut tag = b'a';
+    for round in 0..rounds {
+        for (l, (load, clients, on_leader)) in LOADS.iter().enumerate() {
+            let first = |leader: usize| {
+                if *on_leader {
+                    leader
+                } else {
+                    (leader + 1) % MEMBERS
+                }
+            };
+            let op = hansa
+                .op(*clients, first(hansa_leader), &format!("r{round}-{l}"))
+                .await?;
+            let h = drive(op, *clients, duration, &hansa.pids()).await;
+            report("hansa", load, &h);
+            runs[l].0.push(h);
+            if let Some(etcd) = &etcd {
+                let op = etcd
+                    .op(*clients, first(etcd_leader), char::from(tag))
+                    .await?;
+                tag += 1;
+                let e = drive(op, *clients, duration, &etcd.pids()).await;
+                report("etcd", load, &e);
+                runs[l].1.push(e);
+            }
+        }
+    }
     let mut hansa_failover = Vec::new();
     for round in 0..failovers {
         let leader = hansa.wait_leader().await?;
@@ -664,22 +724,10 @@ async fn main() -> anyhow::Result<()> {
         hansa.processes[leader] = Some(hansa.spawn(leader)?);
     }
     drop(hansa);
-    // HANSA_BENCH_ETCD=0: Hansa alone, for comparing two builds of the federator side by side.
-    if std::env::var("HANSA_BENCH_ETCD").is_ok_and(|v| v == "0") {
+    let Some(mut etcd) = etcd.take() else {
+        // HANSA_BENCH_ETCD=0: Hansa alone, for comparing two builds of the federator.
         return Ok(());
-    }
-
-    let mut etcd = Etcd::start(dir.path())?;
-    let leader = etcd.wait_leader().await?;
-    println!("etcd   leader: member {leader}");
-    let pids = etcd.pids();
-    let e1 = drive(etcd.op(1, leader).await?, 1, duration, &pids).await;
-    report("etcd", "1 client (leader)", &e1);
-    let follower = (leader + 1) % MEMBERS;
-    let e1f = drive(etcd.op(1, follower).await?, 1, duration, &pids).await;
-    report("etcd", "1 client (follower)", &e1f);
-    let e64 = drive(etcd.op(64, leader).await?, 64, duration, &pids).await;
-    report("etcd", "64 clients", &e64);
+    };
     let mut etcd_failover = Vec::new();
     for round in 0..failovers {
         let leader = etcd.wait_leader().await?;
@@ -717,24 +765,31 @@ async fn main() -> anyhow::Result<()> {
     let (hf, ef) = (median(hansa_failover), median(etcd_failover));
     println!();
     println!("summary (hansa / etcd):");
-    for (load, h, e) in [
-        ("1 client (leader)", &h1, &e1),
-        ("1 client (follower)", &h1f, &e1f),
-        ("64 clients", &h64, &e64),
-    ] {
+    for ((load, _, _), (h, e)) in LOADS.iter().zip(&runs) {
+        let (hm, em) = (median_run(h), median_run(e));
+        let per_round: Vec<String> = h
+            .iter()
+            .zip(e)
+            .map(|(h, e)| format!("{:.2}", ratio(h.per_second(), e.per_second())))
+            .collect();
         println!(
-            "  {load:<20}: {:.0} / {:.0} ops/s = {:.2}x   p50 {:.2} / {:.2} ms   p99 {:.2} / {:.2} ms   server CPU {:.0} / {:.0} us/op   client CPU {:.0} / {:.0} us/op",
-            h.per_second(),
-            e.per_second(),
-            ratio(h.per_second(), e.per_second()),
-            h.percentile(0.5).as_secs_f64() * 1000.0,
-            e.percentile(0.5).as_secs_f64() * 1000.0,
-            h.percentile(0.99).as_secs_f64() * 1000.0,
-            e.percentile(0.99).as_secs_f64() * 1000.0,
-            h.cpu_per_op().as_secs_f64() * 1e6,
-            e.cpu_per_op().as_secs_f64() * 1e6,
-            h.client_cpu_per_op().as_secs_f64() * 1e6,
-            e.client_cpu_per_op().as_secs_f64() * 1e6,
+            "  {load:<20}: {:.0} / {:.0} ops/s = {:.2}x   p50 {:.2} / {:.2} ms   p99 {:.2} / {:.2} ms   server CPU {:.0} / {:.0} us/op   client CPU {:.0} / {:.0} us/op{}",
+            hm.per_second(),
+            em.per_second(),
+            ratio(hm.per_second(), em.per_second()),
+            hm.percentile(0.5).as_secs_f64() * 1000.0,
+            em.percentile(0.5).as_secs_f64() * 1000.0,
+            hm.percentile(0.99).as_secs_f64() * 1000.0,
+            em.percentile(0.99).as_secs_f64() * 1000.0,
+            hm.cpu_per_op().as_secs_f64() * 1e6,
+            em.cpu_per_op().as_secs_f64() * 1e6,
+            hm.client_cpu_per_op().as_secs_f64() * 1e6,
+            em.client_cpu_per_op().as_secs_f64() * 1e6,
+            if rounds > 1 {
+                format!("   (each round: {})", per_round.join(" "))
+            } else {
+                String::new()
+            }
         );
     }
     println!(
