@@ -173,7 +173,8 @@ impl Federation for FederationService {
                     );
                     let bound = hansa_core::manifest::bound(w, effective.placement.iter().copied());
                     let preview = solve(state, &self.live, self.peer.as_deref(), &bound, 0);
-                    let change = placement_change(state.placements.get(&key), &preview);
+                    let change =
+                        placement_change(state.placements.get(&key).map(|p| &**p), &preview);
                     (preview, change, action)
                 })
                 .collect();
@@ -192,7 +193,10 @@ impl Federation for FederationService {
                         let bound =
                             hansa_core::manifest::bound(w, effective.placement.iter().copied());
                         let preview = solve(state, &self.live, self.peer.as_deref(), &bound, 0);
-                        let change = placement_change(state.placements.get(&w.key()), &preview);
+                        let change = placement_change(
+                            state.placements.get(&w.key()).map(|p| &**p),
+                            &preview,
+                        );
                         format!("{} [{change}]", w.name)
                     })
                     .collect();
@@ -332,7 +336,7 @@ impl Federation for FederationService {
                         json(&PlacementView {
                             desired: p.total() + p.explanation.unplaced,
                             pending: p.total() == 0,
-                            placement: p.clone(),
+                            placement: (**p).clone(),
                         })
                     })
                     .collect::<Result<_, _>>()?,

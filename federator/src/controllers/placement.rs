@@ -77,7 +77,7 @@ pub fn solve(
     let item = Item {
         workload,
         generation,
-        previous: state.placements.get(&workload.key()),
+        previous: state.placements.get(&workload.key()).map(|p| &**p),
     };
     place_all(&clusters, &[item], now_ms(), Detail::Full)
         .pop()
@@ -210,14 +210,14 @@ fn pass(
         .map(|(record, workload)| Item {
             workload,
             generation: record.generation,
-            previous: state.placements.get(&record.workload.key()),
+            previous: state.placements.get(&record.workload.key()).map(|p| &**p),
         })
         .collect();
     place_all(clusters, &items, now_ms(), Detail::Summary)
         .into_iter()
         .filter(|p| {
             let key = WorkloadKey::new(&p.namespace, &p.workload);
-            state.placements.get(&key) != Some(p)
+            state.placements.get(&key).map(|p| &**p) != Some(p)
         })
         .collect()
 }

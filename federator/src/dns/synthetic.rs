@@ -112,7 +112,9 @@ pub fn federation(
     for index in 0..workloads {
         let w = workload(&workload_name(index), "default");
         let key = w.key();
-        state.workloads.insert(key.clone(), record(w));
+        state
+            .workloads
+            .insert(key.clone(), std::sync::Arc::new(record(w)));
         for (name, _, octet) in CLUSTERS {
             let replicas_of_cluster = live
                 .get_mut(name)

@@ -2,6 +2,7 @@
 //! and the rollout commands. Deterministic like the rest of `apply`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use hansa_core::rollout::{RevisionRecord, Rollout, RolloutPhase};
 use hansa_core::{OverrideObject, Placement, TaskTemplate, Workload, WorkloadKey};
@@ -153,7 +154,8 @@ impl WorkloadRecord {
 
 impl FederationState {
     pub(super) fn set_rollout(&mut self, key: &WorkloadKey, proposed: &Rollout) -> CommandResponse {
-        let Some(record) = self.workloads.get_mut(key) else {
+        // Copies the record only while a snapshot being written shares it.
+        let Some(record) = self.workloads.get_mut(key).map(Arc::make_mut) else {
             return CommandResponse::Ignored(format!("workload {key} no longer exists"));
         };
         let Some(current) = &record.rollout else {
@@ -188,8 +190,8 @@ impl FederationState {
             .get(key)
             .map(|r| selected_overrides(&self.overrides, &r.workload))
             .unwrap_or_default();
-        let placed = placed_clusters(self.placements.get(key));
-        let Some(record) = self.workloads.get_mut(key) else {
+        let placed = placed_clusters(self.placements.get(key).map(|p| &**p));
+        let Some(record) = self.workloads.get_mut(key).map(Arc::make_mut) else {
             return CommandResponse::Ignored(format!("workload {key} not found"));
         };
         match action {
@@ -655,7 +657,7 @@ mod tests {
         commands.extend([
             Command::put_workloads(parsed("v1"), 1),
             Command::SetPlacement {
-                placement: local.placements[&key()].clone(),
+                placement: (*local.placements[&key()]).clone(),
             },
             Command::put_workloads(parsed("v2"), 2),
             Command::SetRollout {

@@ -65,15 +65,20 @@ pub fn policy_key(kind: &str, namespace: Option<&str>, name: &str) -> String {
 /// Everything the federation has decided. Maps are keyed by the key their values carry
 /// (`Workload::key`, `Cluster::name`, the placement's namespace/workload); in JSON each map
 /// is a list of its values, so `WorkloadKey` never has to be a JSON object key.
+///
+/// Workloads and placements, the maps that grow with the federation, hold their values
+/// behind an `Arc`: a clone of the state shares them, and a change copies only the value it
+/// changes (`Arc::make_mut`). A snapshot is encoded from such a clone, so applying goes on
+/// while it is written.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FederationState {
     #[serde(with = "keyed_list")]
-    pub workloads: BTreeMap<WorkloadKey, WorkloadRecord>,
+    pub workloads: BTreeMap<WorkloadKey, Arc<WorkloadRecord>>,
     #[serde(with = "keyed_list")]
     pub clusters: BTreeMap<String, Cluster>,
     #[serde(with = "keyed_list")]
-    pub placements: BTreeMap<WorkloadKey, Placement>,
+    pub placements: BTreeMap<WorkloadKey, Arc<Placement>>,
     /// Placement policies by [`policy_key`].
     #[serde(default, with = "keyed_list")]
     pub policies: BTreeMap<String, PolicyRecord>,
@@ -609,7 +614,7 @@ impl FederationState {
         match (object, body) {
             (ObjectKey::Workload(k), Some(b)) => match decode::<WorkloadRecord>(b) {
                 Some(r) if r.workload.key() == *k => {
-                    self.workloads.insert(k.clone(), r);
+                    self.workloads.insert(k.clone(), Arc::new(r));
                     true
                 }
                 _ => false,
@@ -620,7 +625,7 @@ impl FederationState {
             }
             (ObjectKey::Placement(k), Some(b)) => match decode::<Placement>(b) {
                 Some(p) if placement_key(&p) == *k => {
-                    self.placements.insert(k.clone(), p);
+                    self.placements.insert(k.clone(), Arc::new(p));
                     true
                 }
                 _ => false,
@@ -719,7 +724,7 @@ impl FederationState {
         // One search of the workloads; the placement is looked up only for a new revision.
         match self.workloads.entry(workload.key()) {
             Entry::Vacant(vacant) => {
-                vacant.insert(WorkloadRecord {
+                vacant.insert(Arc::new(WorkloadRecord {
                     workload: Box::new(workload.clone()),
                     generation: 1,
                     revision: 1,
@@ -734,7 +739,7 @@ impl FederationState {
                         created_ms: now_ms,
                     }],
                     rollout: None,
-                });
+                }));
                 PutOutcome::Created {
                     generation: 1,
                     revision: 1,
@@ -748,7 +753,7 @@ impl FederationState {
                 }
             }
             Entry::Occupied(mut occupied) => {
-                let record = occupied.get_mut();
+                let record = Arc::make_mut(occupied.get_mut());
                 let stamp = override_stamp(&self.overrides, workload);
                 let new_revision =
                     record.workload.template != workload.template || record.overrides != stamp;
@@ -757,9 +762,10 @@ impl FederationState {
                 record.updated_ms = now_ms;
                 record.overrides = stamp;
                 if new_revision {
-                    let placed =
-                        super::revisions::placed_clusters(self.placements.get(occupied.key()));
-                    occupied.get_mut().new_revision(selected, &placed, now_ms);
+                    let placed = super::revisions::placed_clusters(
+                        self.placements.get(occupied.key()).map(|p| &**p),
+                    );
+                    Arc::make_mut(occupied.get_mut()).new_revision(selected, &placed, now_ms);
                 } else if workload.rollout.clusters.is_none() {
                     // No longer staged: every cluster runs the latest revision.
                     record.rollout = None;
@@ -835,9 +841,10 @@ impl FederationState {
         for (key, record) in self.workloads.iter_mut() {
             let stamp = override_stamp(overrides, &record.workload);
             if stamp != record.overrides {
+                let record = Arc::make_mut(record);
                 record.overrides = stamp;
                 let selected = super::revisions::selected_overrides(overrides, &record.workload);
-                let placed = super::revisions::placed_clusters(placements.get(key));
+                let placed = super::revisions::placed_clusters(placements.get(key).map(|p| &**p));
                 record.new_revision(selected, &placed, now_ms);
             }
         }
@@ -873,7 +880,7 @@ impl FederationState {
                 placement.generation, record.generation
             ));
         }
-        self.placements.insert(key, placement.clone());
+        self.placements.insert(key, Arc::new(placement.clone()));
         CommandResponse::Done
     }
 }
@@ -903,6 +910,13 @@ mod keyed_list {
     pub trait Keyed {
         type Key: Ord + std::fmt::Display;
         fn key(&self) -> Self::Key;
+    }
+
+    impl<T: Keyed> Keyed for std::sync::Arc<T> {
+        type Key = T::Key;
+        fn key(&self) -> T::Key {
+            T::key(self)
+        }
     }
 
     impl Keyed for WorkloadRecord {

@@ -386,25 +386,18 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let (data, last_log_id, last_membership) = {
+        // A clone shares the workloads and placements (see `FederationState`), so the locks
+        // are held for a copy of the maps' nodes, not for encoding the whole state: applying
+        // goes on while the clone is encoded and written on a blocking thread.
+        let applied = {
             let _writing = self.writing.lock().await;
-            let applied = self.shared.read();
-            // Sized from the last snapshot: growing a buffer of tens of MiB by doubling would
-            // copy it again and again into fresh memory.
-            let last = self.shared.snapshot_bytes.load(Ordering::Relaxed) as usize;
-            let mut data = Vec::with_capacity(last + last / 4 + 4096);
-            let encoded = serde_json::to_writer(&mut data, &*applied)
-                .map(|()| data)
-                .map_err(|e| {
-                    StoreError::storage(&self.file.path, format!("encode the snapshot: {e}"))
-                });
-            (
-                encoded,
-                applied.last_applied,
-                applied.last_membership.clone(),
-            )
+            self.shared.read().clone()
         };
-        let data = data.map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        let (last_log_id, last_membership) =
+            (applied.last_applied, applied.last_membership.clone());
+        // Sized from the last snapshot: growing a buffer of tens of MiB by doubling would copy
+        // it again and again into fresh memory.
+        let last = self.shared.snapshot_bytes.load(Ordering::Relaxed) as usize;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
@@ -420,6 +413,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
         let (meta, data) = blocking(&self.file, move |file| {
+            let mut data = Vec::with_capacity(last + last / 4 + 4096);
+            serde_json::to_writer(&mut data, &applied).map_err(|e| {
+                StoreError::storage(&file.path, format!("encode the snapshot: {e}"))
+            })?;
+            drop(applied);
             let txn = file.db.begin_write().map_err(|e| file.error(e))?;
             let current = {
                 let table = txn.open_table(SNAPSHOT).map_err(|e| file.error(e))?;

@@ -36,8 +36,12 @@ fn federation() -> (FederationState, HashMap<String, LiveCluster>) {
     let web = workload("web", "default");
     let down = workload("down", "default");
     let (wk, dk) = (web.key(), down.key());
-    state.workloads.insert(wk.clone(), record(web));
-    state.workloads.insert(dk.clone(), record(down));
+    state
+        .workloads
+        .insert(wk.clone(), std::sync::Arc::new(record(web)));
+    state
+        .workloads
+        .insert(dk.clone(), std::sync::Arc::new(record(down)));
     let live = HashMap::from([
         (
             "eu-1".to_string(),
@@ -294,7 +298,7 @@ fn locality_by_ecs_then_source_then_own_cluster() {
 fn services_name_workloads_and_their_srv_ports() {
     let (mut state, live) = federation();
     let key = hansa_core::WorkloadKey::new("default", "web");
-    if let Some(r) = state.workloads.get_mut(&key) {
+    if let Some(r) = state.workloads.get_mut(&key).map(std::sync::Arc::make_mut) {
         r.workload.service = Some(ServiceSpec {
             name: "frontend".into(),
             ports: vec![ServicePort {
