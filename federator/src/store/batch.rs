@@ -26,8 +26,12 @@ use super::network::ClientWriteResult;
 use super::state::{Command, CommandResponse};
 use super::TypeConfig;
 
-/// Batches sent but not yet answered; more writers than this share batches.
-const MAX_IN_FLIGHT: usize = 4;
+/// Batches sent but not yet answered; more writers than this share batches. Each batch is a
+/// log entry, a write and fsync on every federator, and a message to each follower, so under
+/// load fewer, larger batches cost less per write: with 64 clients 2 gave 8% more writes/s
+/// than 4 (at the same latency), while 1 would queue a lone writer behind a controller's
+/// write.
+const MAX_IN_FLIGHT: usize = 2;
 /// Commands in one batch: keeps an entry (and a replication message of many entries) far
 /// below the gRPC message limit.
 const MAX_BATCH: usize = 64;
