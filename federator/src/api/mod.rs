@@ -167,7 +167,7 @@ impl Federation for FederationService {
                 .map(|w| {
                     let key = w.key();
                     let action = policies::action(
-                        state.workloads.get(&key).map(|r| &*r.workload),
+                        state.workloads.get(&key).map(|r| &r.workload),
                         w,
                         dry_run,
                     );
@@ -799,7 +799,7 @@ fn describe_workload(
     let overrides = crate::controllers::assignments::override_rules(state, &record.workload);
     Some(WorkloadDescription {
         summary,
-        workload: (*record.workload).clone(),
+        workload: record.workload.clone(),
         explanation: placement.map(|p| p.explanation.clone()),
         detailed: Some(fresh.explanation),
         detailed_clusters: fresh.clusters,

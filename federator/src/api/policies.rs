@@ -64,7 +64,7 @@ impl<'a> Effective<'a> {
                     .iter()
                     .any(|w| w.name == k.name && w.namespace == k.namespace)
             })
-            .map(|(_, r)| &*r.workload)
+            .map(|(_, r)| &r.workload)
             .chain(applied.iter())
     }
 

@@ -50,7 +50,7 @@ pub fn workload(name: &str, namespace: &str) -> Workload {
 
 pub fn record(workload: Workload) -> WorkloadRecord {
     WorkloadRecord {
-        workload: Box::new(workload),
+        workload,
         generation: 1,
         revision: 1,
         created_ms: 0,

@@ -17,9 +17,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadRecord {
-    /// Boxed: records sit in B-tree nodes, which would otherwise hold about 1 KiB per slot
-    /// and copy it on every split.
-    pub workload: Box<Workload>,
+    pub workload: Workload,
     /// +1 on any change of the workload; placements are solved for one generation.
     pub generation: u64,
     /// +1 when the template changes (starts at 1); replicas of an older revision are replaced.
@@ -725,7 +723,7 @@ impl FederationState {
         match self.workloads.entry(workload.key()) {
             Entry::Vacant(vacant) => {
                 vacant.insert(Arc::new(WorkloadRecord {
-                    workload: Box::new(workload.clone()),
+                    workload: workload.clone(),
                     generation: 1,
                     revision: 1,
                     created_ms: now_ms,
@@ -745,7 +743,7 @@ impl FederationState {
                     revision: 1,
                 }
             }
-            Entry::Occupied(occupied) if *occupied.get().workload == *workload => {
+            Entry::Occupied(occupied) if occupied.get().workload == *workload => {
                 let record = occupied.get();
                 PutOutcome::Unchanged {
                     generation: record.generation,
@@ -758,7 +756,7 @@ impl FederationState {
                 let new_revision =
                     record.workload.template != workload.template || record.overrides != stamp;
                 record.generation += 1;
-                *record.workload = workload.clone();
+                record.workload = workload.clone();
                 record.updated_ms = now_ms;
                 record.overrides = stamp;
                 if new_revision {
@@ -1084,7 +1082,7 @@ mod tests {
             }])
         );
         let record = &state.workloads[&web.key()];
-        assert_eq!(*record.workload, upgraded);
+        assert_eq!(record.workload, upgraded);
         assert_eq!((record.created_ms, record.updated_ms), (10, 40));
     }
 
