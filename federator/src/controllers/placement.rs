@@ -24,6 +24,9 @@ use crate::store::{Command, FederationState, Store};
 
 /// Placements stored in one log entry.
 const PROPOSE_AT_ONCE: usize = 64;
+/// A pass over at most this many workloads reads the state under its lock; a larger one
+/// solves a clone of it on a blocking thread.
+const SOLVE_UNDER_LOCK: usize = 256;
 /// Coalesces bursts of changes (an apply of many workloads, agents registering) into one pass.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Re-solve even when nothing was signalled: a lost wake-up must not leave a stale placement.
@@ -243,16 +246,32 @@ pub async fn run(
     let mut requeues = 0u32;
     loop {
         let changed = feed.take();
-        let updates = store.read(|state| {
+        let (clusters, keys) = store.read(|state| {
             let clusters = live_clusters(state, &live, peer.as_deref());
             let mut keys = affected(state, &clusters, &mut seen, trigger, changed);
             if let Some(peer) = &peer {
                 let live_peers = peer.live_peers();
                 keys.retain(|key| peer.owns(state, key, &live_peers));
             }
-            debug!(workloads = keys.len(), ?trigger, "placement pass");
-            pass(state, &clusters, &keys)
+            (clusters, keys)
         });
+        debug!(workloads = keys.len(), ?trigger, "placement pass");
+        let updates = if keys.len() <= SOLVE_UNDER_LOCK {
+            store.read(|state| pass(state, &clusters, &keys))
+        } else {
+            // Solving every workload takes seconds in a large federation. Under the state's
+            // lock that would hold up every write (a new leader's first full pass would stall
+            // its first writes); a clone shares the records and costs milliseconds.
+            let state = store.read(FederationState::clone);
+            match tokio::task::spawn_blocking(move || pass(&state, &clusters, &keys)).await {
+                Ok(updates) => updates,
+                Err(e) => {
+                    // The next full pass solves them again.
+                    warn!(error = %e, "a placement pass failed");
+                    Vec::new()
+                }
+            }
+        };
         // One log entry per chunk of placements, not one per workload.
         for chunk in updates.chunks(PROPOSE_AT_ONCE) {
             for placement in chunk {
