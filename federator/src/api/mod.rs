@@ -173,8 +173,7 @@ impl Federation for FederationService {
                     );
                     let bound = hansa_core::manifest::bound(w, effective.placement.iter().copied());
                     let preview = solve(state, &self.live, self.peer.as_deref(), &bound, 0);
-                    let change =
-                        placement_change(state.placements.get(&key).map(|p| &**p), &preview);
+                    let change = placement_change(state.placement(&key), &preview);
                     (preview, change, action)
                 })
                 .collect();
@@ -193,10 +192,7 @@ impl Federation for FederationService {
                         let bound =
                             hansa_core::manifest::bound(w, effective.placement.iter().copied());
                         let preview = solve(state, &self.live, self.peer.as_deref(), &bound, 0);
-                        let change = placement_change(
-                            state.placements.get(&w.key()).map(|p| &**p),
-                            &preview,
-                        );
+                        let change = placement_change(state.placement(&w.key()), &preview);
                         format!("{} [{change}]", w.name)
                     })
                     .collect();

@@ -80,7 +80,7 @@ pub fn solve(
     let item = Item {
         workload,
         generation,
-        previous: state.placements.get(&workload.key()).map(|p| &**p),
+        previous: state.placement(&workload.key()),
     };
     place_all(&clusters, &[item], now_ms(), Detail::Full)
         .pop()
@@ -213,14 +213,14 @@ fn pass(
         .map(|(record, workload)| Item {
             workload,
             generation: record.generation,
-            previous: state.placements.get(&record.workload.key()).map(|p| &**p),
+            previous: state.placement(&record.workload.key()),
         })
         .collect();
     place_all(clusters, &items, now_ms(), Detail::Summary)
         .into_iter()
         .filter(|p| {
             let key = WorkloadKey::new(&p.namespace, &p.workload);
-            state.placements.get(&key).map(|p| &**p) != Some(p)
+            state.placement(&key) != Some(p)
         })
         .collect()
 }

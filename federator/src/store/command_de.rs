@@ -196,15 +196,7 @@ mod tests {
 
     fn every_variant() -> Vec<Command> {
         let key = WorkloadKey::new("default", "web");
-        let workload: Workload = hansa_core::manifest::parse_manifests(&[
-            hansa_core::manifest::ManifestFile {
-                name: "web.yaml",
-                content: "apiVersion: hansa.dev/v1\nkind: Workload\nmetadata: {name: web}\nspec:\n  replicas: 2\n  template: {command: [sleep, '1']}\n",
-            },
-        ])
-        .unwrap()
-        .workloads
-        .remove(0);
+        let workload = super::super::tests::workload("web", "nginx:1", 2);
         let put = Command::PutWorkloads {
             workloads: vec![workload],
             now_ms: 7,
@@ -225,21 +217,7 @@ mod tests {
             },
             Command::DeleteWorkload { key: key.clone() },
             Command::UpsertCluster {
-                cluster: Cluster {
-                    name: "c".into(),
-                    region: "eu".into(),
-                    zone: String::new(),
-                    provider: String::new(),
-                    labels: [("tier".to_string(), "gold".to_string())].into(),
-                    runtimes: vec![],
-                    addresses: vec![],
-                    allocatable: Default::default(),
-                    available: Default::default(),
-                    health: ClusterHealth::Ready,
-                    cordoned: false,
-                    taints: Vec::new(),
-                    nodes: Vec::new(),
-                },
+                cluster: super::super::tests::cluster("c"),
             },
             Command::SetClusterHealth {
                 name: "c".into(),
@@ -250,13 +228,7 @@ mod tests {
                 rollout: Rollout::start(2, 1, [("c".to_string(), 1)].into()),
             },
             Command::SetPlacement {
-                placement: Placement {
-                    workload: "web".into(),
-                    namespace: "default".into(),
-                    generation: 1,
-                    clusters: [("c".to_string(), 2)].into(),
-                    ..Placement::default()
-                },
+                placement: super::super::tests::placement("web", 1),
             },
             Command::UpdateRollout {
                 key,

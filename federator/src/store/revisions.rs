@@ -190,7 +190,7 @@ impl FederationState {
             .get(key)
             .map(|r| selected_overrides(&self.overrides, &r.workload))
             .unwrap_or_default();
-        let placed = placed_clusters(self.placements.get(key).map(|p| &**p));
+        let placed = placed_clusters(self.placement(key));
         let Some(record) = self.workloads.get_mut(key).map(Arc::make_mut) else {
             return CommandResponse::Ignored(format!("workload {key} not found"));
         };

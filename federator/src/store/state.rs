@@ -761,7 +761,7 @@ impl FederationState {
                 record.overrides = stamp;
                 if new_revision {
                     let placed = super::revisions::placed_clusters(
-                        self.placements.get(occupied.key()).map(|p| &**p),
+                        self.placements.get(occupied.key()).map(Arc::as_ref),
                     );
                     Arc::make_mut(occupied.get_mut()).new_revision(selected, &placed, now_ms);
                 } else if workload.rollout.clusters.is_none() {
@@ -842,10 +842,16 @@ impl FederationState {
                 let record = Arc::make_mut(record);
                 record.overrides = stamp;
                 let selected = super::revisions::selected_overrides(overrides, &record.workload);
-                let placed = super::revisions::placed_clusters(placements.get(key).map(|p| &**p));
+                let placed =
+                    super::revisions::placed_clusters(placements.get(key).map(Arc::as_ref));
                 record.new_revision(selected, &placed, now_ms);
             }
         }
+    }
+
+    /// The stored placement of the workload `key`.
+    pub fn placement(&self, key: &WorkloadKey) -> Option<&Placement> {
+        self.placements.get(key).map(Arc::as_ref)
     }
 
     /// The placement policies in force, for binding workloads (see

@@ -33,7 +33,7 @@ fn config(dir: &Path) -> StoreConfig {
     config
 }
 
-fn workload(name: &str, image: &str, replicas: u32) -> Workload {
+pub(super) fn workload(name: &str, image: &str, replicas: u32) -> Workload {
     Workload {
         name: name.into(),
         namespace: "default".into(),
@@ -51,7 +51,7 @@ fn workload(name: &str, image: &str, replicas: u32) -> Workload {
     }
 }
 
-fn cluster(name: &str) -> Cluster {
+pub(super) fn cluster(name: &str) -> Cluster {
     Cluster {
         name: name.into(),
         region: "eu".into(),
@@ -69,7 +69,7 @@ fn cluster(name: &str) -> Cluster {
     }
 }
 
-fn placement(name: &str, generation: u64) -> Placement {
+pub(super) fn placement(name: &str, generation: u64) -> Placement {
     Placement {
         workload: name.into(),
         namespace: "default".into(),
