@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hansa_core::manifest::PolicyObject;
 use hansa_core::{Cluster, Placement, Workload, WorkloadKey};
 use hansa_policies::{place_all, Detail, Item};
 use tokio_util::sync::CancellationToken;
@@ -20,13 +21,13 @@ use tracing::{debug, info, warn};
 
 use crate::liveness::Liveness;
 use crate::peer::PeerMode;
-use crate::store::{Command, FederationState, Store};
+use crate::store::{Command, FederationState, Store, WorkloadRecord};
 
 /// Placements stored in one log entry.
 const PROPOSE_AT_ONCE: usize = 64;
-/// A pass over at most this many workloads reads the state under its lock; a larger one
-/// solves a clone of it on a blocking thread.
-const SOLVE_UNDER_LOCK: usize = 256;
+/// A pass over at most this many workloads is solved on the controller's task; a larger one
+/// on a blocking thread.
+const SOLVE_HERE: usize = 256;
 /// Coalesces bursts of changes (an apply of many workloads, agents registering) into one pass.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Re-solve even when nothing was signalled: a lost wake-up must not leave a stale placement.
@@ -197,32 +198,53 @@ fn affected(
     candidates
 }
 
-/// The placements of `keys` that differ from what is stored.
-fn pass(
-    state: &FederationState,
-    clusters: &[Cluster],
-    keys: &BTreeSet<WorkloadKey>,
-) -> Vec<Placement> {
-    let records: Vec<_> = keys
-        .iter()
-        .filter_map(|key| state.workloads.get(key))
-        .map(|record| (record, bound(state, &record.workload)))
-        .collect();
-    let items: Vec<Item<'_>> = records
-        .iter()
-        .map(|(record, workload)| Item {
-            workload,
-            generation: record.generation,
-            previous: state.placement(&record.workload.key()),
-        })
-        .collect();
-    place_all(clusters, &items, now_ms(), Detail::Summary)
-        .into_iter()
-        .filter(|p| {
-            let key = WorkloadKey::new(&p.namespace, &p.workload);
-            state.placement(&key) != Some(p)
-        })
-        .collect()
+/// What a pass solves, read from the state: the records of the workloads to solve with their
+/// stored placements, and the placement policies. The records are shared (`Arc`), so this
+/// costs what the pass solves, not what is stored, and the solving needs no lock.
+struct Inputs {
+    records: Vec<(Arc<WorkloadRecord>, Option<Arc<Placement>>)>,
+    policies: Vec<PolicyObject>,
+}
+
+impl Inputs {
+    fn read(state: &FederationState, keys: &BTreeSet<WorkloadKey>) -> Inputs {
+        Inputs {
+            records: keys
+                .iter()
+                .filter_map(|key| {
+                    let record = state.workloads.get(key)?;
+                    Some((record.clone(), state.placements.get(key).cloned()))
+                })
+                .collect(),
+            policies: state.placement_policies().cloned().collect(),
+        }
+    }
+
+    /// The placements that differ from what is stored.
+    fn pass(&self, clusters: &[Cluster]) -> Vec<Placement> {
+        let workloads: Vec<_> = self
+            .records
+            .iter()
+            .map(|(record, _)| hansa_core::manifest::bound(&record.workload, &self.policies))
+            .collect();
+        let items: Vec<Item<'_>> = self
+            .records
+            .iter()
+            .zip(&workloads)
+            .map(|((record, previous), workload)| Item {
+                workload,
+                generation: record.generation,
+                previous: previous.as_deref(),
+            })
+            .collect();
+        // One placement per item, in the items' order.
+        place_all(clusters, &items, now_ms(), Detail::Summary)
+            .into_iter()
+            .zip(&self.records)
+            .filter(|(placement, (_, stored))| stored.as_deref() != Some(placement))
+            .map(|(placement, _)| placement)
+            .collect()
+    }
 }
 
 pub async fn run(
@@ -256,14 +278,13 @@ pub async fn run(
             (clusters, keys)
         });
         debug!(workloads = keys.len(), ?trigger, "placement pass");
-        let updates = if keys.len() <= SOLVE_UNDER_LOCK {
-            store.read(|state| pass(state, &clusters, &keys))
+        let inputs = store.read(|state| Inputs::read(state, &keys));
+        let updates = if keys.len() <= SOLVE_HERE {
+            inputs.pass(&clusters)
         } else {
-            // Solving every workload takes seconds in a large federation. Under the state's
-            // lock that would hold up every write (a new leader's first full pass would stall
-            // its first writes); a clone shares the records and costs milliseconds.
-            let state = store.read(FederationState::clone);
-            match tokio::task::spawn_blocking(move || pass(&state, &clusters, &keys)).await {
+            // Solving every workload takes seconds in a large federation: on a blocking
+            // thread, so it holds up no tokio worker (nor the writes they serve).
+            match tokio::task::spawn_blocking(move || inputs.pass(&clusters)).await {
                 Ok(updates) => updates,
                 Err(e) => {
                     // The next full pass solves them again.
@@ -384,7 +405,7 @@ mod tests {
     ) -> usize {
         let clusters: Vec<Cluster> = state.clusters.values().cloned().collect();
         let keys = affected(state, &clusters, seen, trigger, std::mem::take(changed));
-        for placement in pass(state, &clusters, &keys) {
+        for placement in Inputs::read(state, &keys).pass(&clusters) {
             apply(state, changed, &Command::SetPlacement { placement });
         }
         keys.len()
