@@ -24,7 +24,7 @@ use crate::peer::PeerMode;
 use crate::store::{Command, FederationState, Store, WorkloadRecord};
 
 /// Placements stored in one log entry.
-const PROPOSE_AT_ONCE: usize = 64;
+const PROPOSE_AT_ONCE: usize = 1024;
 /// A pass over at most this many workloads is solved on the controller's task; a larger one
 /// on a blocking thread.
 const SOLVE_HERE: usize = 256;
