@@ -8,10 +8,17 @@
 //! segment starts with a checkpoint of the vote, committed and purged ids, so a segment whose
 //! entries are all purged can be deleted without losing them.
 //!
+//! The newest segment is preallocated ahead of its records (`fallocate`, in steps of
+//! `PREALLOCATE`; zeros), as etcd does: a write that does not change the file's size needs no
+//! metadata journalled by its `fdatasync`, which then costs about a third less (on ext4 here,
+//! 130 -> 90 us for a 500-byte append). Its records end where the zeros begin. A segment is cut
+//! to its records' length when it is closed.
+//!
 //! Damage is told from a torn write: only the end of the newest segment may be incomplete (a
-//! crash during its last write, which was never acknowledged), and it is cut off at open.
-//! A record that fails its checksum anywhere else, or with data after it, makes the log refuse
-//! to open, naming the file and the offset.
+//! crash during its last write, which was never acknowledged: the record runs past the end of
+//! the file, or holds a sector that was never written), and it is cut off at open. A record
+//! that fails its checksum anywhere else makes the log refuse to open, naming the file and the
+//! offset.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -38,6 +45,10 @@ const ENTRY_ID: usize = 24;
 const LOCK_FILE: &str = "LOCK";
 /// The write buffer kept between writes.
 const KEEP_BUFFER: usize = 4 << 20;
+/// The newest segment is allocated this far ahead of its records, at least.
+const PREALLOCATE: u64 = 8 << 20;
+/// The unit a disk writes whole: a torn write leaves sectors of zeros, never part of one.
+const SECTOR: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -272,8 +283,11 @@ impl Batch {
 /// The writing side: the newest segment, open for appending. Owned by the writer thread.
 pub(crate) struct Writer {
     dir: PathBuf,
-    /// Number, file and length of the segment being appended to.
+    /// Number, file and length of the segment being appended to (its records' length; the
+    /// file is longer, preallocated).
     current: (u64, File, u64),
+    /// The size of the current segment's file.
+    allocated: u64,
     /// The highest entry index each closed segment ever held: a segment whose entries are all
     /// purged is deleted.
     closed: BTreeMap<u64, Option<u64>>,
@@ -310,10 +324,22 @@ impl Writer {
         if batch.is_empty() {
             return Ok(());
         }
+        let end = self.current.2 + batch.bytes.len() as u64;
+        if end > self.allocated {
+            let size = end + PREALLOCATE;
+            if let Err(e) = preallocate(&self.current.1, self.allocated, size) {
+                self.failed = true;
+                let path = segment_path(&self.dir, self.current.0);
+                return Err(StoreError::storage(&path, format!("preallocate: {e}")));
+            }
+            self.allocated = size;
+        }
         let (number, file, len) = &mut self.current;
         let path = segment_path(&self.dir, *number);
         let start = *len;
-        let written = file.write_all(&batch.bytes).and_then(|()| file.sync_data());
+        let written = file
+            .write_all_at(&batch.bytes, start)
+            .and_then(|()| file.sync_data());
         if let Err(e) = written {
             self.failed = true;
             return Err(StoreError::storage(&path, format!("append: {e}")));
@@ -358,8 +384,19 @@ impl Writer {
         Ok(())
     }
 
-    /// Starts the next segment with a checkpoint of the current meta.
+    /// Closes the current segment, cut to its records, and starts the next with a checkpoint
+    /// of the current meta.
     fn rotate(&mut self, index: &std::sync::Mutex<Index>) -> Result<(), StoreError> {
+        let (number, file, len) = &self.current;
+        // Durable before the next segment exists: only the newest may end in zeros.
+        if let Err(e) = file.set_len(*len).and_then(|()| file.sync_all()) {
+            self.failed = true;
+            let path = segment_path(&self.dir, *number);
+            return Err(StoreError::storage(
+                &path,
+                format!("cut to its records: {e}"),
+            ));
+        }
         let meta = index
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -371,6 +408,7 @@ impl Writer {
         })?;
         let reader = open_for_reading(&self.dir, next)?;
         let old = std::mem::replace(&mut self.current, (next, file, len));
+        self.allocated = len;
         self.closed.insert(old.0, self.current_last.take());
         index
             .lock()
@@ -419,8 +457,22 @@ fn create_segment(dir: &Path, number: u64, meta: &Meta) -> Result<(File, u64), S
     file.sync_all().map_err(error)?;
     std::fs::rename(&temporary, &path).map_err(error)?;
     sync_dir(dir)?;
-    let file = OpenOptions::new().append(true).open(&path).map_err(error)?;
+    let file = OpenOptions::new().write(true).open(&path).map_err(error)?;
     Ok((file, batch.bytes.len() as u64))
+}
+
+/// Grows `file` from `from` to `to` bytes of zeros, allocated on disk where the file system
+/// can (else sparse: still no size change per write).
+fn preallocate(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    use nix::fcntl::{fallocate, FallocateFlags};
+    use std::os::fd::AsRawFd;
+    let offset = i64::try_from(from).map_err(std::io::Error::other)?;
+    let len = i64::try_from(to - from).map_err(std::io::Error::other)?;
+    match fallocate(file.as_raw_fd(), FallocateFlags::empty(), offset, len) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EOPNOTSUPP) => file.set_len(to),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn open_for_reading(dir: &Path, number: u64) -> Result<Arc<File>, StoreError> {
@@ -517,25 +569,25 @@ pub(crate) fn open(dir: &Path, node_id: NodeId) -> Result<(Writer, Index), Store
             closed.insert(number, highest);
         }
     }
-    let current = match numbers.last() {
+    let (current, allocated) = match numbers.last() {
         Some(&number) => {
             let path = segment_path(dir, number);
-            let file = OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(|e| StoreError::storage(&path, format!("open: {e}")))?;
-            (number, file, current_len)
+            let error = |e: std::io::Error| StoreError::storage(&path, format!("open: {e}"));
+            let file = OpenOptions::new().write(true).open(&path).map_err(error)?;
+            let allocated = file.metadata().map_err(error)?.len();
+            ((number, file, current_len), allocated)
         }
         None => {
             let (file, len) = create_segment(dir, 1, &index.meta)?;
             index.files.insert(1, open_for_reading(dir, 1)?);
-            (1, file, len)
+            ((1, file, len), len)
         }
     };
     Ok((
         Writer {
             dir: dir.to_path_buf(),
             current,
+            allocated,
             closed,
             current_last,
             _lock: lock,
@@ -564,19 +616,22 @@ fn replay(
     while at < bytes.len() {
         let record = match parse(&bytes[at..]) {
             Ok(record) => record,
+            // The newest segment's preallocated end: its records stop here.
+            Err(_) if last_segment && at > 0 && bytes[at..].iter().all(|b| *b == 0) => break,
             Err(problem) => {
-                // Only the newest segment's last write may be incomplete: nothing follows it.
-                let torn = last_segment
-                    && at > 0
-                    && (problem == Problem::Incomplete || bytes[at..].iter().all(|b| *b == 0));
-                if !torn {
+                // Only the newest segment's last write may be incomplete.
+                if !(last_segment && at > 0 && torn(&bytes, at, &problem)) {
                     return Err(corrupt(at, problem.to_string()));
                 }
                 tracing::warn!(path = %path.display(), offset = at, "cutting off an incomplete write at the end of the Raft log");
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|f| f.set_len(at as u64).and_then(|()| f.sync_all()));
+                // Cut, then zeros again: what the torn write left beyond its first unwritten
+                // sector must not be read as records later.
+                let file = OpenOptions::new().write(true).open(&path).and_then(|f| {
+                    let size = f.metadata()?.len();
+                    f.set_len(at as u64)?;
+                    preallocate(&f, at as u64, size.max(at as u64))?;
+                    f.sync_all()
+                });
                 file.map_err(|e| {
                     StoreError::storage(&path, format!("cut off the incomplete end: {e}"))
                 })?;
@@ -699,6 +754,40 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// Whether the record that fails to read at offset `at` of the segment `bytes` is the last
+/// write, cut short by a crash: it runs past the end of the file, or a sector it spans was
+/// never written (the preallocated zeros are still there) and nothing but zeros follows it.
+/// A disk writes whole sectors, so a lost one is all zeros from the record's start or from
+/// the sector's; a record's header and JSON hold no such run. A record with data after it
+/// was not the last write: it was acknowledged, and its damage is refused, not cut off.
+fn torn(bytes: &[u8], at: usize, problem: &Problem) -> bool {
+    if *problem == Problem::Incomplete {
+        return true;
+    }
+    // The record's extent as its header gives it; a damaged header, its own bytes.
+    let claimed = match problem {
+        Problem::Checksum => {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&bytes[at..at + 4]);
+            HEADER + u32::from_le_bytes(w) as usize
+        }
+        _ => HEADER,
+    };
+    let end = at.saturating_add(claimed).min(bytes.len());
+    if bytes[end..].iter().any(|b| *b != 0) {
+        return false;
+    }
+    let mut sector = at - at % SECTOR;
+    while sector < end {
+        let part = &bytes[sector.max(at)..(sector + SECTOR).min(bytes.len())];
+        if part.iter().all(|b| *b == 0) {
+            return true;
+        }
+        sector += SECTOR;
+    }
+    false
+}
+
 /// The record at the start of `bytes`: kind, body and checksum.
 fn parse(bytes: &[u8]) -> Result<(Kind, &[u8], u32), Problem> {
     if bytes.len() < HEADER {
@@ -771,8 +860,10 @@ mod tests {
         for i in 1..=100 {
             write(&mut writer, &index, vec![Record::Entry(log_id(1, i), &big)]);
         }
-        // 100 MiB: a second segment.
+        // 100 MiB: a second segment. The first was cut to its records when it was closed.
         assert_eq!(index.lock().unwrap().files.len(), 2);
+        let first = std::fs::read(segment_path(dir.path(), 1)).unwrap();
+        assert_eq!(first.last(), Some(&b'x'));
         write(
             &mut writer,
             &index,
@@ -805,10 +896,9 @@ mod tests {
         assert_eq!(index.meta.vote, Some(Vote::new(2, 1)));
     }
 
-    #[test]
-    fn an_incomplete_last_write_is_cut_off_but_damage_is_refused() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let (mut writer, index) = open(dir.path(), 1).unwrap();
+    /// Entries 1 to 3 (`{}`), then the log closed; the segment's path and its records' length.
+    fn three_entries(dir: &Path) -> (PathBuf, usize) {
+        let (mut writer, index) = open(dir, 1).unwrap();
         let index = std::sync::Mutex::new(index);
         for i in 1..=3 {
             write(
@@ -817,12 +907,21 @@ mod tests {
                 vec![Record::Entry(log_id(1, i), b"{}")],
             );
         }
-        drop(writer);
-        let path = segment_path(dir.path(), 1);
-        let whole = std::fs::read(&path).unwrap();
+        let len = writer.current.2 as usize;
+        (segment_path(dir, 1), len)
+    }
 
-        // A crash in the middle of the last write: its end never reached the disk.
-        std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
+    #[test]
+    fn an_incomplete_last_write_is_cut_off_but_damage_is_refused() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (path, len) = three_entries(dir.path());
+        let whole = std::fs::read(&path).unwrap();
+        // Preallocated: zeros follow the records.
+        assert!(whole.len() as u64 > PREALLOCATE && whole[len..].iter().all(|b| *b == 0));
+
+        // A crash in the middle of the last write, before the file was preallocated: its end
+        // never reached the disk.
+        std::fs::write(&path, &whole[..len - 3]).unwrap();
         let (writer, index) = open(dir.path(), 1).unwrap();
         assert_eq!(index.last(), Some(log_id(1, 2)));
         drop(writer);
@@ -834,13 +933,71 @@ mod tests {
             &index,
             vec![Record::Entry(log_id(1, 3), b"{}")],
         );
+        let len = writer.current.2 as usize;
         drop(writer);
 
         // A flipped byte in an earlier record is damage, named with the file.
         let mut damaged = std::fs::read(&path).unwrap();
-        let entry_two = damaged.len() - 2 * (HEADER + ENTRY_ID + 2) + HEADER + 2;
+        let entry_two = len - 2 * (HEADER + ENTRY_ID + 2) + HEADER + 2;
         damaged[entry_two] ^= 0x5a;
         std::fs::write(&path, &damaged).unwrap();
+        let err = open(dir.path(), 1).err().unwrap();
+        assert!(
+            matches!(&err, StoreError::Corrupt { path: p, .. } if *p == path),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_sector_a_crash_left_unwritten_cuts_the_write_off_for_good() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (path, len) = three_entries(dir.path());
+        // A large fourth entry whose write reached the disk but for one sector in its middle.
+        let (mut writer, index) = open(dir.path(), 1).unwrap();
+        let index = std::sync::Mutex::new(index);
+        let big = vec![b'x'; 8 * SECTOR];
+        write(&mut writer, &index, vec![Record::Entry(log_id(1, 4), &big)]);
+        drop(writer);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let lost = (len / SECTOR + 3) * SECTOR;
+        bytes[lost..lost + SECTOR].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+
+        let (mut writer, index) = open(dir.path(), 1).unwrap();
+        assert_eq!(index.last(), Some(log_id(1, 3)));
+        // The rest of the torn write is gone too: a short entry 4 in its place reads back,
+        // and nothing of the old one after it.
+        let index = std::sync::Mutex::new(index);
+        write(
+            &mut writer,
+            &index,
+            vec![Record::Entry(log_id(1, 4), b"{\"short\":1}")],
+        );
+        let (_writer, index) = reopen(dir.path(), writer);
+        let index = index.lock().unwrap();
+        assert_eq!(index.last(), Some(log_id(1, 4)));
+        assert_eq!(entries(&index)[3].1, b"{\"short\":1}".to_vec());
+    }
+
+    #[test]
+    fn a_lost_sector_before_the_last_write_is_damage() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (mut writer, index) = open(dir.path(), 1).unwrap();
+        let index = std::sync::Mutex::new(index);
+        let big = vec![b'x'; 8 * SECTOR];
+        write(&mut writer, &index, vec![Record::Entry(log_id(1, 1), &big)]);
+        write(
+            &mut writer,
+            &index,
+            vec![Record::Entry(log_id(1, 2), b"{}")],
+        );
+        drop(writer);
+        // Entry 2 was written after entry 1, so entry 1 was acknowledged: a sector of zeros
+        // inside it is damage, not a torn last write.
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[2 * SECTOR..3 * SECTOR].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
         let err = open(dir.path(), 1).err().unwrap();
         assert!(
             matches!(&err, StoreError::Corrupt { path: p, .. } if *p == path),
