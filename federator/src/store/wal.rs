@@ -551,9 +551,11 @@ pub(crate) fn open(dir: &Path, node_id: NodeId) -> Result<(Writer, Index), Store
     let mut closed = BTreeMap::new();
     let mut current_last = None;
     let mut current_len = 0;
+    // Entries missing before the oldest segment, and where that was seen (see `replay`).
+    let mut gap: Option<(u64, u64)> = None;
     for (i, &number) in numbers.iter().enumerate() {
         let last_segment = i + 1 == numbers.len();
-        let (len, highest) = replay(dir, number, i == 0, last_segment, &mut index)?;
+        let (len, highest) = replay(dir, number, i == 0, last_segment, &mut index, &mut gap)?;
         if index.meta.node_id != node_id {
             return Err(StoreError::WrongNode {
                 path: dir.to_path_buf(),
@@ -567,6 +569,18 @@ pub(crate) fn open(dir: &Path, node_id: NodeId) -> Result<(Writer, Index), Store
             current_len = len;
         } else {
             closed.insert(number, highest);
+        }
+    }
+    if let Some((upto, number)) = gap {
+        let purged = index.meta.purged.map_or(0, |p| p.index);
+        if purged < upto {
+            return Err(StoreError::corrupt(
+                segment_path(dir, number),
+                format!(
+                    "entries {}..={upto} are missing before it, and no purge covers them",
+                    purged + 1
+                ),
+            ));
         }
     }
     let (current, allocated) = match numbers.last() {
@@ -605,6 +619,7 @@ fn replay(
     first_segment: bool,
     last_segment: bool,
     index: &mut Index,
+    gap: &mut Option<(u64, u64)>,
 ) -> Result<(u64, Option<u64>), StoreError> {
     let path = segment_path(dir, number);
     let bytes =
@@ -685,7 +700,13 @@ fn replay(
                     Some(last) => Some(last.index + 1),
                     None => index.meta.purged.map(|p| p.index + 1),
                 };
-                if expected.is_some_and(|e| e != log_id.index) {
+                // The oldest segment left may start after a gap: the segments before it were
+                // deleted once a purge covered their entries, and that purge record comes
+                // later in the log than this segment's checkpoint. `open` checks that one does.
+                let after_deleted = first_segment && index.last().is_none() && gap.is_none();
+                if after_deleted && expected.is_some_and(|e| log_id.index > e) {
+                    *gap = Some((log_id.index - 1, number));
+                } else if expected.is_some_and(|e| e != log_id.index) {
                     return Err(corrupt(
                         at,
                         format!(
@@ -894,6 +915,52 @@ mod tests {
         assert_eq!(index.first_index(), Some(71));
         assert_eq!(index.meta.purged, Some(log_id(1, 70)));
         assert_eq!(index.meta.vote, Some(Vote::new(2, 1)));
+    }
+
+    #[test]
+    fn a_log_whose_oldest_segments_a_later_purge_deleted_opens() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (mut writer, index) = open(dir.path(), 1).unwrap();
+        let index = std::sync::Mutex::new(index);
+        let big = vec![b'x'; 1 << 20];
+        write(&mut writer, &index, vec![Record::Entry(log_id(1, 1), &big)]);
+        // Segment 2's checkpoint will say "purged up to 1".
+        write(&mut writer, &index, vec![Record::Purge(log_id(1, 1))]);
+        for i in 2..=80 {
+            write(&mut writer, &index, vec![Record::Entry(log_id(1, i), &big)]);
+        }
+        assert_eq!(index.lock().unwrap().files.len(), 2);
+        // A purge in segment 2 past every entry of segment 1 deletes it: segment 2 now starts
+        // at an entry after a gap, and the purge that explains the gap comes after it.
+        write(&mut writer, &index, vec![Record::Purge(log_id(1, 75))]);
+        assert!(!segment_path(dir.path(), 1).exists());
+        let (_writer, index) = reopen(dir.path(), writer);
+        let index = index.lock().unwrap();
+        assert_eq!(index.first_index(), Some(76));
+        assert_eq!(index.last(), Some(log_id(1, 80)));
+        assert_eq!(index.meta.purged, Some(log_id(1, 75)));
+    }
+
+    #[test]
+    fn a_gap_no_purge_covers_is_damage() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (mut writer, index) = open(dir.path(), 1).unwrap();
+        let index = std::sync::Mutex::new(index);
+        let big = vec![b'x'; 1 << 20];
+        write(&mut writer, &index, vec![Record::Entry(log_id(1, 1), &big)]);
+        write(&mut writer, &index, vec![Record::Purge(log_id(1, 1))]);
+        for i in 2..=80 {
+            write(&mut writer, &index, vec![Record::Entry(log_id(1, i), &big)]);
+        }
+        drop(writer);
+        // Segment 1 lost by other means: nothing explains the entries it held.
+        std::fs::remove_file(segment_path(dir.path(), 1)).unwrap();
+        let err = open(dir.path(), 1).err().unwrap();
+        assert!(
+            matches!(&err, StoreError::Corrupt { path: p, .. } if *p == segment_path(dir.path(), 2)),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("are missing"), "{err}");
     }
 
     /// Entries 1 to 3 (`{}`), then the log closed; the segment's path and its records' length.
