@@ -328,24 +328,18 @@ impl Writer {
         if end > self.allocated {
             let size = end + PREALLOCATE;
             if let Err(e) = preallocate(&self.current.1, self.allocated, size) {
-                self.failed = true;
-                let path = segment_path(&self.dir, self.current.0);
-                return Err(StoreError::storage(&path, format!("preallocate: {e}")));
+                return Err(self.failure("preallocate", e));
             }
             self.allocated = size;
         }
-        let (number, file, len) = &mut self.current;
-        let path = segment_path(&self.dir, *number);
-        let start = *len;
+        let (segment, file, start) = (self.current.0, &self.current.1, self.current.2);
         let written = file
             .write_all_at(&batch.bytes, start)
             .and_then(|()| file.sync_data());
         if let Err(e) = written {
-            self.failed = true;
-            return Err(StoreError::storage(&path, format!("append: {e}")));
+            return Err(self.failure("append", e));
         }
-        *len += batch.bytes.len() as u64;
-        let segment = *number;
+        self.current.2 += batch.bytes.len() as u64;
         let mut purged = None;
         {
             let mut index = index
@@ -384,18 +378,22 @@ impl Writer {
         Ok(())
     }
 
+    /// Marks the log failed (what is on disk is unknown) and names the current segment.
+    fn failure(&mut self, what: &str, e: std::io::Error) -> StoreError {
+        self.failed = true;
+        StoreError::storage(
+            segment_path(&self.dir, self.current.0),
+            format!("{what}: {e}"),
+        )
+    }
+
     /// Closes the current segment, cut to its records, and starts the next with a checkpoint
     /// of the current meta.
     fn rotate(&mut self, index: &std::sync::Mutex<Index>) -> Result<(), StoreError> {
-        let (number, file, len) = &self.current;
+        let (_, file, len) = &self.current;
         // Durable before the next segment exists: only the newest may end in zeros.
         if let Err(e) = file.set_len(*len).and_then(|()| file.sync_all()) {
-            self.failed = true;
-            let path = segment_path(&self.dir, *number);
-            return Err(StoreError::storage(
-                &path,
-                format!("cut to its records: {e}"),
-            ));
+            return Err(self.failure("cut to its records", e));
         }
         let meta = index
             .lock()
@@ -551,8 +549,8 @@ pub(crate) fn open(dir: &Path, node_id: NodeId) -> Result<(Writer, Index), Store
     let mut closed = BTreeMap::new();
     let mut current_last = None;
     let mut current_len = 0;
-    // Entries missing before the oldest segment, and where that was seen (see `replay`).
-    let mut gap: Option<(u64, u64)> = None;
+    // The last entry missing before the oldest segment (see `replay`).
+    let mut gap: Option<u64> = None;
     for (i, &number) in numbers.iter().enumerate() {
         let last_segment = i + 1 == numbers.len();
         let (len, highest) = replay(dir, number, i == 0, last_segment, &mut index, &mut gap)?;
@@ -571,11 +569,11 @@ pub(crate) fn open(dir: &Path, node_id: NodeId) -> Result<(Writer, Index), Store
             closed.insert(number, highest);
         }
     }
-    if let Some((upto, number)) = gap {
+    if let Some(upto) = gap {
         let purged = index.meta.purged.map_or(0, |p| p.index);
         if purged < upto {
             return Err(StoreError::corrupt(
-                segment_path(dir, number),
+                segment_path(dir, numbers[0]),
                 format!(
                     "entries {}..={upto} are missing before it, and no purge covers them",
                     purged + 1
@@ -619,7 +617,7 @@ fn replay(
     first_segment: bool,
     last_segment: bool,
     index: &mut Index,
-    gap: &mut Option<(u64, u64)>,
+    gap: &mut Option<u64>,
 ) -> Result<(u64, Option<u64>), StoreError> {
     let path = segment_path(dir, number);
     let bytes =
@@ -705,7 +703,7 @@ fn replay(
                 // later in the log than this segment's checkpoint. `open` checks that one does.
                 let after_deleted = first_segment && index.last().is_none() && gap.is_none();
                 if after_deleted && expected.is_some_and(|e| log_id.index > e) {
-                    *gap = Some((log_id.index - 1, number));
+                    *gap = Some(log_id.index - 1);
                 } else if expected.is_some_and(|e| e != log_id.index) {
                     return Err(corrupt(
                         at,
@@ -917,18 +915,24 @@ mod tests {
         assert_eq!(index.meta.vote, Some(Vote::new(2, 1)));
     }
 
-    #[test]
-    fn a_log_whose_oldest_segments_a_later_purge_deleted_opens() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let (mut writer, index) = open(dir.path(), 1).unwrap();
+    /// Entry 1, purged, then entries 2 to 80 of 1 MiB: two segments, the second's checkpoint
+    /// saying "purged up to 1".
+    fn purged_once_over_two_segments(dir: &Path) -> (Writer, std::sync::Mutex<Index>) {
+        let (mut writer, index) = open(dir, 1).unwrap();
         let index = std::sync::Mutex::new(index);
         let big = vec![b'x'; 1 << 20];
         write(&mut writer, &index, vec![Record::Entry(log_id(1, 1), &big)]);
-        // Segment 2's checkpoint will say "purged up to 1".
         write(&mut writer, &index, vec![Record::Purge(log_id(1, 1))]);
         for i in 2..=80 {
             write(&mut writer, &index, vec![Record::Entry(log_id(1, i), &big)]);
         }
+        (writer, index)
+    }
+
+    #[test]
+    fn a_log_whose_oldest_segments_a_later_purge_deleted_opens() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (mut writer, index) = purged_once_over_two_segments(dir.path());
         assert_eq!(index.lock().unwrap().files.len(), 2);
         // A purge in segment 2 past every entry of segment 1 deletes it: segment 2 now starts
         // at an entry after a gap, and the purge that explains the gap comes after it.
@@ -944,14 +948,7 @@ mod tests {
     #[test]
     fn a_gap_no_purge_covers_is_damage() {
         let dir = tempfile::TempDir::new().unwrap();
-        let (mut writer, index) = open(dir.path(), 1).unwrap();
-        let index = std::sync::Mutex::new(index);
-        let big = vec![b'x'; 1 << 20];
-        write(&mut writer, &index, vec![Record::Entry(log_id(1, 1), &big)]);
-        write(&mut writer, &index, vec![Record::Purge(log_id(1, 1))]);
-        for i in 2..=80 {
-            write(&mut writer, &index, vec![Record::Entry(log_id(1, i), &big)]);
-        }
+        let (writer, _) = purged_once_over_two_segments(dir.path());
         drop(writer);
         // Segment 1 lost by other means: nothing explains the entries it held.
         std::fs::remove_file(segment_path(dir.path(), 1)).unwrap();
